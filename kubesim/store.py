@@ -1,0 +1,471 @@
+"""The object store: every object kubesim serves, one global revision, and the event log watches read.
+
+Semantics follow the apiserver (see kubesim-reference §3.5):
+- one monotonically increasing revision; every write stamps `metadata.resourceVersion`;
+- a no-op write does not bump the revision;
+- `metadata.generation` starts at 1 and moves only when `spec` changes;
+- server-owned metadata (uid, creationTimestamp, generation, deletionTimestamp) survives every write;
+- deletion is graceful where the apiserver makes it so: pods on a node get a deletionTimestamp and are
+  removed by the kubelet stand-in; objects with finalizers wait for them; a namespace turns Terminating.
+
+Stored objects are never mutated in place: writers build a new dict and commit it. Readers receive the
+stored dicts themselves (copying 10,000 pods per list would dominate the list time), so they must treat
+them as read-only; `clone()` gives a private copy for read-modify-write.
+
+Every public method takes the store's re-entrant lock; controllers may hold `store.lock` across several
+calls to make a read-modify-write atomic.
+"""
+
+from __future__ import annotations
+
+import bisect
+import random
+import threading
+import uuid
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from kubesim import errors
+from kubesim.clock import Clock, rfc3339
+from kubesim.resources import BY_PLURAL, ResourceType
+
+Obj = dict[str, Any]
+Key = tuple[str, str]  # (namespace, name); namespace "" for cluster-scoped objects
+
+NAME_ALPHABET = "bcdfghjklmnpqrstvwxz2456789"  # the apiserver's generateName alphabet
+SERVER_OWNED_METADATA = ("uid", "creationTimestamp", "generation", "deletionTimestamp",
+                         "deletionGracePeriodSeconds", "namespace", "name")
+
+
+def clone(value: Any) -> Any:
+    """A deep copy of JSON-shaped data; several times faster than copy.deepcopy."""
+    if isinstance(value, dict):
+        return {k: clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [clone(v) for v in value]
+    return value
+
+
+@dataclass(frozen=True)
+class WatchEvent:
+    revision: int
+    type: str  # ADDED | MODIFIED | DELETED
+    plural: str
+    namespace: str
+    obj: Obj
+
+
+Admission = Callable[[ResourceType, Obj, "Obj | None"], None]
+Listener = Callable[[WatchEvent], None]
+
+
+class Store:
+    """In-memory objects of every served resource type, indexed by namespace and (pods) by node."""
+
+    def __init__(self, clock: Clock, seed: int = 0, event_log_size: int = 200_000) -> None:
+        self.lock = threading.RLock()
+        self.changed = threading.Condition(self.lock)
+        self.clock = clock
+        self.rng = random.Random(seed)
+        self.revision = 1
+        self.admission: Admission | None = None  # defaulting + validation, set by the API layer
+        self._objects: dict[str, dict[Key, Obj]] = {plural: {} for plural in BY_PLURAL}
+        self._pods_by_node: dict[str, set[Key]] = {}
+        self._listeners: list[Listener] = []
+        self._log: list[WatchEvent] = []
+        self._log_revisions: list[int] = []
+        self._log_size = event_log_size
+        self._compacted_through = 0  # events at or below this revision are gone
+
+    # ----------------------------------------------------------------- reading
+
+    def get(self, plural: str, namespace: str, name: str) -> Obj:
+        obj = self.try_get(plural, namespace, name)
+        if obj is None:
+            rtype = BY_PLURAL[plural]
+            raise errors.not_found(plural, rtype.group, name)
+        return obj
+
+    def try_get(self, plural: str, namespace: str, name: str) -> Obj | None:
+        with self.lock:
+            return self._objects[plural].get((self._ns(plural, namespace), name))
+
+    def list(
+        self,
+        plural: str,
+        namespace: str | None = None,
+        predicate: Callable[[Obj], bool] | None = None,
+        node_name: str | None = None,
+    ) -> tuple[list[Obj], int]:
+        """Objects sorted by (namespace, name), and the revision they were read at.
+
+        `node_name` (pods only) uses the by-node index, as `fieldSelector=spec.nodeName=X` does.
+        """
+        with self.lock:
+            table = self._objects[plural]
+            if node_name is not None and plural == "pods":
+                keys: Iterable[Key] = sorted(self._pods_by_node.get(node_name, ()))
+            else:
+                keys = sorted(table)
+            items = []
+            for key in keys:
+                if namespace and key[0] != namespace:
+                    continue
+                obj = table[key]
+                if predicate is None or predicate(obj):
+                    items.append(obj)
+            return items, self.revision
+
+    def count(self, plural: str) -> int:
+        with self.lock:
+            return len(self._objects[plural])
+
+    def pods_on_node(self, node_name: str) -> list[Obj]:
+        with self.lock:
+            table = self._objects["pods"]
+            return [table[key] for key in sorted(self._pods_by_node.get(node_name, ()))]
+
+    # ----------------------------------------------------------------- writing
+
+    def create(self, plural: str, obj: Obj, namespace: str | None = None) -> Obj:
+        """Store a new object: names, uid, timestamps, generation, defaulting and validation."""
+        rtype = BY_PLURAL[plural]
+        obj = clone(obj)
+        meta = obj.setdefault("metadata", {})
+        with self.lock:
+            if rtype.namespaced:
+                ns = namespace or meta.get("namespace") or "default"
+                if meta.get("namespace") and meta["namespace"] != ns:
+                    raise errors.bad_request(
+                        "the namespace of the provided object does not match the namespace sent on the request"
+                    )
+                meta["namespace"] = ns
+                self._check_namespace_open(ns)
+            else:
+                meta.pop("namespace", None)
+                ns = ""
+            if not meta.get("name") and meta.get("generateName"):
+                meta["name"] = self._generate_name(plural, ns, meta["generateName"])
+            name = meta.get("name")
+            if not name:
+                raise errors.invalid(rtype.kind, rtype.group, "", [
+                    ("metadata.name", "FieldValueRequired", "Required value: name or generateName is required")
+                ])
+            if (ns, name) in self._objects[plural]:
+                raise errors.already_exists(plural, rtype.group, name)
+            obj["kind"] = rtype.kind
+            obj["apiVersion"] = rtype.api_version
+            for owned in ("uid", "resourceVersion", "deletionTimestamp", "deletionGracePeriodSeconds"):
+                meta.pop(owned, None)
+            meta["uid"] = self.new_uid()
+            meta["creationTimestamp"] = rfc3339(self.clock.now())
+            if rtype.has_spec_generation:
+                meta["generation"] = 1
+            else:
+                meta.pop("generation", None)
+            if self.admission is not None:
+                self.admission(rtype, obj, None)
+            return self._commit(plural, (ns, name), None, obj)
+
+    def replace(self, plural: str, obj: Obj, subresource: str | None = None) -> Obj:
+        """PUT semantics: 409 on a stale resourceVersion; status only through the status subresource."""
+        rtype = BY_PLURAL[plural]
+        meta = obj.get("metadata") or {}
+        with self.lock:
+            ns = self._ns(plural, meta.get("namespace", ""))
+            old = self.get(plural, ns, meta.get("name", ""))
+            sent_rv = meta.get("resourceVersion")
+            if sent_rv and sent_rv != old["metadata"]["resourceVersion"]:
+                raise errors.conflict(plural, rtype.group, old["metadata"]["name"])
+            new = clone(obj)
+            if subresource == "status":
+                status = new.get("status")
+                new = clone(old)
+                if status is not None:
+                    new["status"] = status
+                else:
+                    new.pop("status", None)
+            elif rtype.has_status and subresource is None:
+                if "status" in old:
+                    new["status"] = clone(old["status"])
+                else:
+                    new.pop("status", None)
+            return self.write(plural, old, new)
+
+    def mutate(self, plural: str, namespace: str, name: str, change: Callable[[Obj], None]) -> Obj:
+        """Read-modify-write for controllers: `change` edits a private copy in place."""
+        with self.lock:
+            old = self.get(plural, namespace, name)
+            new = clone(old)
+            change(new)
+            return self.write(plural, old, new)
+
+    def write(self, plural: str, old: Obj, new: Obj) -> Obj:
+        """Commit `new` over `old`, keeping server-owned metadata; no-op writes change nothing."""
+        rtype = BY_PLURAL[plural]
+        with self.lock:
+            old_meta = old["metadata"]
+            meta = new.setdefault("metadata", {})
+            for field in SERVER_OWNED_METADATA:
+                if field in old_meta:
+                    meta[field] = old_meta[field]
+                else:
+                    meta.pop(field, None)
+            new["kind"] = rtype.kind
+            new["apiVersion"] = rtype.api_version
+            meta["resourceVersion"] = old_meta["resourceVersion"]
+            if old_meta.get("deletionTimestamp") and len(meta.get("finalizers") or []) > len(
+                old_meta.get("finalizers") or []
+            ):
+                raise errors.invalid(rtype.kind, rtype.group, old_meta["name"], [(
+                    "metadata.finalizers", "FieldValueForbidden",
+                    "Forbidden: no new finalizers can be added if the object is being deleted",
+                )])
+            if rtype.has_spec_generation and new.get("spec") != old.get("spec"):
+                meta["generation"] = old_meta.get("generation", 1) + 1
+            if self.admission is not None and new.get("spec") != old.get("spec"):
+                self.admission(rtype, new, old)
+            if new == old:
+                return old
+            key = (old_meta.get("namespace", ""), old_meta["name"])
+            if meta.get("deletionTimestamp") and not meta.get("finalizers") and self._finished_terminating(
+                plural, new
+            ):
+                return self._remove(plural, key, new)
+            return self._commit(plural, key, old, new)
+
+    def delete(
+        self,
+        plural: str,
+        namespace: str,
+        name: str,
+        grace_period_seconds: int | None = None,
+        propagation_policy: str | None = None,
+        preconditions: dict[str, str] | None = None,
+    ) -> tuple[Obj, bool]:
+        """DELETE semantics. Returns the object's last state and whether it is gone already.
+
+        Pods bound to a node are deleted gracefully (the kubelet stand-in removes them); objects with
+        finalizers wait for them; namespaces turn Terminating; `Foreground` and `Orphan` propagation
+        add the finalizers the garbage collector acts on.
+        """
+        rtype = BY_PLURAL[plural]
+        with self.lock:
+            ns = self._ns(plural, namespace)
+            old = self.get(plural, ns, name)
+            old_meta = old["metadata"]
+            if preconditions:
+                if preconditions.get("uid") and preconditions["uid"] != old_meta["uid"]:
+                    raise errors.ApiError(
+                        409, "Conflict",
+                        f'Operation cannot be fulfilled on {errors.qualified(plural, rtype.group)} "{name}": '
+                        f"Precondition failed: UID in precondition: {preconditions['uid']}, "
+                        f"UID in object meta: {old_meta['uid']}",
+                    )
+                if preconditions.get("resourceVersion") and (
+                    preconditions["resourceVersion"] != old_meta["resourceVersion"]
+                ):
+                    raise errors.conflict(plural, rtype.group, name)
+            new = clone(old)
+            meta = new["metadata"]
+            finalizers = list(meta.get("finalizers") or [])
+            if propagation_policy == "Foreground" and "foregroundDeletion" not in finalizers:
+                finalizers.append("foregroundDeletion")
+            elif propagation_policy == "Orphan" and "orphan" not in finalizers:
+                finalizers.append("orphan")
+            if finalizers != list(meta.get("finalizers") or []):
+                if old_meta.get("deletionTimestamp"):
+                    finalizers = list(meta.get("finalizers") or [])
+                else:
+                    meta["finalizers"] = finalizers
+            now = self.clock.now()
+            if plural == "namespaces":
+                if not old_meta.get("deletionTimestamp"):
+                    meta["deletionTimestamp"] = rfc3339(now)
+                    meta["deletionGracePeriodSeconds"] = 0
+                    new.setdefault("status", {})["phase"] = "Terminating"
+                    return self._commit(plural, (ns, name), old, new), False
+                return old, False
+            if plural == "pods":
+                grace = self._pod_grace(old, grace_period_seconds)
+                terminating = bool(old_meta.get("deletionTimestamp"))
+                if terminating and grace >= (old_meta.get("deletionGracePeriodSeconds") or 0):
+                    return old, False
+                if grace > 0:
+                    meta["deletionTimestamp"] = rfc3339(now + grace)
+                    meta["deletionGracePeriodSeconds"] = grace
+                    return self._commit(plural, (ns, name), old, new), False
+                meta["deletionGracePeriodSeconds"] = 0
+                meta.setdefault("deletionTimestamp", rfc3339(now))
+                if finalizers:
+                    return self._commit(plural, (ns, name), old, new), False
+                return self._remove(plural, (ns, name), new), True
+            if finalizers:
+                if old_meta.get("deletionTimestamp"):
+                    return old, False
+                meta["deletionTimestamp"] = rfc3339(now)
+                meta["deletionGracePeriodSeconds"] = 0
+                return self._commit(plural, (ns, name), old, new), False
+            return self._remove(plural, (ns, name), new), True
+
+    # ----------------------------------------------------------------- watching
+
+    def subscribe(self, listener: Listener) -> None:
+        """Call `listener(event)` for every change, under the store lock (it must be quick)."""
+        with self.lock:
+            self._listeners.append(listener)
+
+    def events_after(self, revision: int, limit: int | None = None) -> list[WatchEvent]:
+        """Events newer than `revision`; raises 410 Expired if some of them were compacted away."""
+        with self.lock:
+            if revision < self._compacted_through:
+                raise errors.gone(f"too old resource version: {revision} ({self._compacted_through + 1})")
+            start = bisect.bisect_right(self._log_revisions, revision)
+            end = len(self._log) if limit is None else min(len(self._log), start + limit)
+            return self._log[start:end]
+
+    def wait_for_events(self, revision: int, timeout: float) -> list[WatchEvent]:
+        """Block until an event newer than `revision` exists, or `timeout` seconds pass."""
+        with self.changed:
+            events = self.events_after(revision)
+            if events:
+                return events
+            self.changed.wait(timeout)
+            return self.events_after(revision)
+
+    @property
+    def oldest_available_revision(self) -> int:
+        with self.lock:
+            return self._compacted_through
+
+    def compact(self, through_revision: int) -> None:
+        """Drop events at or below `through_revision` (watches from there then get 410)."""
+        with self.lock:
+            cut = bisect.bisect_right(self._log_revisions, through_revision)
+            del self._log[:cut]
+            del self._log_revisions[:cut]
+            self._compacted_through = max(self._compacted_through, through_revision)
+
+    # ----------------------------------------------------------------- snapshots
+
+    def snapshot(self) -> dict[str, Any]:
+        with self.lock:
+            return {
+                "revision": self.revision,
+                "objects": {plural: [clone(o) for _, o in sorted(t.items())] for plural, t in self._objects.items()},
+            }
+
+    def restore(self, snapshot: dict[str, Any]) -> None:
+        """Replace every object with the snapshot's; watchers see the difference as events."""
+        with self.lock:
+            wanted = {
+                plural: {(o["metadata"].get("namespace", ""), o["metadata"]["name"]): o for o in objs}
+                for plural, objs in snapshot["objects"].items()
+            }
+            for plural, table in self._objects.items():
+                target = wanted.get(plural, {})
+                for key in [k for k in table if k not in target]:
+                    self._remove(plural, key, clone(table[key]))
+                for key, obj in target.items():
+                    old = table.get(key)
+                    if old is None:
+                        self._commit(plural, key, None, clone(obj))
+                    elif old != obj:
+                        self._commit(plural, key, old, clone(obj))
+
+    # ----------------------------------------------------------------- helpers
+
+    def new_uid(self) -> str:
+        with self.lock:
+            return str(uuid.UUID(int=self.rng.getrandbits(128), version=4))
+
+    def random_suffix(self, length: int = 5) -> str:
+        with self.lock:
+            return "".join(self.rng.choice(NAME_ALPHABET) for _ in range(length))
+
+    def _generate_name(self, plural: str, ns: str, prefix: str) -> str:
+        for _ in range(8):
+            name = f"{prefix}{self.random_suffix()}"
+            if (ns, name) not in self._objects[plural]:
+                return name
+        raise errors.ApiError(500, "AlreadyExists", f"could not generate a unique name for prefix {prefix}")
+
+    def _ns(self, plural: str, namespace: str | None) -> str:
+        return (namespace or "") if BY_PLURAL[plural].namespaced else ""
+
+    def _check_namespace_open(self, ns: str) -> None:
+        namespace = self._objects["namespaces"].get(("", ns))
+        if namespace is None:
+            raise errors.not_found("namespaces", "", ns)
+        if namespace["metadata"].get("deletionTimestamp"):
+            raise errors.forbidden(
+                f"unable to create new content in namespace {ns} because it is being terminated",
+                {"name": ns, "kind": "namespaces"},
+            )
+
+    @staticmethod
+    def _pod_grace(pod: Obj, requested: int | None) -> int:
+        spec = pod.get("spec") or {}
+        phase = (pod.get("status") or {}).get("phase")
+        # The apiserver deletes unscheduled and finished pods at once: no kubelet has to stop them.
+        if not spec.get("nodeName") or phase in ("Succeeded", "Failed"):
+            return 0
+        if requested is not None:
+            return max(0, int(requested))
+        return int(spec.get("terminationGracePeriodSeconds", 30))
+
+    @staticmethod
+    def _finished_terminating(plural: str, obj: Obj) -> bool:
+        if plural == "pods":
+            return obj["metadata"].get("deletionGracePeriodSeconds") == 0
+        return plural != "namespaces"
+
+    def _next_revision(self) -> int:
+        self.revision += 1
+        return self.revision
+
+    def _commit(self, plural: str, key: Key, old: Obj | None, new: Obj) -> Obj:
+        revision = self._next_revision()
+        new["metadata"]["resourceVersion"] = str(revision)
+        self._objects[plural][key] = new
+        if plural == "pods":
+            self._index_pod(key, old, new)
+        self._record(WatchEvent(revision, "ADDED" if old is None else "MODIFIED", plural, key[0], new))
+        return new
+
+    def _remove(self, plural: str, key: Key, last: Obj) -> Obj:
+        old = self._objects[plural].pop(key)
+        revision = self._next_revision()
+        last["metadata"]["resourceVersion"] = str(revision)
+        if plural == "pods":
+            self._index_pod(key, old, None)
+        self._record(WatchEvent(revision, "DELETED", plural, key[0], last))
+        return last
+
+    def _index_pod(self, key: Key, old: Obj | None, new: Obj | None) -> None:
+        old_node = ((old or {}).get("spec") or {}).get("nodeName")
+        new_node = ((new or {}).get("spec") or {}).get("nodeName")
+        if old_node == new_node:
+            return
+        if old_node:
+            bucket = self._pods_by_node.get(old_node)
+            if bucket is not None:
+                bucket.discard(key)
+                if not bucket:
+                    del self._pods_by_node[old_node]
+        if new_node:
+            self._pods_by_node.setdefault(new_node, set()).add(key)
+
+    def _record(self, event: WatchEvent) -> None:
+        self._log.append(event)
+        self._log_revisions.append(event.revision)
+        # Trim in chunks: deleting from the front of a long list on every write would be quadratic.
+        if len(self._log) > self._log_size + self._log_size // 10:
+            drop = len(self._log) - self._log_size
+            self._compacted_through = self._log_revisions[drop - 1]
+            del self._log[:drop]
+            del self._log_revisions[:drop]
+        for listener in self._listeners:
+            listener(event)
+        self.changed.notify_all()
