@@ -309,6 +309,18 @@ class Store:
                 return self._commit(plural, (ns, name), old, new), False
             return self._remove(plural, (ns, name), new), True
 
+    def finalize_namespace(self, name: str) -> Obj:
+        """Remove a Terminating namespace once the namespace controller has emptied it.
+
+        (Added for the namespace controller: `delete` only marks a namespace Terminating and `write`
+        never removes one, because only the controller knows when its content is gone.)
+        """
+        with self.lock:
+            old = self.get("namespaces", "", name)
+            if not old["metadata"].get("deletionTimestamp"):
+                raise errors.conflict("namespaces", "", name)
+            return self._remove("namespaces", ("", name), clone(old))
+
     # ----------------------------------------------------------------- watching
 
     def subscribe(self, listener: Listener) -> None:

@@ -1,0 +1,183 @@
+"""Helpers every controller needs: quantities, owner references, pod and condition predicates."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Hashable
+from typing import Any
+
+from kubesim.clock import parse_rfc3339, rfc3339
+
+Obj = dict[str, Any]
+ObjKey = tuple[str, str]  # (namespace, name)
+
+_SUFFIXES = {
+    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5, "Ei": 1024**6,
+    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
+}
+
+
+def parse_quantity(text: Any) -> float:
+    """A Kubernetes quantity (`500m`, `16Gi`, `1e3`, `8`) as a number; ValueError when malformed."""
+    if isinstance(text, int | float) and not isinstance(text, bool):
+        return float(text)
+    value = str(text).strip()
+    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E"):
+        if value.endswith(suffix) and not (suffix == "E" and _is_exponent(value)):
+            return float(value[: -len(suffix)]) * _SUFFIXES[suffix]
+    return float(value)
+
+
+def _is_exponent(value: str) -> bool:
+    head, _, tail = value.rpartition("e")
+    return bool(head) and tail.lstrip("+-").isdigit()
+
+
+def millicores(text: Any) -> int:
+    return math.ceil(parse_quantity(text) * 1000 - 1e-9)
+
+
+def pod_requests(pod: Obj) -> dict[str, float]:
+    """Effective requests as the scheduler computes them: max(sum of containers, any init container).
+
+    cpu is in millicores, everything else in base units; a limit alone stands for the request,
+    as apiserver defaulting makes it.
+    """
+    spec = pod.get("spec") or {}
+    total: dict[str, float] = {}
+    for container in spec.get("containers") or []:
+        for name, value in _container_requests(container).items():
+            total[name] = total.get(name, 0.0) + value
+    for container in spec.get("initContainers") or []:
+        for name, value in _container_requests(container).items():
+            total[name] = max(total.get(name, 0.0), value)
+    for name, value in (spec.get("overhead") or {}).items():
+        total[name] = total.get(name, 0.0) + _resource_value(name, value)
+    return total
+
+
+def _container_requests(container: Obj) -> dict[str, float]:
+    resources = container.get("resources") or {}
+    merged = dict(resources.get("limits") or {})
+    merged.update(resources.get("requests") or {})
+    out = {}
+    for name, value in merged.items():
+        try:
+            out[name] = _resource_value(name, value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def _resource_value(name: str, value: Any) -> float:
+    return float(millicores(value)) if name == "cpu" else parse_quantity(value)
+
+
+def node_allocatable(node: Obj) -> dict[str, float]:
+    out = {}
+    for name, value in ((node.get("status") or {}).get("allocatable") or {}).items():
+        try:
+            out[name] = _resource_value(name, value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def controller_ref(obj: Obj) -> Obj | None:
+    for ref in (obj.get("metadata") or {}).get("ownerReferences") or []:
+        if ref.get("controller"):
+            return ref
+    return None
+
+
+def owner_reference(owner: Obj) -> Obj:
+    meta = owner["metadata"]
+    return {
+        "apiVersion": owner["apiVersion"], "kind": owner["kind"], "name": meta["name"], "uid": meta["uid"],
+        "controller": True, "blockOwnerDeletion": True,
+    }
+
+
+def key_of(obj: Obj) -> ObjKey:
+    meta = obj["metadata"]
+    return meta.get("namespace", ""), meta["name"]
+
+
+def is_terminal(pod: Obj) -> bool:
+    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+
+
+def is_deleting(obj: Obj) -> bool:
+    return bool((obj.get("metadata") or {}).get("deletionTimestamp"))
+
+
+def is_active(pod: Obj) -> bool:
+    """A pod a ReplicaSet counts: not finished and not being deleted (controller.FilterActivePods)."""
+    return not is_terminal(pod) and not is_deleting(pod)
+
+
+def get_condition(obj: Obj, kind: str) -> Obj | None:
+    for condition in (obj.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == kind:
+            return condition
+    return None
+
+
+def is_pod_ready(pod: Obj) -> bool:
+    condition = get_condition(pod, "Ready")
+    return condition is not None and condition.get("status") == "True"
+
+
+def ready_since(pod: Obj) -> float | None:
+    condition = get_condition(pod, "Ready")
+    if condition is None or condition.get("status") != "True":
+        return None
+    stamp = condition.get("lastTransitionTime")
+    return parse_rfc3339(stamp) if stamp else None
+
+
+def is_pod_available(pod: Obj, min_ready_seconds: int, now: float) -> bool:
+    since = ready_since(pod)
+    if since is None:
+        return False
+    return min_ready_seconds <= 0 or since + min_ready_seconds <= now
+
+
+def set_condition(
+    conditions: list[Obj], kind: str, status: str, reason: str, message: str, now: float,
+    heartbeat_field: str | None = None,
+) -> bool:
+    """Upsert a condition; lastTransitionTime moves only when the status changes. True if anything changed."""
+    stamp = rfc3339(now)
+    for condition in conditions:
+        if condition.get("type") != kind:
+            continue
+        before = dict(condition)
+        if condition.get("status") != status:
+            condition["lastTransitionTime"] = stamp
+        condition.update(status=status, reason=reason, message=message)
+        if heartbeat_field:
+            condition[heartbeat_field] = stamp
+        return condition != before
+    condition = {"type": kind, "status": status, "lastTransitionTime": stamp, "reason": reason, "message": message}
+    if heartbeat_field:
+        condition[heartbeat_field] = stamp
+    conditions.append(condition)
+    return True
+
+
+def resync_all(store: Any, plural: str) -> list[Hashable]:
+    return [key_of(obj) for obj in store.list(plural)[0]]
+
+
+def int_or_percent(value: Any, total: int, round_up: bool) -> int:
+    """intstr.GetScaledValueFromIntOrPercent."""
+    if value is None:
+        return 0
+    if isinstance(value, int):
+        return value
+    text = str(value)
+    if text.endswith("%"):
+        fraction = int(text[:-1]) * total / 100
+        return math.ceil(fraction) if round_up else math.floor(fraction)
+    return int(text)

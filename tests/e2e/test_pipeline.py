@@ -1,0 +1,200 @@
+"""End to end with a REAL Celery worker process: Postgres (test database) -> Redis -> worker -> kubesim.
+
+The worker runs ``celery -A workers.celery_app worker`` exactly as deployed, configured only through the
+environment: DATABASE_URL (this session's database), KUBECONFIG (a SimCluster running in this process on a
+fast real-time clock), and CELERY_CONFIG_MODULE naming a module that adds a unique Redis key prefix, so
+parallel test runs never share queues. Jobs are sent the way the API sends them, after commit.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+
+import settings as settings_module
+from kubesim.cluster import SimCluster
+from models import Deployment, DeploymentStatus, Job, JobState
+from models.db import get_sessionmaker
+from workers import k8s
+from workers.inventory import run_inventory_sweep
+from workers.queries import ensure_tenant
+from workers.queues import TASK_FOR_JOB_TYPE, Queues
+from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+WAIT_SECONDS = 90
+
+
+class Pipeline:
+    def __init__(self, cluster: SimCluster, env: dict[str, str], prefix: str, sender: Celery, log_dir: Path) -> None:
+        self.cluster = cluster
+        self.env = env
+        self.prefix = prefix
+        self.sender = sender
+        self.log_dir = log_dir
+        self.workers: list[subprocess.Popen] = []
+
+    def start_worker(self) -> subprocess.Popen:
+        log = (self.log_dir / f"worker-{len(self.workers)}.log").open("w")
+        process = subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues",
+             ",".join(Queues.all()), "--concurrency", "2", "--hostname", f"{self.prefix}{len(self.workers)}@%h",
+             "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+            cwd=REPOSITORY, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        self.workers.append(process)
+        return process
+
+    def kill(self, process: subprocess.Popen) -> None:
+        """SIGKILL the worker and its pool children: no warm shutdown, no chance to ack or requeue."""
+        os.killpg(process.pid, signal.SIGKILL)
+        process.wait(timeout=10)
+
+    def enqueue(self, job: Job) -> None:
+        self.sender.send_task(TASK_FOR_JOB_TYPE[job.type], args=[str(job.id)], task_id=job.celery_task_id,
+                              queue=Queues.JOBS)
+
+    def submit(self, fn: Callable, **kwargs) -> tuple[uuid.UUID, uuid.UUID]:
+        with get_sessionmaker().begin() as session:
+            submitted = fn(session, **kwargs)
+            job = submitted.job
+        self.enqueue(job)  # commit, then enqueue
+        return job.id, submitted.deployment.id
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+def job_state(job_id) -> JobState:
+    with get_sessionmaker()() as session:
+        return session.get(Job, job_id).state
+
+
+def deployment_row(deployment_id) -> Deployment:
+    with get_sessionmaker()() as session:
+        return session.get(Deployment, deployment_id)
+
+
+@pytest.fixture
+def pipeline(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Pipeline]:
+    prefix = f"e2e-{uuid.uuid4().hex[:10]}"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    module = f"celeryconfig_{prefix.replace('-', '_')}"
+    (config_dir / f"{module}.py").write_text(
+        "from celeryconfig import *  # noqa: F403\n"
+        # Short visibility timeout: a SIGKILLed worker's unacked task comes back within seconds.
+        f"broker_transport_options = {{'visibility_timeout': 8, 'global_keyprefix': '{prefix}:'}}\n"
+    )
+    with SimCluster(nodes="2xnvidia-l40s:8", seed=5, virtual_clock=False, speed=60) as cluster:
+        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        settings_module.get_settings.cache_clear()
+        k8s.reset_client()
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url,
+            KUBECONFIG=str(kubeconfig),
+            CELERY_CONFIG_MODULE=module,
+            PYTHONPATH=os.pathsep.join([str(config_dir), str(REPOSITORY)]),
+            STATUS_POLL_INTERVAL_SECONDS="1",
+            K8S_REQUEST_TIMEOUT_SECONDS="5",
+        )
+        redis_url = settings_module.get_settings().redis_url
+        sender = Celery("e2e-sender", broker=redis_url)
+        sender.conf.broker_transport_options = {"global_keyprefix": f"{prefix}:"}
+        sender.conf.task_serializer = "json"
+        with get_sessionmaker().begin() as session:
+            ensure_tenant(session, "acme")
+        run_inventory_sweep()
+        state = Pipeline(cluster, env, prefix, sender, tmp_path)
+        try:
+            yield state
+        finally:
+            for process in state.workers:
+                if process.poll() is None:
+                    os.killpg(process.pid, signal.SIGTERM)
+                    try:
+                        process.wait(timeout=15)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(process.pid, signal.SIGKILL)
+            sender.close()
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+            k8s.reset_client()
+            settings_module.get_settings.cache_clear()
+
+
+def create_spec(replicas=2, gpus=2, name="llama") -> CreateDeploymentSpec:
+    return CreateDeploymentSpec(model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=replicas,
+                                gpus_per_replica=gpus, name=name)
+
+
+def k8s_deployments() -> list:
+    return k8s.get_clients().apps.list_namespaced_deployment("model-serving").items
+
+
+def test_create_running_restart_delete(pipeline):
+    pipeline.start_worker()
+    create_job, deployment_id = pipeline.submit(request_create, tenant_id="acme", spec=create_spec(),
+                                                requested_by="e2e")
+    wait_for(lambda: job_state(create_job) == JobState.SUCCEEDED, "create job")
+    wait_for(lambda: deployment_row(deployment_id).status == DeploymentStatus.RUNNING, "RUNNING")
+    assert deployment_row(deployment_id).replicas_ready == 2
+
+    restart_job, _ = pipeline.submit(request_restart, tenant_id="acme", deployment_id=deployment_id,
+                                     requested_by="e2e")
+    ready_samples = []
+
+    def restarted() -> bool:
+        ready_samples.append(k8s_deployments()[0].status.ready_replicas or 0)
+        return job_state(restart_job) == JobState.SUCCEEDED and (
+            deployment_row(deployment_id).status == DeploymentStatus.RUNNING
+        )
+
+    wait_for(restarted, "restart to finish")
+    assert min(ready_samples) >= 1, ready_samples
+    annotations = k8s_deployments()[0].spec.template.metadata.annotations
+    assert annotations["orchestration.ai/restartedAt"] == str(restart_job)
+
+    delete_job, _ = pipeline.submit(request_delete, tenant_id="acme", deployment_id=deployment_id,
+                                    requested_by="e2e")
+    wait_for(lambda: job_state(delete_job) == JobState.SUCCEEDED, "delete job")
+    assert deployment_row(deployment_id).status == DeploymentStatus.DELETED
+    assert k8s_deployments() == []
+
+
+def test_worker_killed_mid_create_converges(pipeline):
+    # Every Deployment create takes 4 s on the server, so the task is certainly in flight when killed.
+    pipeline.cluster.faults.add({"resource": "deployments", "verb": "create", "count": 1, "action": {"latency": 4}})
+    first = pipeline.start_worker()
+    create_job, deployment_id = pipeline.submit(request_create, tenant_id="acme", spec=create_spec(replicas=1),
+                                                requested_by="e2e")
+    wait_for(lambda: job_state(create_job) == JobState.RUNNING, "the create to start")
+    pipeline.kill(first)
+    assert job_state(create_job) == JobState.RUNNING
+
+    pipeline.start_worker()
+    wait_for(lambda: job_state(create_job) == JobState.SUCCEEDED, "the redelivered create to finish")
+    with get_sessionmaker()() as session:
+        assert session.get(Job, create_job).attempts >= 2
+    assert len(k8s_deployments()) == 1
+    wait_for(lambda: deployment_row(deployment_id).status == DeploymentStatus.RUNNING, "RUNNING")

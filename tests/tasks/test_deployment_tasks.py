@@ -1,0 +1,209 @@
+"""Deployment tasks against kubesim: create -> RUNNING -> restart -> delete, retries and permanent failures."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import func, select
+
+from models import Deployment, DeploymentStatus, GpuReservation, Job, JobState, PodAllocation
+from models.db import get_sessionmaker
+from tasks import deployments as deployment_tasks
+from workers import k8s
+from workers.observe import observe_deployment
+from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
+
+
+def submit(fn, **kwargs):
+    with get_sessionmaker().begin() as session:
+        submitted = fn(session, **kwargs)
+        return submitted.job.id, (submitted.deployment.id if submitted.deployment else None)
+
+
+def submit_create(replicas=1, gpus=1, name="llama"):
+    spec = CreateDeploymentSpec(model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=replicas,
+                                gpus_per_replica=gpus, name=name)
+    return submit(request_create, tenant_id="acme", spec=spec, requested_by="test")
+
+
+def job(job_id) -> Job:
+    with get_sessionmaker()() as session:
+        return session.get(Job, job_id)
+
+
+def deployment(deployment_id) -> Deployment:
+    with get_sessionmaker()() as session:
+        return session.get(Deployment, deployment_id)
+
+
+def k8s_deployment(name="llama-acme"):
+    clients = k8s.get_clients()
+    return clients.apps.read_namespaced_deployment(name, "model-serving")
+
+
+def observe_until(harness, deployment_id, status, *, step=10.0, limit=120):
+    for _ in range(limit):
+        observe_deployment(deployment_id)
+        if deployment(deployment_id).status == status:
+            return
+        harness.sim.advance(step)
+    raise AssertionError(f"deployment never reached {status}: {deployment(deployment_id).status}")
+
+
+def reserved_gpus(deployment_id) -> int:
+    with get_sessionmaker()() as session:
+        return int(session.execute(
+            select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
+                GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None))
+        ).scalar_one())
+
+
+def test_create_running_restart_delete(harness):
+    job_id, deployment_id = submit_create(replicas=2, gpus=2)
+    deployment_tasks.create.apply(args=[str(job_id)])
+    assert job(job_id).state == JobState.SUCCEEDED
+    assert harness.observed == [str(deployment_id)]
+    assert deployment(deployment_id).status == DeploymentStatus.CREATING
+    live = k8s_deployment()
+    assert live.metadata.labels["orchestration.ai/deployment-id"] == str(deployment_id)
+    assert live.spec.strategy.rolling_update.max_surge == 0
+
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    row = deployment(deployment_id)
+    assert row.replicas_ready == 2
+    assert row.last_observed_at is not None
+    with get_sessionmaker()() as session:
+        pods = session.execute(select(PodAllocation).where(PodAllocation.deployment_id == deployment_id,
+                                                           PodAllocation.terminated_at.is_(None))).scalars().all()
+    assert len(pods) == 2 and all(pod.ready and pod.node_name and pod.gpus == 2 for pod in pods)
+
+    restart_job, _ = submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    deployment_tasks.restart.apply(args=[str(restart_job)])
+    assert job(restart_job).state == JobState.SUCCEEDED
+    min_ready = 2
+    for _ in range(200):
+        harness.sim.advance(2)
+        min_ready = min(min_ready, k8s_deployment().status.ready_replicas or 0)
+        observe_deployment(deployment_id)
+        if deployment(deployment_id).status == DeploymentStatus.RUNNING:
+            break
+    assert deployment(deployment_id).status == DeploymentStatus.RUNNING
+    assert min_ready >= 1, "a restart must never take every replica down"
+    template = k8s_deployment().spec.template.metadata.annotations
+    assert template["orchestration.ai/restartedAt"] == str(restart_job)
+
+    delete_job, _ = submit(request_delete, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    deployment_tasks.delete.apply(args=[str(delete_job)])
+    assert job(delete_job).state == JobState.SUCCEEDED
+    row = deployment(deployment_id)
+    assert row.status == DeploymentStatus.DELETED and row.deleted_at is not None
+    assert reserved_gpus(deployment_id) == 0
+    clients = k8s.get_clients()
+    assert clients.apps.list_namespaced_deployment("model-serving").items == []
+    assert clients.core.list_namespaced_service("model-serving").items == []
+    assert clients.policy.list_namespaced_pod_disruption_budget("model-serving").items == []
+    # A redelivered delete (acks_late after a crash) finds the job finished and does nothing.
+    assert deployment_tasks.delete.apply(args=[str(delete_job)]).result == {"skipped": "job already finished"}
+
+
+def test_single_replica_restart_surges_and_restores(harness):
+    job_id, deployment_id = submit_create(replicas=1, gpus=4)
+    deployment_tasks.create.apply(args=[str(job_id)])
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    assert reserved_gpus(deployment_id) == 4
+    restart_job, _ = submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    assert reserved_gpus(deployment_id) == 8  # the temporary replica is admitted up front
+    deployment_tasks.restart.apply(args=[str(restart_job)])
+    min_ready = 1
+    for _ in range(200):
+        harness.sim.advance(2)
+        min_ready = min(min_ready, k8s_deployment().status.ready_replicas or 0)
+        observe_deployment(deployment_id)
+        if deployment(deployment_id).status == DeploymentStatus.RUNNING:
+            break
+    assert deployment(deployment_id).status == DeploymentStatus.RUNNING
+    assert min_ready == 1
+    assert k8s_deployment().spec.strategy.rolling_update.max_surge == 0
+    assert reserved_gpus(deployment_id) == 4
+
+
+def test_transient_faults_are_retried_then_succeed(harness):
+    faults = harness.cluster.faults
+    faults.add({"resource": "deployments", "verb": "create", "count": 1, "action": {"status": 500}})
+    faults.add({"resource": "services", "verb": "create", "count": 1,
+                "action": {"status": 429, "retry_after": 1}})
+    faults.add({"resource": "poddisruptionbudgets", "verb": "create", "count": 1, "action": {"latency": 3}})
+    job_id, deployment_id = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    finished = job(job_id)
+    assert finished.state == JobState.SUCCEEDED
+    assert finished.attempts == 4
+    clients = k8s.get_clients()
+    assert len(clients.apps.list_namespaced_deployment("model-serving").items) == 1
+    assert clients.policy.read_namespaced_pod_disruption_budget("llama-acme", "model-serving")
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+
+
+def test_permanent_forbidden_fails_with_the_cluster_message(harness):
+    harness.cluster.faults.add({"resource": "deployments", "verb": "create",
+                                "action": {"status": 403, "message": "denied by policy gpu-guard"}})
+    job_id, deployment_id = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    failed = job(job_id)
+    assert failed.state == JobState.FAILED
+    assert failed.attempts == 1
+    assert failed.error["retryable"] is False
+    assert "denied by policy gpu-guard" in failed.error["message"]
+    row = deployment(deployment_id)
+    assert row.status == DeploymentStatus.FAILED
+    assert row.active_job_id is None
+    assert reserved_gpus(deployment_id) == 0
+
+
+def test_permanent_invalid_fails_with_the_cluster_message(harness):
+    job_id, deployment_id = submit_create()
+    with get_sessionmaker().begin() as session:
+        session.get(Deployment, deployment_id).image = ""
+    deployment_tasks.create.apply(args=[str(job_id)])
+    failed = job(job_id)
+    assert failed.state == JobState.FAILED
+    assert failed.error["code"] == "cluster_invalid"
+    assert "image" in failed.error["message"]
+    assert deployment(deployment_id).status_reason == "cluster_invalid"
+
+
+def test_retries_exhausted_end_failed(harness):
+    harness.cluster.faults.add({"resource": "deployments", "verb": "create", "action": {"status": 503}})
+    job_id, _ = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    failed = job(job_id)
+    assert failed.state == JobState.FAILED
+    assert failed.attempts == deployment_tasks.create.max_retries + 1
+    assert failed.error["code"] == "cluster_http_503"
+    assert failed.error["message"].startswith("gave up after")
+
+
+def test_create_adopts_existing_objects(harness):
+    job_id, deployment_id = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    # Simulate a redelivery after a crash: the job is run again from RUNNING.
+    with get_sessionmaker().begin() as session:
+        session.get(Job, job_id).state = JobState.RUNNING
+    result = deployment_tasks.create.apply(args=[str(job_id)]).result
+    assert result["actions"] == {"deployment": "adopted", "service": "adopted", "pdb": "adopted"}
+    assert len(k8s.get_clients().apps.list_namespaced_deployment("model-serving").items) == 1
+    assert uuid.UUID(result["deployment_id"]) == deployment_id
+
+
+def test_unschedulable_is_waiting_for_gpus_not_failed(harness):
+    # Another workload (not ours) takes the GPUs after admission: the pod cannot schedule.
+    job_id, deployment_id = submit_create(replicas=1, gpus=8, name="big")
+    harness.sim.set_node_gpus("l40s-0", 0)
+    harness.sim.set_node_gpus("l40s-1", 0)
+    deployment_tasks.create.apply(args=[str(job_id)])
+    harness.sim.advance(5)
+    observe_deployment(deployment_id)
+    row = deployment(deployment_id)
+    assert row.status == DeploymentStatus.CREATING
+    assert row.status_reason == "waiting_for_gpus"
+    assert "nvidia.com/gpu" in (row.status_message or "")

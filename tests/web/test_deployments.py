@@ -1,0 +1,173 @@
+"""The deployment endpoints end to end through the API: rows written, job enqueued after commit, reads."""
+
+from __future__ import annotations
+
+import uuid
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Deployment, GpuReservation, Job, JobState, Tenant
+from tests.web.helpers import create_body, error_code, settle
+
+CREATE = "/internal/deployments/create"
+
+
+def test_create_answers_202_with_job_and_enqueues_it(client, acme, seed_nodes, enqueued_task_ids, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+
+    response = client.post(CREATE, json=create_body(name="llama", replicas=2, gpus_per_replica=2), headers=acme)
+
+    assert response.status_code == 202, response.get_json()
+    body = response.get_json()
+    assert response.headers["Location"] == body["job_url"] == f"/internal/jobs/{body['job_id']}"
+    assert body["status_url"] == f"/internal/deployments/{body['deployment_id']}/status"
+    assert body["replayed"] is False
+    with Session(clean_tables) as session:
+        job = session.get(Job, uuid.UUID(body["job_id"]))
+        deployment = session.get(Deployment, uuid.UUID(body["deployment_id"]))
+        reserved = session.scalars(select(GpuReservation.gpus).where(GpuReservation.deployment_id == deployment.id))
+        assert job.state == JobState.PENDING
+        assert deployment.tenant_id == "acme"
+        assert deployment.name == "llama"
+        assert sum(reserved) == 4
+    assert enqueued_task_ids() == [job.celery_task_id]
+
+
+def test_job_and_status_and_detail_are_readable(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    submitted = client.post(CREATE, json=create_body(name="reader"), headers=acme).get_json()
+
+    job = client.get(submitted["job_url"], headers=acme)
+    status = client.get(submitted["status_url"], headers=acme)
+    detail = client.get(f"/internal/deployments/{submitted['deployment_id']}", headers=acme)
+
+    assert job.status_code == 200
+    assert job.get_json()["type"] == "deployment.create"
+    assert job.get_json()["state"] == "PENDING"
+    assert job.get_json()["target"] == {"kind": "deployment", "id": submitted["deployment_id"]}
+    assert job.get_json()["requested_by"] == "svc-test"
+    assert status.status_code == 200
+    assert status.get_json()["replicas"] == {"desired": 1, "ready": 0}
+    assert status.get_json()["active_job"]["id"] == submitted["job_id"]
+    assert detail.status_code == 200
+    assert detail.get_json()["name"] == "reader"
+    assert detail.get_json()["autoscaling"]["enabled"] is False
+
+
+def test_list_filters_and_paginates(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8, 8], "nvidia-h100": [8]})
+    for index in range(5):
+        assert client.post(CREATE, json=create_body(name=f"m{index}"), headers=acme).status_code == 202
+    assert client.post(CREATE, json=create_body(name="big", gpu_type="nvidia-h100"), headers=acme).status_code == 202
+
+    first = client.get("/internal/deployments?limit=4", headers=acme).get_json()
+    second = client.get(f"/internal/deployments?limit=4&cursor={first['next_cursor']}", headers=acme).get_json()
+    by_type = client.get("/internal/deployments?gpu_type=nvidia-h100", headers=acme).get_json()
+    by_name = client.get("/internal/deployments?name=m3", headers=acme).get_json()
+    by_status = client.get("/internal/deployments?status=RUNNING", headers=acme).get_json()
+
+    names = [item["name"] for item in first["items"] + second["items"]]
+    assert len(first["items"]) == 4
+    assert second["next_cursor"] is None
+    assert sorted(names) == ["big", "m0", "m1", "m2", "m3", "m4"]
+    assert [item["name"] for item in by_type["items"]] == ["big"]
+    assert [item["name"] for item in by_name["items"]] == ["m3"]
+    assert by_status["items"] == []
+
+
+def test_restart_and_delete_answer_202_once_the_deployment_is_free(client, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    submitted = client.post(CREATE, json=create_body(name="cycle"), headers=acme).get_json()
+    base = f"/internal/deployments/{submitted['deployment_id']}"
+
+    delete_while_creating = client.delete(base, headers=acme)
+    restart_while_creating = client.post(f"{base}/restart", headers=acme)
+    settle(clean_tables, submitted["job_id"])
+    restart = client.post(f"{base}/restart", headers=acme)
+    settle(clean_tables, restart.get_json()["job_id"])
+    delete = client.delete(base, headers=acme)
+
+    assert delete_while_creating.status_code == 409
+    assert error_code(delete_while_creating) == "deployment_busy"
+    assert restart_while_creating.status_code == 409
+    assert error_code(restart_while_creating) == "invalid_state"
+    assert restart.status_code == 202
+    assert client.get(restart.get_json()["job_url"], headers=acme).get_json()["type"] == "deployment.restart"
+    assert delete.status_code == 202
+    assert client.get(delete.get_json()["job_url"], headers=acme).get_json()["type"] == "deployment.delete"
+    assert client.get(f"{base}/status", headers=acme).get_json()["status"] == "DELETING"
+
+
+def test_unknown_ids_are_404(client, acme):
+    missing = uuid.uuid4()
+
+    for method, path in [
+        ("get", f"/internal/deployments/{missing}"),
+        ("get", f"/internal/deployments/{missing}/status"),
+        ("post", f"/internal/deployments/{missing}/restart"),
+        ("delete", f"/internal/deployments/{missing}"),
+        ("get", f"/internal/jobs/{missing}"),
+    ]:
+        response = getattr(client, method)(path, headers=acme)
+        assert response.status_code == 404, path
+        assert error_code(response) in {"deployment_not_found", "job_not_found"}
+
+
+def test_insufficient_gpu_is_409_with_details(client, acme, seed_nodes, enqueued_task_ids):
+    seed_nodes({"nvidia-l40s": [4, 2]})
+
+    response = client.post(CREATE, json=create_body(replicas=2, gpus_per_replica=4), headers=acme)
+
+    assert response.status_code == 409
+    assert error_code(response) == "insufficient_gpu"
+    details = response.get_json()["error"]["details"]
+    assert details["gpu_type"] == "nvidia-l40s"
+    assert enqueued_task_ids() == []
+
+
+def test_more_gpus_per_replica_than_any_node_is_422(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [4]})
+
+    response = client.post(CREATE, json=create_body(gpus_per_replica=8), headers=acme)
+
+    assert response.status_code == 422
+
+
+def test_duplicate_name_is_409(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    assert client.post(CREATE, json=create_body(name="same"), headers=acme).status_code == 202
+
+    response = client.post(CREATE, json=create_body(name="same"), headers=acme)
+
+    assert response.status_code == 409
+    assert error_code(response) == "name_taken"
+
+
+def test_quota_exceeded_is_409(client, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8, 8]})
+    with Session(clean_tables) as session:
+        session.add(Tenant(id="acme", name="Acme", gpu_quota=4))
+        session.commit()
+
+    within = client.post(CREATE, json=create_body(name="fits", gpus_per_replica=4), headers=acme)
+    beyond = client.post(CREATE, json=create_body(name="over", gpus_per_replica=1), headers=acme)
+
+    assert within.status_code == 202
+    assert beyond.status_code == 409
+    assert error_code(beyond) == "quota_exceeded"
+    assert beyond.get_json()["error"]["details"]["quota"] == 4
+
+
+def test_resources_available_reports_free_gpus_and_quota(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8, 4]})
+    assert client.post(CREATE, json=create_body(gpus_per_replica=4), headers=acme).status_code == 202
+
+    response = client.get("/internal/resources/available", headers=acme)
+
+    assert response.status_code == 200
+    body = response.get_json()
+    l40s = body["gpu_types"]["nvidia-l40s"]
+    assert l40s["free_total"] == 8
+    assert body["quota"]["used"] == 4
+    assert body["reservations_in_flight"]["nvidia-l40s"]["gpus"] == 4

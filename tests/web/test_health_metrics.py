@@ -1,0 +1,100 @@
+"""Liveness, readiness with each dependency down, request ids, and the Prometheus metrics."""
+
+from __future__ import annotations
+
+import pytest
+
+import settings as settings_module
+from tests.web.helpers import create_body
+from workers import k8s
+
+UNUSED_PORT_URL = "127.0.0.1:1"
+
+
+def test_liveness_touches_no_dependency(make_app):
+    client = make_app(redis_url=f"redis://{UNUSED_PORT_URL}/0").test_client()
+
+    response = client.get("/health")
+
+    assert response.status_code == 200
+    assert response.get_json() == {"status": "ok"}
+
+
+@pytest.fixture
+def unreachable_cluster(tmp_path, monkeypatch):
+    """Point the process's Kubernetes client at a port nothing listens on."""
+    kubeconfig = tmp_path / "kubeconfig"
+    kubeconfig.write_text(
+        "apiVersion: v1\nkind: Config\ncurrent-context: dead\n"
+        f"clusters: [{{name: dead, cluster: {{server: 'http://{UNUSED_PORT_URL}'}}}}]\n"
+        "users: [{name: nobody, user: {token: x}}]\n"
+        "contexts: [{name: dead, context: {cluster: dead, user: nobody}}]\n"
+    )
+    monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+    monkeypatch.setenv("K8S_REQUEST_TIMEOUT_SECONDS", "1")
+    settings_module.get_settings.cache_clear()
+    k8s.reset_client()
+    yield
+    monkeypatch.undo()
+    settings_module.get_settings.cache_clear()
+    k8s.reset_client()
+
+
+def test_readiness_names_the_cluster_when_it_is_down(make_app, unreachable_cluster):
+    response = make_app().test_client().get("/health/ready")
+
+    assert response.status_code == 503
+    body = response.get_json()
+    assert body["failed"] == ["cluster"]
+    assert body["checks"]["postgres"]["ok"] is True
+    assert body["checks"]["redis"]["ok"] is True
+
+
+def test_readiness_names_redis_when_it_is_down(make_app, unreachable_cluster):
+    response = make_app(redis_url=f"redis://{UNUSED_PORT_URL}/0").test_client().get("/health/ready")
+
+    assert response.status_code == 503
+    assert "redis" in response.get_json()["failed"]
+    assert response.get_json()["checks"]["postgres"]["ok"] is True
+
+
+def test_readiness_names_postgres_when_it_is_down(make_app, unreachable_cluster):
+    dead_database = f"postgresql+psycopg://postgres@{UNUSED_PORT_URL}/nothing"
+    response = make_app(database_url_override=dead_database).test_client().get("/health/ready")
+
+    assert response.status_code == 503
+    assert "postgres" in response.get_json()["failed"]
+    assert response.get_json()["checks"]["redis"]["ok"] is True
+
+
+def test_request_id_is_echoed_or_generated(client):
+    echoed = client.get("/health", headers={"X-Request-ID": "abc-123"})
+    generated = client.get("/health", headers={"X-Request-ID": "bad id <script>"})
+
+    assert echoed.headers["X-Request-ID"] == "abc-123"
+    assert len(generated.headers["X-Request-ID"]) == 32
+
+
+def test_metrics_count_requests_jobs_and_job_states(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    client.get("/internal/deployments", headers=acme)
+    client.get("/internal/deployments", headers=acme)
+    assert client.post("/internal/deployments/create", json=create_body(), headers=acme).status_code == 202
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert 'http_requests_total{endpoint="/internal/deployments",method="GET",status="200"} 2.0' in text
+    assert 'http_requests_total{endpoint="/internal/deployments/create",method="POST",status="202"} 1.0' in text
+    assert 'http_request_duration_seconds_count{endpoint="/internal/deployments",method="GET"} 2.0' in text
+    assert 'orchestration_jobs_submitted_total{type="deployment.create"} 1.0' in text
+    assert 'orchestration_jobs{state="PENDING"} 1.0' in text
+    assert 'orchestration_jobs{state="FAILED"} 0.0' in text
+
+
+def test_unmatched_paths_share_one_metrics_label(client):
+    client.get("/no/such/path/1")
+    client.get("/no/such/path/2")
+
+    text = client.get("/metrics").get_data(as_text=True)
+
+    assert 'http_requests_total{endpoint="<unmatched>",method="GET",status="404"} 2.0' in text

@@ -1,0 +1,100 @@
+"""Idempotency-Key: a retried POST returns the first job; a reused key with another body is refused."""
+
+from __future__ import annotations
+
+import threading
+
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from models import Deployment, Job
+from tests.web.helpers import create_body, error_code, settle
+
+CREATE = "/internal/deployments/create"
+
+
+def _job_count(engine) -> int:
+    with Session(engine) as session:
+        return session.scalar(select(func.count()).select_from(Job))
+
+
+def test_same_key_same_body_replays_the_first_job(client, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**acme, "Idempotency-Key": "create-1"}
+
+    first = client.post(CREATE, json=create_body(name="once"), headers=headers)
+    # Same request, fields in another order: the fingerprint is of the meaning, not the bytes.
+    second = client.post(CREATE, json=dict(reversed(list(create_body(name="once").items()))), headers=headers)
+
+    assert first.status_code == 202
+    assert second.status_code == 202
+    assert second.get_json()["job_id"] == first.get_json()["job_id"]
+    assert second.get_json()["deployment_id"] == first.get_json()["deployment_id"]
+    assert second.get_json()["replayed"] is True
+    assert second.headers["Idempotent-Replayed"] == "true"
+    assert _job_count(clean_tables) == 1
+
+
+def test_same_key_different_body_is_409(client, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**acme, "Idempotency-Key": "create-2"}
+    assert client.post(CREATE, json=create_body(name="first"), headers=headers).status_code == 202
+
+    response = client.post(CREATE, json=create_body(name="second"), headers=headers)
+
+    assert response.status_code == 409
+    assert error_code(response) == "idempotency_key_reused"
+    assert _job_count(clean_tables) == 1
+
+
+def test_keys_are_scoped_per_tenant(client, headers_for, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    body = create_body(name="shared")
+
+    acme = client.post(CREATE, json=body, headers={**headers_for("acme"), "Idempotency-Key": "k"})
+    globex = client.post(CREATE, json=body, headers={**headers_for("globex"), "Idempotency-Key": "k"})
+
+    assert acme.status_code == globex.status_code == 202
+    assert acme.get_json()["job_id"] != globex.get_json()["job_id"]
+
+
+def test_restart_with_key_is_replayed(client, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    created = client.post(CREATE, json=create_body(name="rs"), headers=acme).get_json()
+    settle(clean_tables, created["job_id"])
+    path = f"/internal/deployments/{created['deployment_id']}/restart"
+
+    first = client.post(path, headers={**acme, "Idempotency-Key": "restart-1"})
+    again = client.post(path, headers={**acme, "Idempotency-Key": "restart-1"})
+
+    assert first.status_code == again.status_code == 202
+    assert again.get_json()["job_id"] == first.get_json()["job_id"]
+
+
+def test_concurrent_requests_with_one_key_create_one_job(app, acme, seed_nodes, clean_tables, enqueued_task_ids):
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**acme, "Idempotency-Key": "racing"}
+    barrier = threading.Barrier(10)
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post(CREATE, json=create_body(name="raced"), headers=headers)
+        with lock:
+            results.append((response.status_code, response.get_json().get("job_id")))
+
+    threads = [threading.Thread(target=submit) for _ in range(10)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert {status for status, _ in results} == {202}
+    assert len({job_id for _, job_id in results}) == 1
+    assert _job_count(clean_tables) == 1
+    with Session(clean_tables) as session:
+        assert session.scalar(select(func.count()).select_from(Deployment)) == 1
+        task_id = session.scalar(select(Job.celery_task_id))
+    assert set(enqueued_task_ids()) == {task_id}

@@ -1,0 +1,178 @@
+"""Shared fixtures and helpers for the sweep tests: a kubesim cluster wired into settings, committed DB
+sessions, a private Redis key prefix, the real create path, and counters for cluster calls and SQL.
+
+Imported by the sweep test modules (``from tests.workers.sweeps_support import *``-style explicit imports).
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis
+from sqlalchemy import Engine, event, select
+from sqlalchemy.orm import Session
+
+import settings as settings_module
+from kubesim.cluster import SimCluster
+from models import Deployment, Job, Tenant
+from models.db import get_sessionmaker, session_scope
+from workers import deployments, inventory, jobs
+from workers.k8s import get_clients, reset_client
+from workers.requests import CreateDeploymentSpec, request_create
+
+NAMESPACE = "model-serving"
+DEFAULT_NODES = "2xnvidia-l40s:8"
+
+
+@contextmanager
+def sim_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nodes: str = DEFAULT_NODES, seed: int = 11):
+    """A started SimCluster whose kubeconfig and Prometheus URL the service's settings point at."""
+    cluster = SimCluster(nodes=nodes, seed=seed, virtual_clock=True)
+    cluster.start()
+    try:
+        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        monkeypatch.setenv("PROMETHEUS_URL", f"{cluster.url}/prometheus")
+        monkeypatch.setenv("K8S_NAMESPACE", NAMESPACE)
+        monkeypatch.delenv("K8S_CONTEXT", raising=False)
+        settings_module.get_settings.cache_clear()
+        reset_client()
+        yield cluster
+    finally:
+        reset_client()
+        cluster.stop()
+        settings_module.get_settings.cache_clear()
+
+
+@pytest.fixture
+def sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[SimCluster]:
+    # database_url first: its fixture exports DATABASE_URL before the settings cache is rebuilt here.
+    with sim_environment(tmp_path, monkeypatch) as cluster:
+        yield cluster
+
+
+@pytest.fixture
+def session(clean_tables: Engine) -> Iterator[Session]:
+    """A session on the test database whose commits are real (the job functions use their own sessions)."""
+    db = get_sessionmaker()()
+    try:
+        yield db
+    finally:
+        db.rollback()
+        db.close()
+
+
+@pytest.fixture
+def redis_client() -> Iterator[tuple[redis.Redis, str]]:
+    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
+    prefix = f"test-sweeps-{uuid.uuid4().hex[:10]}:"
+    try:
+        yield client, prefix
+    finally:
+        for key in client.scan_iter(f"{prefix}*"):
+            client.delete(key)
+        client.close()
+
+
+def sync_inventory(session: Session) -> None:
+    inventory.sync_inventory(session, get_clients())
+    session.commit()
+
+
+def run_job(job_id: uuid.UUID, execute: Callable[[uuid.UUID], Any]) -> Any:
+    """What a job task does, without Celery: RUNNING, execute, SUCCEEDED (which frees the deployment)."""
+    with session_scope() as db:
+        jobs.start(db, job_id)
+    result = execute(job_id)
+    with session_scope() as db:
+        jobs.succeed(db, job_id, result)
+    return result
+
+
+def ensure_tenant(session: Session, tenant_id: str = "acme", quota: int | None = None) -> None:
+    if session.get(Tenant, tenant_id) is None:
+        session.add(Tenant(id=tenant_id, name=tenant_id, gpu_quota=quota))
+        session.commit()
+
+
+def create_deployment(
+    session: Session,
+    cluster: SimCluster,
+    *,
+    replicas: int = 1,
+    gpus: int = 1,
+    failure: str | None = None,
+    tenant_id: str = "acme",
+    model_id: str = "meta-llama/Llama-3.1-8B-Instruct",
+    name: str | None = None,
+    **spec: Any,
+) -> uuid.UUID:
+    """The real create path (request -> commit -> execute), optionally with a kubesim pod failure mode."""
+    ensure_tenant(session, tenant_id)
+    submitted = request_create(
+        session,
+        tenant_id=tenant_id,
+        spec=CreateDeploymentSpec(
+            model_id=model_id, replicas=replicas, gpus_per_replica=gpus, name=name, gpu_type="nvidia-l40s", **spec
+        ),
+        requested_by="tests",
+    )
+    session.commit()
+    deployment_id = submitted.deployment.id
+    if failure:
+        cluster.sim.add_pod_behavior(
+            {"selector": {"labels": {"orchestration.ai/deployment-id": str(deployment_id)}}, "failure": failure}
+        )
+    run_job(submitted.job.id, deployments.execute_create)
+    cluster.settle()
+    return deployment_id
+
+
+def deployment_row(session: Session, deployment_id: uuid.UUID) -> Deployment:
+    session.expire_all()
+    return session.execute(select(Deployment).where(Deployment.id == deployment_id)).scalar_one()
+
+
+def jobs_for(session: Session, deployment_id: uuid.UUID) -> list[Job]:
+    session.expire_all()
+    return list(session.scalars(select(Job).where(Job.target_id == str(deployment_id)).order_by(Job.created_at)))
+
+
+def sim_now(cluster: SimCluster) -> float:
+    return cluster.sim.clock.now()
+
+
+def k8s_calls(cluster: SimCluster) -> list[Any]:
+    """Requests to the Kubernetes API proper (not the Prometheus endpoint nor the admin API)."""
+    return [
+        entry
+        for entry in cluster.server.request_log.entries()
+        if not entry.path.startswith(("/prometheus", "/_sim"))
+    ]
+
+
+class StatementCounter:
+    """Counts SQL statements sent on an engine (executemany counts once, as one round trip)."""
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self.statements: list[str] = []
+
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: PLR0913
+        self.statements.append(statement)
+
+    def __enter__(self) -> StatementCounter:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+    @property
+    def count(self) -> int:
+        return len(self.statements)

@@ -1,0 +1,19 @@
+"""Manual scaling of a model's deployment."""
+
+from __future__ import annotations
+
+import marshmallow as ma
+
+from web.extensions import Schema
+
+MAX_REPLICAS = 1000
+
+
+class ModelScaleRequestSchema(Schema):
+    replicas = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0, max=MAX_REPLICAS))
+    deployment_id = ma.fields.UUID(
+        load_default=None,
+        allow_none=True,
+        metadata={"description": "required when several deployments serve the model (else 409 lists them)"},
+    )
+    reason = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=1000))

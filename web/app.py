@@ -1,0 +1,62 @@
+"""The application factory. Nothing is built at import time: ``web.wsgi`` (gunicorn), the OpenAPI
+command and the tests each call :func:`create_app` with the settings they want."""
+
+from __future__ import annotations
+
+from flask import Flask
+
+from settings import Settings, get_settings
+from web.admin import register_blueprints as register_admin_blueprints
+from web.auth import init_auth
+from web.database import init_database
+from web.errors import register_error_handlers
+from web.extensions import Api
+from web.health import init_health
+from web.internal import register_blueprints as register_internal_blueprints
+from web.observability import init_observability
+from web.tenancy import init_tenancy
+
+API_TITLE = "Orchestration service"
+API_VERSION = "1.0.0"
+
+
+def create_app(settings: Settings | None = None) -> Flask:
+    settings = settings or get_settings()
+    app = Flask("orchestration")
+    app.config.update(
+        API_TITLE=API_TITLE,
+        API_VERSION=API_VERSION,
+        OPENAPI_VERSION="3.1.0",
+        OPENAPI_URL_PREFIX="/",
+        OPENAPI_JSON_PATH="openapi.json",
+        OPENAPI_SWAGGER_UI_PATH="/docs",
+        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        # Werkzeug answers 413 before the body is parsed (the handler turns it into our JSON error).
+        MAX_CONTENT_LENGTH=settings.max_request_bytes,
+        # Error handlers render every exception, including in tests: a test asserts the 500 body
+        # instead of seeing the exception re-raised.
+        PROPAGATE_EXCEPTIONS=False,
+        JSON_SORT_KEYS=False,
+    )
+    app.extensions["orchestration_settings"] = settings
+
+    init_observability(app)
+    init_database(app)
+    init_auth(app, settings)
+    init_tenancy(app, settings)
+    init_health(app, settings)
+
+    api = Api(
+        app,
+        spec_kwargs={
+            "info": {
+                "description": "Runs vLLM model deployments on Kubernetes GPU clusters. Changes are asynchronous "
+                'jobs: a POST answers 202 with a job to poll. Errors are {"error": {code, message, details}}.',
+            },
+        },
+    )
+    app.extensions["api"] = api
+    register_internal_blueprints(api)
+    register_admin_blueprints(api)
+    register_error_handlers(app)
+    return app

@@ -1,0 +1,96 @@
+"""The project's flavour of flask-smorest: Api, Blueprint and Schema with our error shape and strictness.
+
+Every resource module builds on these classes, so the error envelope, the 422-on-unknown-field rule and
+the 401/403 documentation of protected blueprints are decided once, here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import flask_smorest
+import marshmallow as ma
+from flask import Flask
+from webargs.flaskparser import FlaskParser
+
+from web import errors
+
+BEARER_SECURITY_SCHEME = "bearerAuth"
+
+
+class Schema(ma.Schema):
+    """Base schema: unknown fields are an error (a typo must not be silently ignored)."""
+
+    class Meta:
+        unknown = ma.RAISE
+        ordered = True
+
+
+class ErrorDetailSchema(Schema):
+    code = ma.fields.String(required=True, metadata={"description": "Machine-readable error code"})
+    message = ma.fields.String(required=True, metadata={"description": "Human-readable explanation"})
+    details = ma.fields.Dict(
+        metadata={"description": "Specifics: field errors under `fields`, GPU/quota figures for 409s"}
+    )
+
+
+class ErrorSchema(Schema):
+    """The envelope of every error response (documentation only; errors are built by ``web.errors``)."""
+
+    error = ma.fields.Nested(ErrorDetailSchema, required=True)
+
+
+class StrictQueryParser(FlaskParser):
+    """webargs ignores unknown query parameters by default; we refuse them like unknown body fields,
+    so a misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list."""
+
+    DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
+
+
+class Blueprint(flask_smorest.Blueprint):
+    """A blueprint that can require a token scope for all of its routes.
+
+    ``required_scope`` installs the authentication check as a ``before_request`` hook (see
+    :func:`web.auth.require_scope`) and documents the bearer security and the 401/403 answers on every
+    operation, so adding an admin blueprint is one constructor argument.
+    """
+
+    ARGUMENTS_PARSER = StrictQueryParser()
+
+    def __init__(
+        self, *args: Any, required_scope: str | None = None, tenant_scoped: bool = True, **kwargs: Any
+    ) -> None:
+        super().__init__(*args, **kwargs)
+        self.required_scope = required_scope
+        if required_scope is not None:
+            from web.auth import require_scope
+
+            require_scope(self, required_scope, tenant_scoped=tenant_scoped)
+
+    def _store_endpoint_docs(self, endpoint, obj, parameters, tags, **options):
+        super()._store_endpoint_docs(endpoint, obj, parameters, tags, **options)
+        if self.required_scope is None:
+            return
+        for key, operation in self._docs[endpoint].items():
+            if key == "parameters":
+                continue
+            manual = operation.setdefault("manual_doc", {})
+            manual.setdefault("security", [{BEARER_SECURITY_SCHEME: []}])
+            responses = manual.setdefault("responses", {})
+            responses.setdefault(401, "UNAUTHORIZED")
+            responses.setdefault(403, "FORBIDDEN")
+
+
+class Api(flask_smorest.Api):
+    """flask-smorest Api answering every HTTP error with the ``{"error": {...}}`` envelope."""
+
+    ERROR_SCHEMA = ErrorSchema
+
+    def init_app(self, app: Flask, *, spec_kwargs: dict[str, Any] | None = None) -> None:
+        super().init_app(app, spec_kwargs=spec_kwargs)
+        self.spec.components.security_scheme(
+            BEARER_SECURITY_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
+        )
+
+    def handle_http_exception(self, error):
+        return errors.http_exception_response(error)

@@ -1,0 +1,166 @@
+"""Deployment endpoints: create, list, read, status, restart, delete.
+
+Request flow for changes: validate (schema) -> authorize (blueprint hook: token scope + tenant) ->
+``workers.requests.request_*`` (business rules, GPU admission, rows; no commit) -> commit -> enqueue.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+from flask import g, request
+from flask.views import MethodView
+
+from web.database import request_session
+from web.errors import ApiError
+from web.extensions import Blueprint
+from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
+from web.internal.deployments.schemas import (
+    DeploymentCreateSchema,
+    DeploymentPageSchema,
+    DeploymentQueryArgsSchema,
+    DeploymentSchema,
+    DeploymentStatusSchema,
+    SubmittedJobSchema,
+)
+from web.submission import accepted_response, commit_and_enqueue
+from web.tenancy import current_tenant_id
+from workers import queries, requests
+from workers.requests import CreateDeploymentSpec
+
+blp = Blueprint(
+    "Deployments",
+    __name__,
+    url_prefix="/internal/deployments",
+    description="vLLM model deployments on the GPU cluster",
+    required_scope="internal",
+)
+
+_CHANGE_RESPONSES = {"parameters": [IDEMPOTENCY_KEY_PARAMETER]}
+LOCATION_HEADER = {"Location": {"description": "URL of the job to poll", "schema": {"type": "string"}}}
+
+
+@blp.before_request
+def require_json_body() -> None:
+    """A body that is not declared as JSON is refused (415) instead of being read as an empty object."""
+    if request.method == "POST" and request.endpoint == "Deployments.DeploymentCreate" and not request.is_json:
+        raise ApiError(
+            415,
+            "unsupported_media_type",
+            "Send the body as JSON with 'Content-Type: application/json'.",
+        )
+
+
+def _spec_from_body(body: dict[str, Any]) -> CreateDeploymentSpec:
+    autoscaling = body.get("autoscaling") or {}
+    return CreateDeploymentSpec(
+        model_id=body["model_id"],
+        replicas=body["replicas"],
+        gpus_per_replica=body["gpus_per_replica"],
+        name=body.get("name"),
+        gpu_type=body.get("gpu_type"),
+        max_model_len=body.get("max_model_len"),
+        dtype=body.get("dtype"),
+        vllm_args=body["vllm_args"],
+        autoscaling_enabled=autoscaling.get("enabled", False),
+        min_replicas=autoscaling.get("min_replicas"),
+        max_replicas=autoscaling.get("max_replicas"),
+        target_gpu_utilization=autoscaling.get("target_gpu_utilization"),
+        autoscaling_targets=autoscaling.get("targets", {}),
+    )
+
+
+def _requested_by() -> str:
+    return g.principal.subject
+
+
+@blp.route("/create")
+class DeploymentCreate(MethodView):
+    @blp.arguments(DeploymentCreateSchema)
+    @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.alt_response(413, response="REQUEST_ENTITY_TOO_LARGE")
+    @blp.alt_response(415, response="UNSUPPORTED_MEDIA_TYPE")
+    @blp.doc(**_CHANGE_RESPONSES)
+    def post(self, body: dict[str, Any]):
+        """Create a deployment (admitted against free GPUs and the tenant's quota)"""
+        tenant_id = current_tenant_id()
+        submitted = requests.request_create(
+            request_session(),
+            tenant_id=tenant_id,
+            spec=_spec_from_body(body),
+            requested_by=_requested_by(),
+            idempotency_key=idempotency_key(),
+            fingerprint=fingerprint("deployment.create", None, body),
+        )
+        commit_and_enqueue(submitted)
+        return accepted_response(submitted)
+
+
+@blp.route("")
+class Deployments(MethodView):
+    @blp.arguments(DeploymentQueryArgsSchema, location="query")
+    @blp.response(200, DeploymentPageSchema)
+    def get(self, args: dict[str, Any]):
+        """List the tenant's deployments, filtered, newest first, one cursor page at a time"""
+        items, next_cursor = queries.list_deployments(request_session(), current_tenant_id(), **args)
+        return {"items": items, "next_cursor": next_cursor}
+
+
+@blp.route("/<uuid:deployment_id>")
+class DeploymentById(MethodView):
+    @blp.response(200, DeploymentSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, deployment_id: uuid.UUID):
+        """Get a deployment's desired shape and last observed state"""
+        return queries.get_deployment(request_session(), current_tenant_id(), deployment_id)
+
+    @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.doc(**_CHANGE_RESPONSES)
+    def delete(self, deployment_id: uuid.UUID):
+        """Delete a deployment: its Deployment, Service and PodDisruptionBudget, and release its GPUs"""
+        submitted = requests.request_delete(
+            request_session(),
+            tenant_id=current_tenant_id(),
+            deployment_id=deployment_id,
+            requested_by=_requested_by(),
+            idempotency_key=idempotency_key(),
+            fingerprint=fingerprint("deployment.delete", str(deployment_id), None),
+        )
+        commit_and_enqueue(submitted)
+        return accepted_response(submitted)
+
+
+@blp.route("/<uuid:deployment_id>/status")
+class DeploymentStatusById(MethodView):
+    @blp.response(200, DeploymentStatusSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, deployment_id: uuid.UUID):
+        """Get status, reason, replicas, endpoint, pods, last observation time and the job in flight"""
+        return queries.deployment_status(request_session(), current_tenant_id(), deployment_id)
+
+
+@blp.route("/<uuid:deployment_id>/restart")
+class DeploymentRestart(MethodView):
+    @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
+    @blp.alt_response(400, response="BAD_REQUEST")
+    @blp.alt_response(404, response="NOT_FOUND")
+    @blp.alt_response(409, response="CONFLICT")
+    @blp.doc(**_CHANGE_RESPONSES)
+    def post(self, deployment_id: uuid.UUID):
+        """Restart a deployment's pods, one at a time (never all replicas down at once)"""
+        submitted = requests.request_restart(
+            request_session(),
+            tenant_id=current_tenant_id(),
+            deployment_id=deployment_id,
+            requested_by=_requested_by(),
+            idempotency_key=idempotency_key(),
+            fingerprint=fingerprint("deployment.restart", str(deployment_id), None),
+        )
+        commit_and_enqueue(submitted)
+        return accepted_response(submitted)

@@ -1,0 +1,257 @@
+"""Deployment schemas: the create body, list filters, and the representations returned.
+
+Shape rules live here (what Kubernetes and vLLM would reject), business rules in ``workers``
+(capacity, quota, names taken). Everything a client can get wrong about the shape is a 422 with the
+offending field named, before any database work.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import marshmallow as ma
+from marshmallow import validate
+
+from models import DeploymentStatus
+from web.extensions import Schema
+from workers.domain import InvalidRequestError
+from workers.vllm_args import validate_vllm_args
+
+# Hugging Face repo ids: "name" or "org/name"; each part starts and ends with an alphanumeric, may hold
+# '-', '_' and '.', at most 96 characters, and never '--' or '..' (the Hub refuses those).
+HF_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
+HF_MODEL_ID_PATTERN = re.compile(rf"^(?:{HF_PART}/)?{HF_PART}$")
+# DNS-1035 label (Service names). 40 characters, not 63, leaves room for the suffixes the workers derive
+# (tenant prefix, "-pdb", pod hashes) while keeping every derived name a valid label.
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+NAME_MAX_LENGTH = 40
+# A Kubernetes label value (the GPU product label, e.g. "nvidia-l40s" or "NVIDIA-A100-SXM4-80GB").
+LABEL_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+GPUS_PER_REPLICA_CHOICES = (1, 2, 4, 8)
+MAX_REPLICAS = 64
+MAX_MODEL_LEN = 1_048_576
+VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
+AUTOSCALING_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+
+
+class StrictInteger(ma.fields.Integer):
+    """An integer that must be a JSON number: no "2", no 2.5, no true (bool is an int in Python)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(ma.fields.Boolean):
+    """Only JSON true/false: marshmallow would also accept "yes", 1, "on"."""
+
+    truthy = {True}
+    falsy = {False}
+
+
+def _check_model_id(value: str) -> None:
+    if len(value) > 193 or not HF_MODEL_ID_PATTERN.match(value) or "--" in value or ".." in value:
+        raise ma.ValidationError(
+            "Must be a Hugging Face model id such as 'meta-llama/Llama-3.1-8B-Instruct': 'org/name' or 'name', "
+            "letters, digits, '-', '_', '.', each part at most 96 characters, no '--' or '..'."
+        )
+
+
+def _check_name(value: str) -> None:
+    if len(value) > NAME_MAX_LENGTH or not NAME_PATTERN.match(value):
+        raise ma.ValidationError(
+            f"Must be a DNS-1035 label of at most {NAME_MAX_LENGTH} characters: lowercase letters, digits "
+            "and '-', starting with a letter and ending with a letter or digit."
+        )
+
+
+def _check_gpu_type(value: str) -> None:
+    if not LABEL_VALUE_PATTERN.match(value):
+        raise ma.ValidationError(
+            "Must be a GPU product label value (e.g. 'nvidia-l40s'): at most 63 characters, alphanumerics, "
+            "'-', '_', '.', starting and ending with an alphanumeric."
+        )
+
+
+class AutoscalingSchema(Schema):
+    enabled = StrictBoolean(load_default=False)
+    min_replicas = StrictInteger(validate=validate.Range(1, MAX_REPLICAS))
+    max_replicas = StrictInteger(validate=validate.Range(1, MAX_REPLICAS))
+    target_gpu_utilization = StrictInteger(
+        validate=validate.Range(1, 100), metadata={"description": "Percent GPU utilisation to aim for"}
+    )
+    targets = ma.fields.Dict(
+        keys=ma.fields.String(validate=validate.Regexp(AUTOSCALING_TARGET_NAME)),
+        values=ma.fields.Float(validate=validate.Range(0, None, min_inclusive=False), allow_nan=False),
+        validate=validate.Length(max=8),
+        load_default=dict,
+        metadata={"description": 'Per-metric targets, e.g. {"queue_depth": 5, "kv_cache_usage": 0.8}'},
+    )
+
+    @ma.validates_schema
+    def check_bounds(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        low, high = data.get("min_replicas"), data.get("max_replicas")
+        if low is not None and high is not None and low > high:
+            raise ma.ValidationError("min_replicas must not exceed max_replicas.", "min_replicas")
+
+
+class DeploymentCreateSchema(Schema):
+    """Body of ``POST /internal/deployments/create``."""
+
+    model_id = ma.fields.String(
+        required=True, validate=_check_model_id, metadata={"example": "meta-llama/Llama-3.1-8B-Instruct"}
+    )
+    replicas = StrictInteger(load_default=1, validate=validate.Range(1, MAX_REPLICAS))
+    gpus_per_replica = StrictInteger(
+        load_default=1,
+        validate=validate.OneOf(GPUS_PER_REPLICA_CHOICES),
+        metadata={"description": "GPUs per replica; becomes vLLM's --tensor-parallel-size"},
+    )
+    name = ma.fields.String(
+        validate=_check_name, metadata={"description": "DNS-1035 label; derived from model_id when omitted"}
+    )
+    gpu_type = ma.fields.String(
+        validate=_check_gpu_type, metadata={"description": "GPU product label value; the default GPU type if omitted"}
+    )
+    max_model_len = StrictInteger(validate=validate.Range(1, MAX_MODEL_LEN))
+    dtype = ma.fields.String(validate=validate.OneOf(VLLM_DTYPES))
+    vllm_args = ma.fields.List(
+        ma.fields.String(validate=validate.Length(1, 256)),
+        load_default=list,
+        validate=validate.Length(max=64),
+        metadata={"description": "Extra vLLM server arguments from an allow-list, e.g. ['--enable-prefix-caching']"},
+    )
+    autoscaling = ma.fields.Nested(AutoscalingSchema)
+
+    @ma.validates("vllm_args")
+    def check_vllm_args(self, value: list[str], **_kwargs: Any) -> None:
+        try:
+            validate_vllm_args(value)
+        except InvalidRequestError as error:
+            raise ma.ValidationError(error.message) from error
+
+    @ma.validates_schema(skip_on_field_errors=True)
+    def check_autoscaling(self, data: dict[str, Any], **_kwargs: Any) -> None:
+        autoscaling = data.get("autoscaling")
+        if not autoscaling or not autoscaling.get("enabled"):
+            return
+        replicas = data["replicas"]
+        low = autoscaling.get("min_replicas", replicas)
+        high = autoscaling.get("max_replicas", replicas)
+        if not low <= replicas <= high:
+            raise ma.ValidationError(
+                f"With autoscaling enabled, min_replicas ({low}) <= replicas ({replicas}) <= max_replicas ({high}) "
+                "must hold.",
+                "autoscaling",
+            )
+
+    @ma.post_load
+    def normalise_vllm_args(self, data: dict[str, Any], **_kwargs: Any) -> dict[str, Any]:
+        # Canonical form, so the stored args and the idempotency fingerprint do not depend on spelling.
+        data["vllm_args"] = validate_vllm_args(data["vllm_args"])
+        return data
+
+
+class DeploymentQueryArgsSchema(Schema):
+    """Filters and cursor pagination for ``GET /internal/deployments``."""
+
+    status = ma.fields.Enum(DeploymentStatus, by_value=True)
+    model_id = ma.fields.String(validate=validate.Length(1, 255))
+    gpu_type = ma.fields.String(validate=_check_gpu_type)
+    name = ma.fields.String(validate=validate.Length(1, 63))
+    limit = ma.fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    cursor = ma.fields.String(
+        validate=validate.Length(1, 512), metadata={"description": "`next_cursor` of the previous page"}
+    )
+
+
+class AutoscalingOutputSchema(Schema):
+    enabled = ma.fields.Boolean(attribute="autoscaling_enabled", dump_only=True)
+    min_replicas = ma.fields.Integer(dump_only=True)
+    max_replicas = ma.fields.Integer(dump_only=True)
+    target_gpu_utilization = ma.fields.Integer(dump_only=True, allow_none=True)
+    targets = ma.fields.Dict(attribute="autoscaling_targets", dump_only=True)
+
+
+class DeploymentSchema(Schema):
+    """A deployment: its desired shape and its last observed state."""
+
+    id = ma.fields.UUID(dump_only=True)
+    tenant_id = ma.fields.String(dump_only=True)
+    name = ma.fields.String(dump_only=True)
+    model_id = ma.fields.String(dump_only=True)
+    image = ma.fields.String(dump_only=True)
+    gpu_type = ma.fields.String(dump_only=True)
+    gpus_per_replica = ma.fields.Integer(dump_only=True)
+    replicas_desired = ma.fields.Integer(dump_only=True)
+    replicas_ready = ma.fields.Integer(dump_only=True)
+    max_model_len = ma.fields.Integer(dump_only=True, allow_none=True)
+    dtype = ma.fields.String(dump_only=True, allow_none=True)
+    vllm_args = ma.fields.List(ma.fields.String(), dump_only=True)
+    autoscaling = ma.fields.Function(lambda deployment: AutoscalingOutputSchema().dump(deployment), dump_only=True)
+    k8s_namespace = ma.fields.String(dump_only=True)
+    k8s_name = ma.fields.String(dump_only=True)
+    endpoint = ma.fields.String(dump_only=True, allow_none=True)
+    status = ma.fields.Enum(DeploymentStatus, by_value=True, dump_only=True)
+    status_reason = ma.fields.String(dump_only=True, allow_none=True)
+    status_message = ma.fields.String(dump_only=True, allow_none=True)
+    active_job_id = ma.fields.UUID(dump_only=True, allow_none=True)
+    last_observed_at = ma.fields.AwareDateTime(dump_only=True, allow_none=True)
+    created_at = ma.fields.AwareDateTime(dump_only=True)
+    updated_at = ma.fields.AwareDateTime(dump_only=True)
+    deleted_at = ma.fields.AwareDateTime(dump_only=True, allow_none=True)
+
+
+class DeploymentPageSchema(Schema):
+    items = ma.fields.List(ma.fields.Nested(DeploymentSchema), dump_only=True)
+    next_cursor = ma.fields.String(
+        dump_only=True, allow_none=True, metadata={"description": "Pass as `cursor` for the next page; null at the end"}
+    )
+
+
+class SubmittedJobSchema(Schema):
+    """Answer to every accepted change: the job to poll and where."""
+
+    job_id = ma.fields.UUID(dump_only=True)
+    deployment_id = ma.fields.UUID(dump_only=True)
+    state = ma.fields.String(dump_only=True)
+    status_url = ma.fields.String(dump_only=True)
+    job_url = ma.fields.String(dump_only=True)
+    replayed = ma.fields.Boolean(
+        dump_only=True, metadata={"description": "True when an earlier request with this Idempotency-Key is answered"}
+    )
+
+
+class PodStatusSchema(Schema):
+    name = ma.fields.String(dump_only=True)
+    node = ma.fields.String(dump_only=True, allow_none=True)
+    phase = ma.fields.String(dump_only=True, allow_none=True)
+    ready = ma.fields.Boolean(dump_only=True)
+    restarts = ma.fields.Integer(dump_only=True)
+    reason = ma.fields.String(dump_only=True, allow_none=True)
+
+
+class ActiveJobSchema(Schema):
+    id = ma.fields.String(dump_only=True)
+    type = ma.fields.String(dump_only=True)
+    state = ma.fields.String(dump_only=True)
+
+
+class DeploymentStatusSchema(Schema):
+    """Status of one deployment as last observed from the cluster."""
+
+    deployment_id = ma.fields.String(dump_only=True)
+    name = ma.fields.String(dump_only=True)
+    status = ma.fields.String(dump_only=True)
+    reason = ma.fields.String(dump_only=True, allow_none=True)
+    message = ma.fields.String(dump_only=True, allow_none=True)
+    replicas = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer(), dump_only=True)
+    endpoint = ma.fields.String(dump_only=True, allow_none=True)
+    pods = ma.fields.List(ma.fields.Nested(PodStatusSchema), dump_only=True)
+    last_observed_at = ma.fields.AwareDateTime(dump_only=True, allow_none=True)
+    active_job = ma.fields.Nested(ActiveJobSchema, dump_only=True, allow_none=True)

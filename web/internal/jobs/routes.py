@@ -1,0 +1,30 @@
+"""Job status endpoint."""
+
+from __future__ import annotations
+
+import uuid
+
+from flask.views import MethodView
+
+from web.database import request_session
+from web.extensions import Blueprint
+from web.internal.jobs.schemas import JobSchema
+from web.tenancy import current_tenant_id
+from workers import queries
+
+blp = Blueprint(
+    "Jobs",
+    __name__,
+    url_prefix="/internal/jobs",
+    description="Asynchronous operations: state, attempts, progress, error",
+    required_scope="internal",
+)
+
+
+@blp.route("/<uuid:job_id>")
+class JobById(MethodView):
+    @blp.response(200, JobSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
+    def get(self, job_id: uuid.UUID):
+        """Get a job's state, type, target, attempts, progress, error and timestamps"""
+        return queries.get_job(request_session(), current_tenant_id(), job_id)

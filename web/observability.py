@@ -1,0 +1,130 @@
+"""Request ids, JSON logs and Prometheus metrics for the API.
+
+Each request gets an id (the caller's ``X-Request-ID`` if it is sane, else a new one), bound into the log
+context and echoed in the response. Metrics live in a registry per app, so several apps in one process
+(tests) never collide; gunicorn workers each expose their own counters (scrape each worker, or run one
+worker per container).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from collections.abc import Iterator
+
+from flask import Flask, Response, g, request
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.registry import Collector
+from sqlalchemy import func, select
+
+from models import Job, JobState
+from models.db import get_sessionmaker
+from workers.logs import request_id_var
+
+logger = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "X-Request-ID"
+# Ids from callers are logged verbatim; anything that could forge log structure is replaced.
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+# Bounded label values: the route template, never the raw path (ids would explode cardinality).
+UNMATCHED_ENDPOINT = "<unmatched>"
+
+
+class JobsByStateCollector(Collector):
+    """Current number of jobs per state, read from Postgres at scrape time (the rows are the truth)."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        family = GaugeMetricFamily("orchestration_jobs", "Jobs by state, from the jobs table", labels=["state"])
+        counts = {state.value: 0 for state in JobState}
+        try:
+            with get_sessionmaker()() as session:
+                for state, count in session.execute(select(Job.state, func.count()).group_by(Job.state)):
+                    counts[JobState(state).value] = count
+        except Exception:
+            # A scrape must not fail because Postgres is down; readiness reports that. Omit the family.
+            logger.warning("jobs-by-state metric unavailable", exc_info=True)
+            return
+        for state, count in counts.items():
+            family.add_metric([state], count)
+        yield family
+
+
+class ApiMetrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.requests = Counter(
+            "http_requests_total",
+            "HTTP requests answered",
+            ["endpoint", "method", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "http_request_duration_seconds",
+            "Time to answer an HTTP request",
+            ["endpoint", "method"],
+            registry=self.registry,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.jobs_submitted = Counter(
+            "orchestration_jobs_submitted_total",
+            "Jobs accepted by the API (replays of an Idempotency-Key not counted)",
+            ["type"],
+            registry=self.registry,
+        )
+        self.registry.register(JobsByStateCollector())
+
+
+def api_metrics(app: Flask) -> ApiMetrics:
+    return app.extensions["api_metrics"]
+
+
+def _start_request() -> None:
+    supplied = request.headers.get(REQUEST_ID_HEADER, "")
+    request_id = supplied if _SAFE_REQUEST_ID.match(supplied) else uuid.uuid4().hex
+    g.request_id = request_id
+    g.request_started = time.perf_counter()
+    g.request_id_token = request_id_var.set(request_id)
+
+
+def _finish_request(response: Response) -> Response:
+    request_id = g.get("request_id")
+    if request_id:
+        response.headers[REQUEST_ID_HEADER] = request_id
+    started = g.get("request_started")
+    if started is not None:
+        endpoint = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ENDPOINT
+        metrics = g.get("api_metrics")
+        if metrics is not None:
+            metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
+            metrics.latency.labels(endpoint, request.method).observe(time.perf_counter() - started)
+    return response
+
+
+def _reset_log_context(_exception: BaseException | None) -> None:
+    token = g.pop("request_id_token", None)
+    if token is not None:
+        request_id_var.reset(token)
+
+
+def metrics_endpoint(metrics: ApiMetrics):
+    def serve_metrics() -> Response:
+        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+
+    return serve_metrics
+
+
+def init_observability(app: Flask) -> None:
+    metrics = ApiMetrics()
+    app.extensions["api_metrics"] = metrics
+
+    def bind_metrics() -> None:
+        g.api_metrics = metrics
+
+    app.before_request(_start_request)
+    app.before_request(bind_metrics)
+    app.after_request(_finish_request)
+    app.teardown_request(_reset_log_context)
+    app.add_url_rule("/metrics", "metrics", metrics_endpoint(metrics), methods=["GET"])

@@ -1,0 +1,68 @@
+"""The second half of every change request: commit, then enqueue, then answer 202.
+
+Committing first means a worker can never pick up a job id whose row is not yet visible; enqueueing
+after the commit means a rolled-back request never leaves a task behind. If the broker is down after the
+commit, the job row still exists (PENDING): the client gets 503 ``queue_unavailable`` with the job id, and a
+retry with the same Idempotency-Key replays that job and sends it again.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from flask import current_app, url_for
+
+from models import JobState, JobType
+from web.database import request_session
+from web.errors import ApiError
+from web.observability import api_metrics
+from workers import dispatch
+from workers.requests import Submitted
+
+logger = logging.getLogger(__name__)
+
+
+def commit_and_enqueue(submitted: Submitted) -> None:
+    session = request_session()
+    session.commit()
+    job = submitted.job
+    # A replay of a job that never started is sent again: the first request may have committed and then
+    # failed to reach the broker. Tasks claim their job atomically, so a duplicate message is harmless.
+    if submitted.replayed and JobState(job.state) != JobState.PENDING:
+        return
+    try:
+        dispatch.enqueue(job)
+    except Exception as error:
+        logger.exception("job committed but not enqueued", extra={"job_id": str(job.id)})
+        raise ApiError(
+            503,
+            "queue_unavailable",
+            "The job was recorded but could not be queued; retry with the same Idempotency-Key to send it again.",
+            {"job_id": str(job.id)},
+        ) from error
+    if not submitted.replayed:
+        api_metrics(current_app).jobs_submitted.labels(JobType(job.type).value).inc()
+    logger.info(
+        "job submitted",
+        extra={"job_id": str(job.id), "job_type": str(job.type), "replayed": submitted.replayed},
+    )
+
+
+def accepted_response(submitted: Submitted) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """202 with the job to poll; ``Location`` points at the job."""
+    job = submitted.job
+    deployment_id = submitted.deployment.id if submitted.deployment is not None else job.target_id
+    job_url = url_for("Jobs.JobById", job_id=job.id)
+    body = {
+        "job_id": job.id,
+        "deployment_id": deployment_id,
+        "state": JobState(job.state).value,
+        "status_url": url_for("Deployments.DeploymentStatusById", deployment_id=deployment_id),
+        "job_url": job_url,
+        "replayed": submitted.replayed,
+    }
+    headers = {"Location": job_url}
+    if submitted.replayed:
+        headers["Idempotent-Replayed"] = "true"
+    return body, 202, headers

@@ -1,0 +1,250 @@
+"""GPU admission: decide whether replicas fit (capacity and tenant quota) and record the promise.
+
+Free GPUs per node = allocatable (present, Ready, schedulable GpuNode rows)
+                     - GPUs of live pods that are NOT ours (PodAllocation.deployment_id IS NULL)
+                     - active GpuReservation rows on the node (ours, whether or not their pods exist yet).
+Our own pods are represented by their reservations, so they are not subtracted twice.
+
+Concurrency: every admission first takes one transaction-scoped advisory lock. The decision reads
+many rows and its danger is a row that does not exist yet (another request's reservation being
+inserted): row locks cannot cover that phantom, and SERIALIZABLE would abort racing requests with
+serialization failures that each caller must retry. Admission is a few short queries, so making it
+one-at-a-time cluster-wide costs milliseconds and makes over-commit impossible. The lock is released
+when the caller's transaction commits or rolls back, i.e. only once the reservations are visible.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import and_, func, select, text, update
+from sqlalchemy.orm import Session
+
+from models import GpuNode, GpuReservation, PodAllocation, Tenant
+from settings import get_settings
+from workers.domain import AdmissionError, InvalidRequestError
+from workers.placement import Placement, place_replicas
+
+# Arbitrary constant naming "the admission lock" among the database's advisory locks.
+ADMISSION_LOCK_KEY = 0x6F72636841444D  # "orchADM"
+_FINISHED_POD_PHASES = ("Succeeded", "Failed")
+
+
+def lock(session: Session) -> None:
+    """Take the cluster-wide admission lock until the end of the caller's transaction (see module doc)."""
+    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK_KEY})
+
+
+@dataclass(frozen=True)
+class Capacity:
+    """Free GPUs per node, grouped by GPU type, plus the biggest node of each type (allocatable)."""
+
+    free_by_type: dict[str, dict[str, int]]
+    max_node_gpus_by_type: dict[str, int]
+
+    def free_total(self, gpu_type: str) -> int:
+        return sum(self.free_by_type.get(gpu_type, {}).values())
+
+    def largest_block(self, gpu_type: str) -> int:
+        return max(self.free_by_type.get(gpu_type, {}).values(), default=0)
+
+
+def current_capacity(session: Session) -> Capacity:
+    """Free GPUs per schedulable node, from GpuNode, foreign PodAllocation and active reservation rows."""
+    nodes = session.execute(
+        select(GpuNode.name, GpuNode.gpu_product, GpuNode.gpu_allocatable).where(
+            GpuNode.present.is_(True),
+            GpuNode.ready_status == "Ready",
+            GpuNode.unschedulable.is_(False),
+            GpuNode.gpu_product.is_not(None),
+            GpuNode.gpu_allocatable > 0,
+        )
+    ).all()
+    foreign = dict(
+        session.execute(
+            select(PodAllocation.node_name, func.sum(PodAllocation.gpus))
+            .where(
+                PodAllocation.deployment_id.is_(None),
+                PodAllocation.terminated_at.is_(None),
+                PodAllocation.node_name.is_not(None),
+                PodAllocation.phase.not_in(_FINISHED_POD_PHASES),
+            )
+            .group_by(PodAllocation.node_name)
+        ).all()
+    )
+    reserved = dict(
+        session.execute(
+            select(GpuReservation.node_name, func.sum(GpuReservation.gpus))
+            .where(GpuReservation.released_at.is_(None))
+            .group_by(GpuReservation.node_name)
+        ).all()
+    )
+    free_by_type: dict[str, dict[str, int]] = defaultdict(dict)
+    max_node: dict[str, int] = defaultdict(int)
+    for name, product, allocatable in nodes:
+        free = allocatable - int(foreign.get(name) or 0) - int(reserved.get(name) or 0)
+        free_by_type[product][name] = max(free, 0)
+        max_node[product] = max(max_node[product], allocatable)
+    return Capacity(free_by_type=dict(free_by_type), max_node_gpus_by_type=dict(max_node))
+
+
+def known_gpu_types(session: Session) -> dict[str, int]:
+    """GPU products of present nodes (any state) -> the largest allocatable count of one node."""
+    rows = session.execute(
+        select(GpuNode.gpu_product, func.max(GpuNode.gpu_allocatable))
+        .where(GpuNode.present.is_(True), GpuNode.gpu_product.is_not(None))
+        .group_by(GpuNode.gpu_product)
+    ).all()
+    return {product: int(largest) for product, largest in rows}
+
+
+def tenant_quota(session: Session, tenant_id: str) -> tuple[int, int]:
+    """(quota, GPUs held by the tenant's active reservations)."""
+    explicit = session.execute(select(Tenant.gpu_quota).where(Tenant.id == tenant_id)).scalar_one_or_none()
+    quota = explicit if explicit is not None else get_settings().default_tenant_gpu_quota
+    used = session.execute(
+        select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
+            GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None)
+        )
+    ).scalar_one()
+    return int(quota), int(used)
+
+
+def validate_shape(session: Session, gpu_type: str, gpus_per_replica: int) -> None:
+    """Refuse (422) a GPU type no node has, or more GPUs per replica than any node of the type holds."""
+    known = known_gpu_types(session)
+    if gpu_type not in known:
+        raise InvalidRequestError(
+            "unknown_gpu_type",
+            f"no node offers GPU type {gpu_type!r}",
+            {"field": "gpu_type", "gpu_type": gpu_type, "known_gpu_types": sorted(known)},
+        )
+    if gpus_per_replica > known[gpu_type]:
+        raise InvalidRequestError(
+            "gpus_per_replica_too_large",
+            f"gpus_per_replica {gpus_per_replica} exceeds the largest {gpu_type} node ({known[gpu_type]} GPUs); "
+            "a replica's GPUs must be on one node",
+            {"field": "gpus_per_replica", "gpu_type": gpu_type, "max_gpus_per_node": known[gpu_type]},
+        )
+
+
+def admit(
+    session: Session,
+    *,
+    tenant_id: str,
+    deployment_id: uuid.UUID,
+    job_id: uuid.UUID | None,
+    gpu_type: str,
+    gpus_per_replica: int,
+    replicas: int,
+    check_quota: bool = True,
+) -> Placement:
+    """Reserve GPUs for ``replicas`` more replicas or raise :class:`AdmissionError`; writes GpuReservation rows.
+
+    Runs inside the caller's transaction and takes the admission lock (idempotent within a transaction).
+    ``check_quota=False`` for temporary platform-initiated surges (a single-replica restart), which the
+    tenant did not ask for and which are released when the rollout ends.
+    """
+    lock(session)
+    validate_shape(session, gpu_type, gpus_per_replica)
+    requested = replicas * gpus_per_replica
+    if check_quota:
+        quota, used = tenant_quota(session, tenant_id)
+        if used + requested > quota:
+            raise AdmissionError(
+                "quota_exceeded",
+                f"tenant {tenant_id} would hold {used + requested} GPUs, over its quota of {quota}",
+                {"quota": quota, "used": used, "requested": requested},
+            )
+    capacity = current_capacity(session)
+    placement = place_replicas(capacity.free_by_type.get(gpu_type, {}), replicas, gpus_per_replica)
+    if placement.shortfall is not None:
+        raise AdmissionError(
+            "insufficient_gpu",
+            f"{replicas} replica(s) x {gpus_per_replica} {gpu_type} GPU(s) do not fit: "
+            f"{capacity.free_total(gpu_type)} free, largest block {capacity.largest_block(gpu_type)} on one node",
+            insufficient_details(capacity, gpu_type, gpus_per_replica, replicas),
+        )
+    for node_name, node_replicas in sorted(placement.replicas_by_node.items()):
+        session.add(
+            GpuReservation(
+                deployment_id=deployment_id,
+                tenant_id=tenant_id,
+                job_id=job_id,
+                node_name=node_name,
+                gpu_type=gpu_type,
+                gpus=node_replicas * gpus_per_replica,
+                replicas=node_replicas,
+            )
+        )
+    session.flush()
+    return placement
+
+
+def insufficient_details(capacity: Capacity, gpu_type: str, gpus_per_replica: int, replicas: int) -> dict[str, Any]:
+    return {
+        "gpu_type": gpu_type,
+        "requested_per_replica": gpus_per_replica,
+        "replicas": replicas,
+        "free_total": capacity.free_total(gpu_type),
+        "largest_block": {kind: capacity.largest_block(kind) for kind in sorted(capacity.free_by_type)},
+        "free_by_type": {kind: capacity.free_total(kind) for kind in sorted(capacity.free_by_type)},
+    }
+
+
+def release(session: Session, deployment_id: uuid.UUID, *, job_id: uuid.UUID | None = None) -> int:
+    """Release the deployment's active reservations (only those written by ``job_id`` if given); returns GPUs freed."""
+    conditions = [GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None)]
+    if job_id is not None:
+        conditions.append(GpuReservation.job_id == job_id)
+    freed = session.execute(
+        update(GpuReservation).where(and_(*conditions)).values(released_at=func.now()).returning(GpuReservation.gpus)
+    ).scalars()
+    return sum(freed)
+
+
+def release_replicas(session: Session, deployment_id: uuid.UUID, count: int) -> int:
+    """Give back ``count`` replicas' worth of reservations (scale-down); returns replicas released.
+
+    Which pod Kubernetes removes is not known here, so the nodes holding the fewest replicas are released
+    first (their GPUs become whole blocks again soonest); the resource tracker later reconciles any drift
+    between reservations and where pods actually run.
+    """
+    if count <= 0:
+        return 0
+    rows = (
+        session.execute(
+            select(GpuReservation)
+            .where(GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None))
+            .order_by(GpuReservation.replicas, GpuReservation.node_name)
+            .with_for_update()
+        )
+        .scalars()
+        .all()
+    )
+    remaining = count
+    for row in rows:
+        if remaining == 0:
+            break
+        take = min(row.replicas, remaining)
+        remaining -= take
+        per_replica = row.gpus // row.replicas
+        row.released_at = func.now()
+        if take < row.replicas:
+            # Keep history intact: the old row is released and a smaller one carries the rest.
+            session.add(
+                GpuReservation(
+                    deployment_id=row.deployment_id,
+                    tenant_id=row.tenant_id,
+                    job_id=row.job_id,
+                    node_name=row.node_name,
+                    gpu_type=row.gpu_type,
+                    gpus=(row.replicas - take) * per_replica,
+                    replicas=row.replicas - take,
+                )
+            )
+    session.flush()
+    return count - remaining

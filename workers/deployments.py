@@ -1,0 +1,362 @@
+"""Deployment operations against Kubernetes, level-based and idempotent.
+
+Each ``execute_*`` reads the desired state from Postgres and the actual state from the cluster and
+acts on the difference, so a retry, or a redelivery after a worker was killed mid-way, converges on the
+same result: create treats AlreadyExists as "adopt and patch to desired", delete treats NotFound as
+done, patches are computed from the job (not from "now") so repeating one changes nothing.
+
+Jobs end once the cluster has accepted the change; ``deployments.observe`` then follows the rollout
+(CREATING/RESTARTING/SCALING -> RUNNING or FAILED) without holding a worker slot while models load.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from dataclasses import dataclass
+from typing import Any
+
+from sqlalchemy import func, update
+
+from models import (
+    Deployment,
+    DeploymentStatus,
+    Job,
+    PodAllocation,
+    ScalingEvent,
+    ScalingEventStatus,
+)
+from models.db import session_scope
+from settings import get_settings
+from workers import admission
+from workers.cluster_errors import PermanentClusterError, TransientClusterError
+from workers.k8s import KubeClients, get_clients
+from workers.kube_calls import STRATEGIC_MERGE_PATCH, invoke, read
+from workers.manifests import (
+    DEPLOYMENT_ID_LABEL,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    RESTARTED_AT_ANNOTATION,
+    build_deployment,
+    build_pod_disruption_budget,
+    build_service,
+)
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Target:
+    """What a job acts on, copied out of the session so no DB connection is held during cluster calls."""
+
+    job_id: uuid.UUID
+    job_params: dict[str, Any]
+    job_created_at: Any
+    deployment_id: uuid.UUID
+    status: DeploymentStatus
+    k8s_name: str
+    k8s_namespace: str
+    replicas_desired: int
+    manifests: dict[str, dict[str, Any]]
+
+
+def _load_target(job_id: uuid.UUID | str) -> Target:
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(str(job_id)))
+        if job is None:
+            raise PermanentClusterError("job_not_found", f"job {job_id} does not exist")
+        deployment = session.get(Deployment, uuid.UUID(job.target_id))
+        if deployment is None:
+            raise PermanentClusterError("deployment_not_found", f"deployment {job.target_id} does not exist")
+        settings = get_settings()
+        return Target(
+            job_id=job.id,
+            job_params=dict(job.params or {}),
+            job_created_at=job.created_at,
+            deployment_id=deployment.id,
+            status=DeploymentStatus(deployment.status),
+            k8s_name=deployment.k8s_name,
+            k8s_namespace=deployment.k8s_namespace,
+            replicas_desired=deployment.replicas_desired,
+            manifests={
+                "deployment": build_deployment(deployment, settings),
+                "service": build_service(deployment),
+                "pdb": build_pod_disruption_budget(deployment),
+            },
+        )
+
+
+# ------------------------------------------------------------------------------------------- apply
+def ensure_namespace(clients: KubeClients, namespace: str) -> None:
+    """Create the namespace if missing (a cluster that forbids it answers 403: a permanent error)."""
+    if read(clients, clients.core.read_namespace, namespace) is not None:
+        return
+    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+    try:
+        invoke(clients, clients.core.create_namespace, body)
+    except TransientClusterError as error:
+        if error.status != 409:  # AlreadyExists from a racing worker is success
+            raise
+
+
+def _check_ours(existing: dict[str, Any], desired: dict[str, Any]) -> None:
+    labels = (existing.get("metadata") or {}).get("labels") or {}
+    want = desired["metadata"]["labels"][DEPLOYMENT_ID_LABEL]
+    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or labels.get(DEPLOYMENT_ID_LABEL) != want:
+        kind = desired["kind"]
+        name = desired["metadata"]["name"]
+        raise PermanentClusterError(
+            "name_conflict",
+            f"{kind} {name} already exists in the cluster and is not managed by this deployment",
+            status=409,
+        )
+
+
+def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
+    """Create ``desired``; if it already exists and is ours, patch it to desired (adopt). Returns the action."""
+    namespace = desired["metadata"]["namespace"]
+    name = desired["metadata"]["name"]
+    api = {
+        "deployment": (
+            clients.apps.create_namespaced_deployment,
+            clients.apps.read_namespaced_deployment,
+            clients.apps.patch_namespaced_deployment,
+        ),
+        "service": (
+            clients.core.create_namespaced_service,
+            clients.core.read_namespaced_service,
+            clients.core.patch_namespaced_service,
+        ),
+        "pdb": (
+            clients.policy.create_namespaced_pod_disruption_budget,
+            clients.policy.read_namespaced_pod_disruption_budget,
+            clients.policy.patch_namespaced_pod_disruption_budget,
+        ),
+    }[kind]
+    create, get, patch = api
+    existing = read(clients, get, name, namespace)
+    if existing is None:
+        try:
+            invoke(clients, create, namespace, desired)
+            return "created"
+        except TransientClusterError as error:
+            if error.status != 409:
+                raise
+            existing = read(clients, get, name, namespace)
+            if existing is None:
+                raise
+    _check_ours(existing, desired)
+    body = {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]}
+    if kind == "deployment":
+        # Adopting must not undo a restart or a scale that happened since: keep the live replica count
+        # and template annotations; everything else is forced back to desired.
+        body["spec"] = dict(desired["spec"])
+        live_annotations = ((existing.get("spec") or {}).get("template") or {}).get("metadata", {}).get("annotations")
+        if live_annotations:
+            body["spec"]["template"] = {
+                **desired["spec"]["template"],
+                "metadata": {**desired["spec"]["template"]["metadata"], "annotations": live_annotations},
+            }
+    if kind == "service":
+        body["spec"] = {key: value for key, value in desired["spec"].items() if key != "clusterIP"}
+    invoke(clients, patch, name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH)
+    return "adopted"
+
+
+def execute_create(job_id: uuid.UUID | str) -> dict[str, Any]:
+    """Apply Deployment, Service and PDB; mark the deployment CREATING; the status poller takes over."""
+    target = _load_target(job_id)
+    if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
+        return {"skipped": f"deployment is {target.status}"}
+    clients = get_clients()
+    ensure_namespace(clients, target.k8s_namespace)
+    actions = {kind: _apply(clients, kind, target.manifests[kind]) for kind in ("deployment", "service", "pdb")}
+    with session_scope() as session:
+        session.execute(
+            update(Deployment)
+            .where(
+                Deployment.id == target.deployment_id,
+                Deployment.status.in_((DeploymentStatus.PENDING, DeploymentStatus.FAILED)),
+            )
+            .values(status=DeploymentStatus.CREATING, status_reason=None, status_message=None)
+        )
+    return {
+        "deployment_id": str(target.deployment_id),
+        "k8s_name": target.k8s_name,
+        "namespace": target.k8s_namespace,
+        "actions": actions,
+        "observe": True,
+    }
+
+
+def fail_create(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
+    """A create that cannot succeed: FAILED with the reason, GPUs given back (nothing will run)."""
+    _mark_failed(job_id, error, release_gpus=True)
+
+
+# ------------------------------------------------------------------------------------------ delete
+def execute_delete(job_id: uuid.UUID | str) -> dict[str, Any]:
+    """Remove Deployment, Service and PDB (NotFound = already gone), release the GPUs, mark DELETED."""
+    target = _load_target(job_id)
+    clients = get_clients()
+    name, namespace = target.k8s_name, target.k8s_namespace
+    removed = {}
+    for kind, delete in (
+        ("deployment", clients.apps.delete_namespaced_deployment),
+        ("service", clients.core.delete_namespaced_service),
+        ("pdb", clients.policy.delete_namespaced_pod_disruption_budget),
+    ):
+        try:
+            invoke(clients, delete, name, namespace, propagation_policy="Background")
+            removed[kind] = "deleted"
+        except PermanentClusterError as error:
+            if error.status != 404:
+                raise
+            removed[kind] = "absent"
+    with session_scope() as session:
+        freed = admission.release(session, target.deployment_id)
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == target.deployment_id)
+            .values(
+                status=DeploymentStatus.DELETED,
+                status_reason=None,
+                status_message=None,
+                replicas_ready=0,
+                deleted_at=func.coalesce(Deployment.deleted_at, func.now()),
+            )
+        )
+        session.execute(
+            update(PodAllocation)
+            .where(PodAllocation.deployment_id == target.deployment_id, PodAllocation.terminated_at.is_(None))
+            .values(terminated_at=func.now())
+        )
+    return {"deployment_id": str(target.deployment_id), "removed": removed, "gpus_released": freed}
+
+
+def fail_delete(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
+    _mark_failed(job_id, error, release_gpus=False)
+
+
+# ----------------------------------------------------------------------------------------- restart
+def restart_patch(target: Target) -> dict[str, Any]:
+    """The restart's Deployment patch. The annotation value comes from the job, so a retried patch is a
+    no-op instead of a second rollout. One replica: surge one extra pod (maxUnavailable 0) so the only
+    replica stays up; its GPUs were admitted when the restart was requested."""
+    spec: dict[str, Any] = {
+        "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: f"{target.job_id}"}}},
+    }
+    if target.job_params.get("surge"):
+        spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
+    return {"spec": spec}
+
+
+def execute_restart(job_id: uuid.UUID | str) -> dict[str, Any]:
+    target = _load_target(job_id)
+    if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
+        return {"skipped": f"deployment is {target.status}"}
+    clients = get_clients()
+    live = read(clients, clients.apps.read_namespaced_deployment, target.k8s_name, target.k8s_namespace)
+    if live is None:
+        raise PermanentClusterError(
+            "deployment_missing", f"Deployment {target.k8s_name} does not exist in the cluster", status=404
+        )
+    invoke(
+        clients,
+        clients.apps.patch_namespaced_deployment,
+        target.k8s_name,
+        target.k8s_namespace,
+        restart_patch(target),
+        _content_type=STRATEGIC_MERGE_PATCH,
+    )
+    return {
+        "deployment_id": str(target.deployment_id),
+        "restarted_at": str(target.job_id),
+        "surge": bool(target.job_params.get("surge")),
+        "observe": True,
+    }
+
+
+def finish_restart_rollout(clients: KubeClients, deployment: Deployment) -> None:
+    """After a surged single-replica restart: put the no-surge strategy back (needed so a GPU-full cluster
+    cannot deadlock the next rollout) and give the temporary replica's GPUs back."""
+    desired_strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
+    invoke(
+        clients,
+        clients.apps.patch_namespaced_deployment,
+        deployment.k8s_name,
+        deployment.k8s_namespace,
+        {"spec": {"strategy": desired_strategy}},
+        _content_type=STRATEGIC_MERGE_PATCH,
+    )
+
+
+def fail_restart(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
+    """The pods were not touched (or the patch was refused): release the surge, back to RUNNING, re-observe."""
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(str(job_id)))
+        if job is None:
+            return
+        deployment_id = uuid.UUID(job.target_id)
+        admission.release(session, deployment_id, job_id=job.id)
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id, Deployment.status == DeploymentStatus.RESTARTING)
+            .values(
+                status=DeploymentStatus.RUNNING, status_reason="restart_failed", status_message=error.get("message")
+            )
+        )
+
+
+# ------------------------------------------------------------------------------------------- scale
+def execute_scale(job_id: uuid.UUID | str) -> dict[str, Any]:
+    target = _load_target(job_id)
+    if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
+        return {"skipped": f"deployment is {target.status}"}
+    replicas = int(target.job_params.get("replicas_after", target.replicas_desired))
+    clients = get_clients()
+    invoke(
+        clients,
+        clients.apps.patch_namespaced_deployment_scale,
+        target.k8s_name,
+        target.k8s_namespace,
+        {"spec": {"replicas": replicas}},
+        _content_type=STRATEGIC_MERGE_PATCH,
+    )
+    with session_scope() as session:
+        session.execute(
+            update(ScalingEvent).where(ScalingEvent.job_id == target.job_id).values(status=ScalingEventStatus.SUCCEEDED)
+        )
+    return {"deployment_id": str(target.deployment_id), "replicas": replicas, "observe": True}
+
+
+def fail_scale(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
+    with session_scope() as session:
+        session.execute(
+            update(ScalingEvent)
+            .where(ScalingEvent.job_id == uuid.UUID(str(job_id)))
+            .values(
+                status=ScalingEventStatus.FAILED,
+                inputs=ScalingEvent.inputs.op("||")(func.jsonb_build_object("error", error.get("message", ""))),
+            )
+        )
+
+
+# ----------------------------------------------------------------------------------------- helpers
+def _mark_failed(job_id: uuid.UUID | str, error: dict[str, Any], *, release_gpus: bool) -> None:
+    with session_scope() as session:
+        job = session.get(Job, uuid.UUID(str(job_id)))
+        if job is None:
+            return
+        deployment_id = uuid.UUID(job.target_id)
+        if release_gpus:
+            admission.release(session, deployment_id)
+        session.execute(
+            update(Deployment)
+            .where(Deployment.id == deployment_id, Deployment.status != DeploymentStatus.DELETED)
+            .values(
+                status=DeploymentStatus.FAILED,
+                status_reason=str(error.get("code", "failed"))[:128],
+                status_message=error.get("message"),
+            )
+        )

@@ -1,0 +1,487 @@
+"""The health monitor sweep: keep every deployment's status true to the cluster, and recover stuck ones.
+
+One run makes a constant number of list calls whatever the number of deployments (our Deployments and
+our pods by label selector, and the nodes, each paginated), diagnoses each deployment
+(:mod:`workers.diagnosis`), decides recovery steps (:mod:`workers.recovery`), and writes everything
+back in a fixed number of set-based statements (one UPDATE of all deployments, one upsert of all pods,
+one INSERT of all events). The cluster unreachable -> the run skips and says so, and nothing is written.
+"""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from sqlalchemy import insert, select, text
+from sqlalchemy.orm import Session
+
+from models import SCHEMA, Deployment, DeploymentStatus, Job, ScalingEvent, ScalingEventStatus, SweepName
+from models.job import TERMINAL_JOB_STATES
+from settings import get_settings
+from workers import recovery
+from workers.cluster_errors import ClusterError
+from workers.diagnosis import Diagnosis, PodView, diagnose_deployment, pod_view
+from workers.domain import DomainError
+from workers.kube_calls import list_pages
+from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock
+from workers.sweep_metrics import SweepReport, observed_sweep
+
+OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
+# A sweep normally takes well under a second; the TTL only bounds how long a crashed run blocks the next.
+LOCK_TTL_SECONDS = 300.0
+# Statuses the monitor may set. Transitional ones (SCALING, RESTARTING, DELETING, ...) belong to the job
+# that holds the deployment; the monitor still refreshes their ready count and pods.
+MONITORED_STATUSES = (
+    DeploymentStatus.CREATING,
+    DeploymentStatus.RUNNING,
+    DeploymentStatus.DEGRADED,
+    DeploymentStatus.FAILED,
+)
+OBSERVED_STATUSES = (*MONITORED_STATUSES, DeploymentStatus.SCALING, DeploymentStatus.RESTARTING)
+
+
+# ------------------------------------------------------------------------------------------ reading
+def node_ready_status(node: Mapping[str, Any]) -> str:
+    """``Ready`` / ``NotReady`` / ``Unknown`` from the node's Ready condition."""
+    for condition in (node.get("status") or {}).get("conditions") or []:
+        if condition.get("type") == "Ready":
+            return {"True": "Ready", "False": "NotReady"}.get(condition.get("status"), "Unknown")
+    return "Unknown"
+
+
+@dataclass
+class ClusterView:
+    """What one sweep read from Kubernetes, indexed by our deployment id."""
+
+    deployments: dict[str, dict] = field(default_factory=dict)
+    pods: dict[str, list[PodView]] = field(default_factory=lambda: defaultdict(list))
+    node_ready: dict[str, str] = field(default_factory=dict)
+    pod_count: int = 0
+
+
+def read_cluster(clients: Any, *, namespace: str, nodes: bool = True) -> ClusterView:
+    """Our Deployments and pods (label selector) and the nodes: three paginated list calls."""
+    view = ClusterView()
+    for item in list_pages(clients, clients.apps.list_namespaced_deployment, namespace, label_selector=OUR_SELECTOR):
+        deployment_id = ((item.get("metadata") or {}).get("labels") or {}).get(DEPLOYMENT_ID_LABEL)
+        if deployment_id:
+            view.deployments[deployment_id] = item
+    for item in list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR):
+        pod = pod_view(item)
+        view.pod_count += 1
+        deployment_id = pod.labels.get(DEPLOYMENT_ID_LABEL)
+        if deployment_id:
+            view.pods[deployment_id].append(pod)
+    if nodes:
+        for item in list_pages(clients, clients.core.list_node):
+            view.node_ready[(item.get("metadata") or {}).get("name", "")] = node_ready_status(item)
+    return view
+
+
+@dataclass(frozen=True)
+class MonitoredDeployment:
+    """The columns the monitor needs of one deployment row (read in one query, no ORM identity map)."""
+
+    id: uuid.UUID
+    tenant_id: str
+    model_id: str
+    gpu_type: str
+    gpus_per_replica: int
+    replicas_desired: int
+    replicas_ready: int
+    status: str
+    status_reason: str | None
+    status_message: str | None
+    created_at: datetime
+    busy: bool  # another operation (a job) holds the deployment
+
+
+def load_deployments(session: Session) -> list[MonitoredDeployment]:
+    rows = session.execute(
+        select(
+            Deployment.id, Deployment.tenant_id, Deployment.model_id, Deployment.gpu_type,
+            Deployment.gpus_per_replica, Deployment.replicas_desired, Deployment.replicas_ready,
+            Deployment.status, Deployment.status_reason, Deployment.status_message, Deployment.created_at,
+            Deployment.active_job_id, Job.state,
+        )
+        .outerjoin(Job, Job.id == Deployment.active_job_id)
+        .where(Deployment.deleted_at.is_(None), Deployment.status.in_(OBSERVED_STATUSES))
+    ).all()
+    return [
+        MonitoredDeployment(
+            id=row.id, tenant_id=row.tenant_id, model_id=row.model_id, gpu_type=row.gpu_type,
+            gpus_per_replica=row.gpus_per_replica, replicas_desired=row.replicas_desired,
+            replicas_ready=row.replicas_ready, status=str(row.status), status_reason=row.status_reason,
+            status_message=row.status_message, created_at=row.created_at,
+            busy=row.active_job_id is not None and row.state not in TERMINAL_JOB_STATES,
+        )
+        for row in rows
+    ]
+
+
+# ------------------------------------------------------------------------------------------ writing
+_UPDATE_DEPLOYMENTS = text(
+    f"""
+    UPDATE {SCHEMA}.deployments AS d SET
+        status = CASE WHEN v.write_status THEN v.status ELSE d.status END,
+        status_reason = CASE WHEN v.write_status THEN v.reason ELSE d.status_reason END,
+        status_message = CASE WHEN v.write_status THEN v.message ELSE d.status_message END,
+        replicas_ready = v.ready,
+        last_observed_at = :observed_at,
+        updated_at = CASE
+            WHEN v.write_status AND (d.status, d.status_reason, d.status_message)
+                 IS DISTINCT FROM (v.status, v.reason, v.message) THEN now()
+            ELSE d.updated_at END
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),
+        CAST(:messages AS text[]), CAST(:ready AS int[]), CAST(:write_status AS boolean[]),
+        CAST(:expected AS text[])
+    ) AS v(id, status, reason, message, ready, write_status, expected)
+    WHERE d.id = v.id AND d.deleted_at IS NULL AND d.status = v.expected
+    """  # noqa: S608 - SCHEMA is a validated lowercase identifier (settings.DB_SCHEMA); values are bound
+)
+
+_UPSERT_PODS = text(
+    f"""
+    INSERT INTO {SCHEMA}.pod_allocations (
+        id, pod_uid, namespace, pod_name, deployment_id, tenant_id, node_name, gpus, phase, ready,
+        restarts, reason, message, started_at, observed_at
+    )
+    SELECT gen_random_uuid(), v.pod_uid, v.namespace, v.pod_name, d.id, v.tenant_id, v.node_name, v.gpus,
+           v.phase, v.ready, v.restarts, v.reason, v.message, v.started_at, :observed_at
+    FROM unnest(
+        CAST(:uids AS text[]), CAST(:namespaces AS text[]), CAST(:names AS text[]), CAST(:deployment_ids AS uuid[]),
+        CAST(:tenants AS text[]), CAST(:nodes AS text[]), CAST(:gpus AS int[]), CAST(:phases AS text[]),
+        CAST(:ready AS boolean[]), CAST(:restarts AS int[]), CAST(:reasons AS text[]), CAST(:messages AS text[]),
+        CAST(:started AS timestamptz[])
+    ) AS v(pod_uid, namespace, pod_name, deployment_id, tenant_id, node_name, gpus, phase, ready, restarts,
+           reason, message, started_at)
+    LEFT JOIN {SCHEMA}.deployments AS d ON d.id = v.deployment_id
+    ORDER BY v.pod_uid
+    ON CONFLICT (pod_uid) DO UPDATE SET
+        node_name = EXCLUDED.node_name, gpus = EXCLUDED.gpus, phase = EXCLUDED.phase, ready = EXCLUDED.ready,
+        restarts = EXCLUDED.restarts, reason = EXCLUDED.reason, message = EXCLUDED.message,
+        started_at = COALESCE(EXCLUDED.started_at, {SCHEMA}.pod_allocations.started_at),
+        deployment_id = EXCLUDED.deployment_id, tenant_id = EXCLUDED.tenant_id, observed_at = EXCLUDED.observed_at
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+
+# Our pods that the list no longer returns are gone: close their rows (the hashed NOT IN stays linear).
+_CLOSE_VANISHED_PODS = text(
+    f"""
+    UPDATE {SCHEMA}.pod_allocations SET terminated_at = :observed_at, ready = false, observed_at = :observed_at
+    WHERE deployment_id IS NOT NULL AND terminated_at IS NULL AND namespace = :namespace
+      AND pod_uid NOT IN (SELECT unnest(CAST(:uids AS text[])))
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+
+
+def _timestamp(epoch: float | None) -> datetime | None:
+    return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
+
+
+def write_pods(session: Session, view: ClusterView, namespace: str, observed_at: datetime) -> None:
+    """Upsert every pod of ours and close the rows of those that vanished: two statements in all."""
+    pods = [pod for pods in view.pods.values() for pod in pods if pod.uid]
+    valid = [pod for pod in pods if _is_uuid(pod.labels.get(DEPLOYMENT_ID_LABEL))]
+    if valid:
+        session.execute(
+            _UPSERT_PODS,
+            {
+                "observed_at": observed_at,
+                "uids": [pod.uid for pod in valid],
+                "namespaces": [pod.namespace for pod in valid],
+                "names": [pod.name for pod in valid],
+                "deployment_ids": [pod.labels[DEPLOYMENT_ID_LABEL] for pod in valid],
+                "tenants": [pod.labels.get("orchestration.ai/tenant") for pod in valid],
+                "nodes": [pod.node for pod in valid],
+                "gpus": [pod.gpus for pod in valid],
+                "phases": [pod.phase for pod in valid],
+                "ready": [pod.ready for pod in valid],
+                "restarts": [pod.restarts for pod in valid],
+                "reasons": [(pod.reason or None) and pod.reason[:128] for pod in valid],
+                "messages": [pod.message for pod in valid],
+                "started": [_timestamp(pod.started_at) for pod in valid],
+            },
+        )
+    session.execute(
+        _CLOSE_VANISHED_PODS, {"observed_at": observed_at, "namespace": namespace, "uids": [pod.uid for pod in pods]}
+    )
+
+
+def _is_uuid(value: str | None) -> bool:
+    try:
+        uuid.UUID(str(value))
+    except ValueError:
+        return False
+    return True
+
+
+@dataclass
+class DeploymentOutcome:
+    deployment: MonitoredDeployment
+    diagnosis: Diagnosis
+    status: str
+    reason: str | None
+    message: str | None
+    write_status: bool
+
+
+def write_deployments(session: Session, outcomes: Iterable[DeploymentOutcome], observed_at: datetime) -> None:
+    rows = list(outcomes)
+    if not rows:
+        return
+    session.execute(
+        _UPDATE_DEPLOYMENTS,
+        {
+            "observed_at": observed_at,
+            "ids": [str(row.deployment.id) for row in rows],
+            "statuses": [row.status for row in rows],
+            "reasons": [row.reason for row in rows],
+            "messages": [row.message for row in rows],
+            "ready": [row.diagnosis.ready_replicas for row in rows],
+            "write_status": [row.write_status for row in rows],
+            "expected": [row.deployment.status for row in rows],
+        },
+    )
+
+
+# ------------------------------------------------------------------------------------------ the sweep
+@dataclass(frozen=True)
+class HealthMonitorConfig:
+    create_deadline_seconds: float
+    model_load_deadline_seconds: float
+    recovery_policy: recovery.RecoveryPolicy = field(default_factory=recovery.RecoveryPolicy)
+    namespace: str = "model-serving"
+
+    @classmethod
+    def from_settings(cls) -> HealthMonitorConfig:
+        settings = get_settings()
+        return cls(
+            create_deadline_seconds=float(settings.create_deadline_seconds),
+            # The startup probe allows CREATE_DEADLINE_SECONDS for the model to load; past it, it never will.
+            model_load_deadline_seconds=float(settings.create_deadline_seconds),
+            namespace=settings.k8s_namespace,
+        )
+
+
+def _default_clients() -> Any:
+    from workers.k8s import get_clients
+
+    return get_clients()
+
+
+def _default_enqueue(job: Job) -> None:
+    from workers.dispatch import enqueue
+
+    enqueue(job)
+
+
+@dataclass
+class _Actions:
+    events: list[dict[str, Any]] = field(default_factory=list)
+    jobs: list[Job] = field(default_factory=list)
+    status_overrides: dict[uuid.UUID, tuple[str, str, str]] = field(default_factory=dict)
+
+
+def run_health_monitor(
+    session: Session,
+    *,
+    now: float | None = None,
+    clients: Any | None = None,
+    config: HealthMonitorConfig | None = None,
+    enqueue: Callable[[Job], None] | None = None,
+    redis_client: Any | None = None,
+    key_prefix: str = DEFAULT_KEY_PREFIX,
+) -> SweepReport:
+    """One health-monitor sweep (see the module doc). ``now`` is epoch seconds (the cluster's clock in tests)."""
+    config = config or HealthMonitorConfig.from_settings()
+    with observed_sweep(session, SweepName.HEALTH_MONITOR.value) as report:
+        lock = SweepLock(SweepName.HEALTH_MONITOR.value, LOCK_TTL_SECONDS, client=redis_client, key_prefix=key_prefix)
+        try:
+            acquired = lock.acquire()
+        except redis.RedisError as error:
+            report.skip(f"redis_unavailable: {error}")
+            return report
+        if not acquired:
+            report.skip("another health-monitor run holds the lock")
+            return report
+        try:
+            _sweep(session, report, now if now is not None else time.time(), clients or _default_clients(), config,
+                   enqueue or _default_enqueue)
+        finally:
+            lock.release()
+    return report
+
+
+def _sweep(
+    session: Session,
+    report: SweepReport,
+    now: float,
+    clients: Any,
+    config: HealthMonitorConfig,
+    enqueue: Callable[[Job], None],
+) -> None:
+    try:
+        view = read_cluster(clients, namespace=config.namespace)
+    except ClusterError as error:
+        report.error(error.code, error.message)
+        report.skip(f"kubernetes_unavailable: {error.message}")
+        return
+    report.saw("k8s_deployments", len(view.deployments))
+    report.saw("pods", view.pod_count)
+    report.saw("nodes", len(view.node_ready))
+    deployments = load_deployments(session)
+    report.saw("deployments", len(deployments))
+    states = recovery.load_states(session)
+    observed_at = datetime.fromtimestamp(now, tz=UTC)
+
+    outcomes: list[DeploymentOutcome] = []
+    actions = _Actions()
+    for deployment in deployments:
+        key = str(deployment.id)
+        diagnosis = diagnose_deployment(
+            current_status=deployment.status,
+            desired_replicas=deployment.replicas_desired,
+            k8s_deployment=view.deployments.get(key),
+            pods=view.pods.get(key, []),
+            node_ready=view.node_ready,
+            now=now,
+            model_load_deadline_seconds=config.model_load_deadline_seconds,
+        )
+        may_set_status = deployment.status in MONITORED_STATUSES and not deployment.busy
+        if may_set_status:
+            _recover(session, report, clients, deployment, diagnosis, states.get(deployment.id), now, config, actions)
+        status, reason, message = actions.status_overrides.get(
+            deployment.id,
+            (diagnosis.status, diagnosis.reason.value if diagnosis.reason else None, diagnosis.message),
+        )
+        if not may_set_status or (status == deployment.status == "FAILED"):
+            # Busy: the job owns the status. Still FAILED: keep the reason it failed with, not today's symptom.
+            status, reason, message = deployment.status, deployment.status_reason, deployment.status_message
+        elif status != deployment.status:
+            report.acted(f"status_{status.lower()}")
+        outcomes.append(DeploymentOutcome(deployment, diagnosis, status, reason, message, may_set_status))
+
+    write_deployments(session, outcomes, observed_at)
+    write_pods(session, view, config.namespace, observed_at)
+    if actions.events:
+        session.execute(insert(ScalingEvent), actions.events)
+    session.commit()
+    for job in actions.jobs:
+        enqueue(job)
+    report.details["unhealthy"] = [
+        {"deployment_id": str(o.deployment.id), "status": o.status, "reason": o.reason}
+        for o in outcomes
+        if o.status != "RUNNING"
+    ]
+
+
+def _recover(
+    session: Session,
+    report: SweepReport,
+    clients: Any,
+    deployment: MonitoredDeployment,
+    diagnosis: Diagnosis,
+    state: recovery.RecoveryState | None,
+    now: float,
+    config: HealthMonitorConfig,
+    actions: _Actions,
+) -> None:
+    """Decide and carry out this sweep's recovery step for one deployment, recording it."""
+    state = state or recovery.RecoveryState()
+    age = now - deployment.created_at.timestamp()
+    decision = recovery.decide(
+        diagnosis,
+        state,
+        config.recovery_policy,
+        now,
+        replicas=deployment.replicas_desired,
+        can_restart=deployment.status in ("RUNNING", "DEGRADED"),
+        stuck_creating=deployment.status == "CREATING" and age > config.create_deadline_seconds,
+    )
+    common = {"deployment": deployment, "now": now, "diagnosis": diagnosis}
+    if decision.kind == "close":
+        actions.events.append(recovery.event_row(
+            outcome=recovery.Outcome.RECOVERED, status=ScalingEventStatus.SUCCEEDED,
+            reason=f"healthy again after {state.attempts} recovery attempt(s)", attempt=state.attempts, **common,
+        ))
+        report.acted("recovery_closed")
+        return
+    if decision.kind == "give_up":
+        reason_code = recovery.give_up_reason(diagnosis, state)
+        message = f"{diagnosis.message or 'not serving'} — gave up {decision.note}"
+        if diagnosis.ready_replicas == 0:
+            actions.status_overrides[deployment.id] = ("FAILED", reason_code, message)
+        actions.events.append(recovery.event_row(
+            outcome=recovery.Outcome.GAVE_UP, status=ScalingEventStatus.FAILED,
+            reason=f"recovery gave up: {reason_code}", attempt=decision.attempt, **common,
+        ))
+        report.acted("recovery_gave_up")
+        return
+    if decision.kind != "act" or decision.step is None:
+        return
+    pod_names = [pod.name for pod in decision.pods]
+    try:
+        if decision.step == recovery.Step.DELETE_PODS:
+            recovery.delete_pods(clients, decision.pods)
+            event_status, outcome, extra, job = ScalingEventStatus.SUCCEEDED, recovery.Outcome.ATTEMPTED, {}, None
+        elif decision.step == recovery.Step.MOVE_PODS:
+            event_status, outcome, extra, job = _move_pods(session, clients, deployment, decision)
+        else:
+            event_status, outcome, extra, job = _restart(session, deployment)
+    except ClusterError as error:
+        # Not counted as an attempt: nothing (or not all) happened; the next sweep re-diagnoses and retries.
+        report.error(error.code, f"recovery of {deployment.id}: {error.message}")
+        return
+    if job is not None:
+        actions.jobs.append(job)
+    actions.events.append(recovery.event_row(
+        outcome=outcome, status=event_status, step=decision.step, pods=pod_names, attempt=decision.attempt,
+        job_id=job.id if job is not None else None, extra=extra,
+        reason=f"recovery attempt {decision.attempt}: {decision.step.value} ({diagnosis.reason})", **common,
+    ))
+    report.acted(f"recovery_{decision.step.value}" if outcome == recovery.Outcome.ATTEMPTED else "recovery_blocked")
+
+
+def _move_pods(
+    session: Session, clients: Any, deployment: MonitoredDeployment, decision: recovery.Decision
+) -> tuple[ScalingEventStatus, recovery.Outcome, dict[str, Any], Job | None]:
+    savepoint = session.begin_nested()
+    try:
+        placed = recovery.reserve_moved_replicas(session, deployment, decision.pods)
+    except DomainError as error:
+        savepoint.rollback()
+        return ScalingEventStatus.BLOCKED, recovery.Outcome.BLOCKED, {"admission": error.to_dict()}, None
+    try:
+        recovery.delete_pods(clients, decision.pods, force=True)
+    except ClusterError:
+        savepoint.rollback()
+        raise
+    savepoint.commit()
+    return ScalingEventStatus.SUCCEEDED, recovery.Outcome.ATTEMPTED, placed, None
+
+
+def _restart(
+    session: Session, deployment: MonitoredDeployment
+) -> tuple[ScalingEventStatus, recovery.Outcome, dict[str, Any], Job | None]:
+    from workers.requests import request_restart
+
+    savepoint = session.begin_nested()
+    try:
+        submitted = request_restart(
+            session, tenant_id=None, deployment_id=deployment.id, requested_by=recovery.RECOVERY_ACTOR
+        )
+    except DomainError as error:
+        savepoint.rollback()
+        return ScalingEventStatus.BLOCKED, recovery.Outcome.BLOCKED, {"refused": error.to_dict()}, None
+    savepoint.commit()
+    return ScalingEventStatus.PENDING, recovery.Outcome.ATTEMPTED, {}, submitted.job
+

@@ -1,0 +1,130 @@
+"""The retry contract shared by every job task, and the wrapper that moves the Job row through its states.
+
+Tasks declare ``**JOB_TASK_OPTIONS`` (acks_late, time limits, autoretry on transient errors with
+exponential backoff + jitter, a cap and a maximum) and call :func:`run_job`, which:
+- marks the job RUNNING (a finished job is skipped: duplicate deliveries are harmless);
+- on a transient error marks it RETRYING and re-raises for Celery to retry (honouring Retry-After);
+  on the last attempt marks it FAILED with the reason instead: never left hanging;
+- on a permanent error or a business-rule error marks it FAILED with the cluster's message at once;
+- on success marks it SUCCEEDED with the operation's result and, if asked, schedules the status poller.
+"""
+
+from __future__ import annotations
+
+import logging
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from celery.exceptions import SoftTimeLimitExceeded
+from sqlalchemy.exc import OperationalError
+
+from models.db import session_scope
+from workers import jobs
+from workers.cluster_errors import PermanentClusterError, TransientClusterError
+from workers.domain import DomainError
+from workers.logs import log_context
+from workers.queues import Queues
+
+logger = logging.getLogger(__name__)
+
+# Failures worth another attempt: the cluster (classified), the database (restart, failover), a hung call.
+TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (TransientClusterError, OperationalError, SoftTimeLimitExceeded)
+MAX_RETRIES = 5
+RETRY_BACKOFF_SECONDS = 2
+RETRY_BACKOFF_MAX_SECONDS = 60
+SOFT_TIME_LIMIT_SECONDS = 120
+TIME_LIMIT_SECONDS = 150
+
+JOB_TASK_OPTIONS: dict[str, Any] = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "ignore_result": True,
+    "autoretry_for": TRANSIENT_EXCEPTIONS,
+    "retry_backoff": RETRY_BACKOFF_SECONDS,
+    "retry_backoff_max": RETRY_BACKOFF_MAX_SECONDS,
+    "retry_jitter": True,
+    "max_retries": MAX_RETRIES,
+    "soft_time_limit": SOFT_TIME_LIMIT_SECONDS,
+    "time_limit": TIME_LIMIT_SECONDS,
+    "queue": Queues.JOBS,
+}
+
+Operation = Callable[[str], dict[str, Any]]
+FailureHook = Callable[[str, dict[str, Any]], None]
+
+
+def _error_of(error: BaseException) -> dict[str, Any]:
+    if isinstance(error, TransientClusterError | PermanentClusterError):
+        return error.to_job_error()
+    if isinstance(error, DomainError):
+        return {"code": error.code, "message": error.message, "retryable": False, "details": error.details}
+    if isinstance(error, SoftTimeLimitExceeded):
+        return {"code": "time_limit_exceeded", "message": "the operation ran past its time limit", "retryable": True}
+    if isinstance(error, OperationalError):
+        return {"code": "database_unavailable", "message": str(error.orig or error)[:500], "retryable": True}
+    return {"code": "internal_error", "message": f"{type(error).__name__}: {error}"[:1000], "retryable": False}
+
+
+def _fail(job_id: str, error: dict[str, Any], on_failure: FailureHook | None) -> None:
+    with session_scope() as session:
+        jobs.fail(session, job_id, error)
+    if on_failure is not None:
+        on_failure(job_id, error)
+
+
+def run_job(
+    task: Any,
+    job_id: str,
+    operation: Operation,
+    *,
+    on_failure: FailureHook | None = None,
+    after_success: Callable[[str, dict[str, Any]], None] | None = None,
+) -> dict[str, Any]:
+    """Run ``operation(job_id)`` under the job state machine (see module doc). ``task`` is the bound Celery task."""
+    try:
+        uuid.UUID(str(job_id))
+    except ValueError:
+        logger.error("job task called with a malformed id", extra={"job_id": job_id})
+        return {"skipped": "malformed job id"}
+    attempt = int(getattr(task.request, "retries", 0) or 0)
+    last_attempt = attempt >= int(task.max_retries if task.max_retries is not None else MAX_RETRIES)
+    with log_context(job_id=str(job_id)):
+        with session_scope() as session:
+            job = jobs.start(session, job_id)
+            cancelled = job is not None and job.cancel_requested
+            if cancelled:
+                jobs.cancel(session, job_id, "cancelled before it started")
+        if job is None or cancelled:
+            return {"skipped": "job already finished"}
+        try:
+            result = operation(job_id)
+        except TRANSIENT_EXCEPTIONS as error:
+            details = _error_of(error)
+            if last_attempt:
+                details = {**details, "message": f"gave up after {attempt + 1} attempts: {details['message']}"}
+                logger.warning("job failed: retries exhausted", extra={"error": details})
+                _fail(job_id, details, on_failure)
+                return {"failed": details}
+            with session_scope() as session:
+                jobs.mark_retrying(session, job_id, details)
+            retry_after = getattr(error, "retry_after", None)
+            if retry_after:
+                raise task.retry(exc=error, countdown=retry_after) from error
+            raise
+        except (PermanentClusterError, DomainError) as error:
+            details = _error_of(error)
+            logger.warning("job failed", extra={"error": details})
+            _fail(job_id, details, on_failure)
+            return {"failed": details}
+        except Exception as error:
+            details = _error_of(error)
+            logger.exception("job failed with an unexpected error")
+            _fail(job_id, details, on_failure)
+            raise
+        with session_scope() as session:
+            jobs.succeed(session, job_id, result)
+        if after_success is not None:
+            after_success(job_id, result)
+        return result

@@ -1,0 +1,102 @@
+"""Lazy, per-process Kubernetes client factory.
+
+Nothing is loaded at import time: Celery forks its pool after importing the app, and a client built
+in the parent would share its connection pool with every child. ``reset_client()`` is called from
+``worker_process_init`` so each child builds its own.
+
+Configuration: ``KUBECONFIG`` (optionally ``K8S_CONTEXT``) is loaded into a fresh ``Configuration``
+(never the client's global default, which other code in the process could change); without it the
+in-cluster service-account config is used. Every call carries ``K8S_REQUEST_TIMEOUT_SECONDS``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+from typing import Any
+
+from kubernetes import client, config
+
+from settings import get_settings
+
+
+@dataclass
+class KubeClients:
+    """The typed API groups the workers use, sharing one ApiClient (one connection pool)."""
+
+    api_client: client.ApiClient
+    request_timeout: float
+    namespace: str
+
+    @cached_property
+    def core(self) -> client.CoreV1Api:
+        return client.CoreV1Api(self.api_client)
+
+    @cached_property
+    def apps(self) -> client.AppsV1Api:
+        return client.AppsV1Api(self.api_client)
+
+    @cached_property
+    def policy(self) -> client.PolicyV1Api:
+        return client.PolicyV1Api(self.api_client)
+
+    @cached_property
+    def version(self) -> client.VersionApi:
+        return client.VersionApi(self.api_client)
+
+    @property
+    def timeout(self) -> dict[str, Any]:
+        """Keyword arguments for every call: the per-request timeout (connect and read)."""
+        return {"_request_timeout": self.request_timeout}
+
+
+_lock = threading.Lock()
+_clients: KubeClients | None = None
+
+
+def build_configuration() -> client.Configuration:
+    """A fresh Configuration from the kubeconfig named by settings, else from the in-cluster service account."""
+    settings = get_settings()
+    configuration = client.Configuration()
+    if settings.kubeconfig:
+        config.load_kube_config(
+            config_file=settings.kubeconfig, context=settings.k8s_context, client_configuration=configuration
+        )
+    else:
+        config.load_incluster_config(client_configuration=configuration)
+    # Retries belong to the task's retry contract (backoff, jitter, cap, job state RETRYING); urllib3
+    # retrying underneath would multiply attempts and hide them from the job record.
+    configuration.retries = False
+    return configuration
+
+
+def get_clients() -> KubeClients:
+    """The process's clients, built on first use."""
+    global _clients  # noqa: PLW0603 - one cached client per process is the point of this module
+    if _clients is None:
+        with _lock:
+            if _clients is None:
+                settings = get_settings()
+                _clients = KubeClients(
+                    api_client=client.ApiClient(build_configuration()),
+                    request_timeout=float(settings.k8s_request_timeout_seconds),
+                    namespace=settings.k8s_namespace,
+                )
+    return _clients
+
+
+def reset_client() -> None:
+    """Forget the cached client (after a fork, or when tests change KUBECONFIG); the next use rebuilds it."""
+    global _clients  # noqa: PLW0603
+    # Only the reference is dropped: in a forked child the pool's sockets belong to the parent, and
+    # closing them (an SSL close_notify, for one) could break the parent's connections.
+    with _lock:
+        _clients = None
+
+
+def ping() -> dict[str, Any]:
+    """Readiness check: the API server's version (raises on failure, like any client call)."""
+    clients = get_clients()
+    info = clients.version.get_code(**clients.timeout)
+    return {"git_version": info.git_version, "major": info.major, "minor": info.minor}

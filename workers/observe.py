@@ -1,0 +1,353 @@
+"""The status poller: read a deployment's Kubernetes objects and pods, write what they say to Postgres.
+
+One observation is a handful of calls (the Deployment, its pods by label selector) and returns whether
+the deployment is still converging, so the ``deployments.observe`` task can re-enqueue itself with a
+countdown instead of holding a worker slot while a model loads for minutes.
+
+Status rules:
+- CREATING/RESTARTING/SCALING/DEGRADED -> RUNNING once the rollout is complete: observedGeneration current,
+  every replica updated and ready, no extra pods.
+- FAILED with a reason when the cluster says the rollout cannot succeed: the image does not exist
+  (ErrImagePull "not found"/"denied"), a container crash-loops past CRASH_LOOP_RESTART_LIMIT restarts
+  while nothing is ready, or the Deployment reports ProgressDeadlineExceeded.
+- Pods the scheduler cannot place leave the status as it is, with reason ``waiting_for_gpus`` and the
+  scheduler's own message: GPUs may free up, and the progress deadline bounds the wait.
+- RUNNING -> DEGRADED when replicas are lost.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import func, select, update
+from sqlalchemy.dialects.postgresql import insert
+
+from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation
+from models.db import session_scope
+from workers import admission
+from workers.k8s import get_clients
+from workers.kube_calls import list_pages, read
+from workers.manifests import GPU_RESOURCE, label_selector
+
+logger = logging.getLogger(__name__)
+
+CRASH_LOOP_RESTART_LIMIT = 3
+SETTLING_STATUSES = (
+    DeploymentStatus.PENDING,
+    DeploymentStatus.CREATING,
+    DeploymentStatus.RESTARTING,
+    DeploymentStatus.SCALING,
+)
+_PERMANENT_PULL_ERROR = re.compile(r"not found|manifest unknown|denied|unauthorized|does not exist", re.IGNORECASE)
+
+
+@dataclass
+class PodView:
+    uid: str
+    name: str
+    namespace: str
+    node: str | None
+    phase: str
+    ready: bool
+    restarts: int
+    gpus: int
+    reason: str | None
+    message: str | None
+    started_at: datetime | None
+    unschedulable_message: str | None = None
+    terminating: bool = False
+
+
+@dataclass
+class Verdict:
+    status: DeploymentStatus
+    reason: str | None
+    message: str | None
+    ready: int
+    rollout_complete: bool
+    pods: list[PodView] = field(default_factory=list)
+
+
+def _parse_time(value: str | None) -> datetime | None:
+    if not value:
+        return None
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        return None
+
+
+def pod_gpus(pod: dict[str, Any]) -> int:
+    """GPUs the pod holds: the sum over its containers of the nvidia.com/gpu limit (or request)."""
+    total = 0
+    for container in (pod.get("spec") or {}).get("containers") or []:
+        resources = container.get("resources") or {}
+        value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(GPU_RESOURCE)
+        if value:
+            try:
+                total += int(value)
+            except (TypeError, ValueError):
+                continue
+    return total
+
+
+def pod_view(pod: dict[str, Any]) -> PodView:
+    """Flatten the parts of a pod the service cares about."""
+    metadata = pod.get("metadata") or {}
+    status = pod.get("status") or {}
+    statuses = status.get("containerStatuses") or []
+    restarts = sum(int(item.get("restartCount") or 0) for item in statuses)
+    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    reason = status.get("reason")
+    message = status.get("message")
+    for item in statuses:
+        state = item.get("state") or {}
+        waiting = state.get("waiting") or {}
+        terminated = state.get("terminated") or (item.get("lastState") or {}).get("terminated") or {}
+        if waiting.get("reason") and waiting.get("reason") != "ContainerCreating":
+            reason, message = waiting.get("reason"), waiting.get("message")
+            if reason == "CrashLoopBackOff" and terminated.get("reason"):
+                message = f"{terminated.get('reason')}: {terminated.get('message') or waiting.get('message') or ''}"
+            break
+        if waiting.get("reason") == "ContainerCreating" and reason is None:
+            reason = "ContainerCreating"
+    unschedulable = None
+    for condition in status.get("conditions") or []:
+        if condition.get("type") == "PodScheduled" and condition.get("status") == "False":
+            unschedulable = condition.get("message") or condition.get("reason") or "Unschedulable"
+            reason = reason or condition.get("reason") or "Unschedulable"
+            message = message or unschedulable
+    return PodView(
+        uid=metadata.get("uid") or f"{metadata.get('namespace')}/{metadata.get('name')}",
+        name=metadata.get("name", ""),
+        namespace=metadata.get("namespace", ""),
+        node=(pod.get("spec") or {}).get("nodeName"),
+        phase=status.get("phase") or "Pending",
+        ready=ready,
+        restarts=restarts,
+        gpus=pod_gpus(pod),
+        reason=reason,
+        message=message,
+        started_at=_parse_time(status.get("startTime")),
+        unschedulable_message=unschedulable,
+        terminating=bool(metadata.get("deletionTimestamp")),
+    )
+
+
+def judge(
+    current: DeploymentStatus, desired: int, k8s_deployment: dict[str, Any] | None, pods: list[PodView]
+) -> Verdict:
+    """Decide the deployment's status from what the cluster reports (pure: unit-testable)."""
+    if k8s_deployment is None:
+        # Called only when no job is applying it, so the object was removed behind the service's back.
+        return Verdict(
+            DeploymentStatus.FAILED, "missing_in_cluster", "the Kubernetes Deployment does not exist", 0, False, pods
+        )
+    metadata = k8s_deployment.get("metadata") or {}
+    spec = k8s_deployment.get("spec") or {}
+    status = k8s_deployment.get("status") or {}
+    spec_replicas = int(spec.get("replicas") if spec.get("replicas") is not None else 1)
+    ready = int(status.get("readyReplicas") or 0)
+    generation_current = int(status.get("observedGeneration") or 0) >= int(metadata.get("generation") or 0)
+    live_pods = [pod for pod in pods if not pod.terminating]
+    rollout_complete = (
+        generation_current
+        and spec_replicas == desired
+        and int(status.get("updatedReplicas") or 0) == spec_replicas
+        and int(status.get("replicas") or 0) == spec_replicas
+        and ready == spec_replicas
+        and len(live_pods) == spec_replicas
+    )
+    if rollout_complete:
+        return Verdict(DeploymentStatus.RUNNING, None, None, ready, True, pods)
+
+    conditions = {c.get("type"): c for c in status.get("conditions") or []}
+    progressing = conditions.get("Progressing") or {}
+    if progressing.get("reason") == "ProgressDeadlineExceeded":
+        detail = _worst_pod_detail(live_pods) or progressing.get("message") or "rollout made no progress"
+        return Verdict(DeploymentStatus.FAILED, "progress_deadline_exceeded", detail, ready, False, pods)
+    for pod in live_pods:
+        if pod.reason in ("ErrImagePull", "ImagePullBackOff") and _PERMANENT_PULL_ERROR.search(pod.message or ""):
+            if ready == 0:
+                return Verdict(DeploymentStatus.FAILED, "image_pull_failed", pod.message, ready, False, pods)
+            return Verdict(DeploymentStatus.DEGRADED, "image_pull_failed", pod.message, ready, False, pods)
+    crash_looping = [pod for pod in live_pods if pod.reason == "CrashLoopBackOff" or pod.restarts > 0]
+    worst = max(crash_looping, key=lambda pod: pod.restarts, default=None)
+    if worst is not None and worst.restarts >= CRASH_LOOP_RESTART_LIMIT:
+        message = f"pod {worst.name} restarted {worst.restarts} times: {worst.message or worst.reason}"
+        if ready == 0:
+            return Verdict(DeploymentStatus.FAILED, "crash_loop", message, ready, False, pods)
+        return Verdict(DeploymentStatus.DEGRADED, "crash_loop", message, ready, False, pods)
+    waiting = next((pod for pod in live_pods if pod.unschedulable_message), None)
+    reason, message = (None, None)
+    if waiting is not None:
+        reason, message = "waiting_for_gpus", waiting.unschedulable_message
+    elif current in SETTLING_STATUSES or current == DeploymentStatus.FAILED:
+        loading = next((pod for pod in live_pods if not pod.ready), None)
+        if loading is not None:
+            reason = "model_loading" if loading.phase == "Running" else (loading.reason or "pod_starting")
+            message = f"pod {loading.name}: {loading.message or loading.reason or loading.phase}"
+    if current in SETTLING_STATUSES:
+        next_status = DeploymentStatus.CREATING if current == DeploymentStatus.PENDING else current
+        return Verdict(next_status, reason, message, ready, False, pods)
+    if current == DeploymentStatus.FAILED:
+        return Verdict(current, reason, message, ready, False, pods)
+    # RUNNING or DEGRADED with fewer ready replicas than desired: replicas were lost.
+    if ready < desired:
+        return Verdict(
+            DeploymentStatus.DEGRADED,
+            reason or "replicas_unavailable",
+            message or f"{ready} of {desired} replicas ready",
+            ready,
+            False,
+            pods,
+        )
+    return Verdict(current, reason, message, ready, False, pods)
+
+
+def _worst_pod_detail(pods: list[PodView]) -> str | None:
+    for pod in pods:
+        if pod.unschedulable_message:
+            return f"waiting for GPUs: {pod.unschedulable_message}"
+    for pod in pods:
+        if not pod.ready and pod.reason:
+            return f"pod {pod.name}: {pod.reason} {pod.message or ''}".strip()
+    return None
+
+
+def observe_deployment(deployment_id: uuid.UUID | str) -> bool:
+    """Observe once and record; returns True while the deployment is still converging (poll again)."""
+    deployment_uuid = uuid.UUID(str(deployment_id))
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_uuid)
+        if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
+            return False
+        name, namespace = deployment.k8s_name, deployment.k8s_namespace
+        selector = label_selector(deployment)
+        status_before = DeploymentStatus(deployment.status)
+        desired = deployment.replicas_desired
+        busy = deployment.active_job_id is not None
+    clients = get_clients()
+    k8s_deployment = read(clients, clients.apps.read_namespaced_deployment, name, namespace)
+    pods = [
+        pod_view(pod)
+        for pod in list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=selector)
+    ]
+    verdict = judge(status_before, desired, k8s_deployment, pods)
+    if busy:
+        # A job is still changing the cluster (e.g. the restart patch may not be applied yet): what we see
+        # may be the state from before it, so record pods and readiness but keep the status for now.
+        verdict = Verdict(status_before, verdict.reason, verdict.message, verdict.ready, False, verdict.pods)
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_uuid, with_for_update=True)
+        if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
+            return False
+        if deployment.status != status_before or deployment.replicas_desired != desired:
+            # A new request changed the target while we were reading: judge again on the next poll.
+            return True
+        if verdict.rollout_complete and status_before == DeploymentStatus.RESTARTING:
+            _end_restart_surge(session, deployment)
+        deployment.status = verdict.status
+        deployment.status_reason = verdict.reason
+        deployment.status_message = verdict.message
+        deployment.replicas_ready = verdict.ready
+        deployment.last_observed_at = func.now()
+        record_pods(session, deployment.id, deployment.tenant_id, verdict.pods)
+    still_converging = busy or verdict.status in SETTLING_STATUSES
+    if verdict.status != status_before:
+        logger.info(
+            "deployment status changed",
+            extra={
+                "deployment_id": str(deployment_uuid),
+                "from": str(status_before),
+                "to": str(verdict.status),
+                "reason": verdict.reason,
+            },
+        )
+    return still_converging
+
+
+def _end_restart_surge(session: Any, deployment: Deployment) -> None:
+    """Release the temporary replica of a single-replica restart and restore the no-surge strategy."""
+    surge_rows = (
+        session.execute(
+            select(GpuReservation.job_id)
+            .join(Job, Job.id == GpuReservation.job_id)
+            .where(
+                GpuReservation.deployment_id == deployment.id,
+                GpuReservation.released_at.is_(None),
+                Job.type == JobType.DEPLOYMENT_RESTART,
+            )
+        )
+        .scalars()
+        .all()
+    )
+    if not surge_rows:
+        return
+    from workers.deployments import finish_restart_rollout
+
+    finish_restart_rollout(get_clients(), deployment)
+    for job_id in set(surge_rows):
+        admission.release(session, deployment.id, job_id=job_id)
+
+
+def record_pods(session: Any, deployment_id: uuid.UUID, tenant_id: str, pods: list[PodView]) -> None:
+    """Upsert the deployment's pods into PodAllocation (one statement) and mark vanished ones terminated."""
+    now = datetime.now(UTC)
+    if pods:
+        rows = [
+            {
+                "id": uuid.uuid4(),
+                "pod_uid": pod.uid,
+                "namespace": pod.namespace,
+                "pod_name": pod.name,
+                "deployment_id": deployment_id,
+                "tenant_id": tenant_id,
+                "node_name": pod.node,
+                "gpus": pod.gpus,
+                "phase": pod.phase,
+                "ready": pod.ready,
+                "restarts": pod.restarts,
+                "reason": (pod.reason or None) and pod.reason[:128],
+                "message": pod.message,
+                "started_at": pod.started_at,
+                "observed_at": now,
+                "terminated_at": None,
+            }
+            for pod in pods
+        ]
+        statement = insert(PodAllocation).values(rows)
+        excluded = statement.excluded
+        session.execute(
+            statement.on_conflict_do_update(
+                index_elements=[PodAllocation.pod_uid],
+                set_={
+                    "deployment_id": excluded.deployment_id,
+                    "tenant_id": excluded.tenant_id,
+                    "node_name": excluded.node_name,
+                    "gpus": excluded.gpus,
+                    "phase": excluded.phase,
+                    "ready": excluded.ready,
+                    "restarts": excluded.restarts,
+                    "reason": excluded.reason,
+                    "message": excluded.message,
+                    "started_at": excluded.started_at,
+                    "observed_at": excluded.observed_at,
+                    "terminated_at": None,
+                },
+            )
+        )
+    session.execute(
+        update(PodAllocation)
+        .where(
+            PodAllocation.deployment_id == deployment_id,
+            PodAllocation.terminated_at.is_(None),
+            PodAllocation.pod_uid.not_in([pod.uid for pod in pods] or [""]),
+        )
+        .values(terminated_at=now)
+    )

@@ -1,0 +1,465 @@
+"""The transactional half of every POST: business rules, admission, rows. Never commits.
+
+Each ``request_*`` takes the caller's open session, writes the Job (PENDING, with a pre-generated Celery
+task id) and the desired state, and returns a :class:`Submitted`. The caller commits, then calls
+``workers.dispatch.enqueue(job)`` (commit-then-enqueue). Any exception leaves nothing behind once the
+caller rolls back: "never a partial change".
+
+Idempotency: a key is scoped to the tenant (or, for admin calls without a tenant, the requester). The
+same key with the same fingerprint returns the first job with ``replayed=True``; a different
+fingerprint is a 409. Two racing requests with one key are serialised by an advisory lock on the key,
+so the second sees the first's committed job instead of tripping the unique index.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import secrets
+import uuid
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from sqlalchemy import func, or_, select, text, update
+from sqlalchemy.orm import Session
+
+from models import (
+    TERMINAL_JOB_STATES,
+    Deployment,
+    DeploymentStatus,
+    Job,
+    JobType,
+    ScalingEvent,
+    ScalingEventStatus,
+    ScalingTrigger,
+    TargetKind,
+)
+from settings import get_settings
+from workers import admission
+from workers.domain import ConflictError, InvalidRequestError, NotFoundError
+from workers.manifests import endpoint_url
+from workers.vllm_args import validate_vllm_args
+
+K8S_NAME_MAX = 63
+_SLUG_INVALID = re.compile(r"[^a-z0-9-]+")
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+# A restart may only start from a settled state; anything else has a rollout or an operation in flight.
+RESTARTABLE_STATUSES = (DeploymentStatus.RUNNING, DeploymentStatus.DEGRADED)
+SCALABLE_STATUSES = (
+    DeploymentStatus.RUNNING,
+    DeploymentStatus.DEGRADED,
+    DeploymentStatus.CREATING,
+    DeploymentStatus.SCALING,
+    DeploymentStatus.FAILED,
+)
+
+
+@dataclass
+class CreateDeploymentSpec:
+    """A create request, already validated for shape by the web schema."""
+
+    model_id: str
+    replicas: int = 1
+    gpus_per_replica: int = 1
+    name: str | None = None
+    gpu_type: str | None = None
+    max_model_len: int | None = None
+    dtype: str | None = None
+    vllm_args: list[str] = field(default_factory=list)
+    autoscaling_enabled: bool = False
+    min_replicas: int | None = None
+    max_replicas: int | None = None
+    target_gpu_utilization: int | None = None
+    autoscaling_targets: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class Submitted:
+    job: Job
+    deployment: Deployment | None
+    replayed: bool = False
+
+
+# ----------------------------------------------------------------------------------------------- names
+def slugify(text_value: str) -> str:
+    slug = _SLUG_INVALID.sub("-", text_value.lower()).strip("-")
+    slug = re.sub(r"-{2,}", "-", slug)
+    slug = slug.lstrip("0123456789-")
+    return slug or "model"
+
+
+def default_name(model_id: str) -> str:
+    """``<slug of the model id's last path part>-<5 random chars>``, a valid DNS-1035 label."""
+    suffix = secrets.token_hex(3)[:5]
+    base = slugify(model_id.rsplit("/", 1)[-1])[: K8S_NAME_MAX - len(suffix) - 1].rstrip("-")
+    return f"{base}-{suffix}"
+
+
+def k8s_name_for(name: str, tenant_id: str) -> str:
+    """``<name>-<tenant>``, trimmed to 63 characters with a hash of the full value when too long, so two
+    long names that share a prefix still get distinct object names."""
+    full = f"{name}-{tenant_id}"
+    if len(full) <= K8S_NAME_MAX:
+        return full
+    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    return f"{full[: K8S_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
+
+
+# ----------------------------------------------------------------------------------------- idempotency
+def default_fingerprint(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def _replay(session: Session, scope: str, key: str | None, fingerprint: str) -> Submitted | None:
+    if key is None:
+        return None
+    session.execute(
+        text("SELECT pg_advisory_xact_lock(hashtextextended(:scoped_key, 0))"), {"scoped_key": f"{scope}\x1f{key}"}
+    )
+    job = session.execute(
+        select(Job).where(Job.idempotency_scope == scope, Job.idempotency_key == key)
+    ).scalar_one_or_none()
+    if job is None:
+        return None
+    if job.request_fingerprint != fingerprint:
+        raise ConflictError(
+            "idempotency_key_reused",
+            "this Idempotency-Key was already used with a different request",
+            {"job_id": str(job.id)},
+        )
+    deployment = None
+    if job.target_kind == TargetKind.DEPLOYMENT:
+        deployment = session.get(Deployment, uuid.UUID(job.target_id))
+    return Submitted(job=job, deployment=deployment, replayed=True)
+
+
+def _new_job(
+    *,
+    job_type: JobType,
+    tenant_id: str | None,
+    target_id: uuid.UUID,
+    requested_by: str,
+    scope: str,
+    idempotency_key: str | None,
+    fingerprint: str,
+    params: dict[str, Any],
+) -> Job:
+    return Job(
+        id=uuid.uuid4(),
+        type=job_type,
+        tenant_id=tenant_id,
+        requested_by=requested_by,
+        target_kind=TargetKind.DEPLOYMENT,
+        target_id=str(target_id),
+        celery_task_id=str(uuid.uuid4()),
+        idempotency_scope=scope if idempotency_key else None,
+        idempotency_key=idempotency_key,
+        request_fingerprint=fingerprint if idempotency_key else None,
+        params=params,
+    )
+
+
+# ------------------------------------------------------------------------------------------ lookups
+def _load_deployment(session: Session, tenant_id: str | None, deployment_id: uuid.UUID | str) -> Deployment:
+    try:
+        deployment_uuid = deployment_id if isinstance(deployment_id, uuid.UUID) else uuid.UUID(str(deployment_id))
+    except ValueError:
+        raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found") from None
+    deployment = session.get(Deployment, deployment_uuid)
+    if deployment is None or (tenant_id is not None and deployment.tenant_id != tenant_id):
+        raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
+    if deployment.status == DeploymentStatus.DELETED:
+        raise NotFoundError("deployment_not_found", f"deployment {deployment_id} was deleted")
+    return deployment
+
+
+def _claim(session: Session, deployment: Deployment, job: Job) -> None:
+    """Make ``job`` the deployment's one active operation, or raise 409 deployment_busy.
+
+    An atomic UPDATE ... WHERE (no active job, or the recorded one already ended): two requests
+    racing for one deployment cannot both win, whatever the isolation level.
+    """
+    session.add(job)
+    session.flush()
+    terminal_jobs = select(Job.id).where(Job.state.in_(tuple(TERMINAL_JOB_STATES)))
+    claimed = session.execute(
+        update(Deployment)
+        .where(
+            Deployment.id == deployment.id,
+            or_(Deployment.active_job_id.is_(None), Deployment.active_job_id.in_(terminal_jobs)),
+        )
+        .values(active_job_id=job.id, updated_at=func.now())
+        .returning(Deployment.id)
+    ).first()
+    if claimed is None:
+        session.refresh(deployment, ["active_job_id"])
+        raise ConflictError(
+            "deployment_busy",
+            "another operation is in progress on this deployment",
+            {"job_id": str(deployment.active_job_id) if deployment.active_job_id else None},
+        )
+    session.refresh(deployment)
+
+
+# ------------------------------------------------------------------------------------------- create
+def request_create(
+    session: Session,
+    *,
+    tenant_id: str,
+    spec: CreateDeploymentSpec,
+    requested_by: str,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+) -> Submitted:
+    """Validate, admit and record a new deployment plus its create job."""
+    settings = get_settings()
+    fingerprint = fingerprint or default_fingerprint({"op": "create", **asdict(spec)})
+    replayed = _replay(session, tenant_id, idempotency_key, fingerprint)
+    if replayed is not None:
+        return replayed
+    vllm_args = validate_vllm_args(list(spec.vllm_args or []))
+    name = spec.name or default_name(spec.model_id)
+    if not DNS_1035.match(name):
+        raise InvalidRequestError(
+            "invalid_name", "name must be a DNS-1035 label: lowercase letters, digits and '-'", {"field": "name"}
+        )
+    gpu_type = spec.gpu_type or settings.gpu_type
+    min_replicas = spec.min_replicas if spec.min_replicas is not None else min(spec.replicas, 1)
+    max_replicas = spec.max_replicas if spec.max_replicas is not None else max(spec.replicas, min_replicas)
+    if spec.autoscaling_enabled and not min_replicas <= spec.replicas <= max_replicas:
+        raise InvalidRequestError(
+            "replicas_outside_autoscaling_range",
+            f"replicas {spec.replicas} must lie within min_replicas {min_replicas} and max_replicas {max_replicas}",
+            {"field": "replicas"},
+        )
+    if max_replicas < min_replicas:
+        raise InvalidRequestError(
+            "invalid_autoscaling_range", "max_replicas must be >= min_replicas", {"field": "max_replicas"}
+        )
+    # Serialises creates cluster-wide (admission needs it anyway), which also makes the name check race-free.
+    admission.lock(session)
+    taken = session.execute(
+        select(Deployment.id).where(
+            Deployment.tenant_id == tenant_id, Deployment.name == name, Deployment.deleted_at.is_(None)
+        )
+    ).first()
+    if taken is not None:
+        raise ConflictError(
+            "name_taken", f"a deployment named {name!r} already exists", {"deployment_id": str(taken[0])}
+        )
+    k8s_name = k8s_name_for(name, tenant_id)
+    deployment = Deployment(
+        id=uuid.uuid4(),
+        tenant_id=tenant_id,
+        name=name,
+        model_id=spec.model_id,
+        image=settings.vllm_image,
+        gpu_type=gpu_type,
+        gpus_per_replica=spec.gpus_per_replica,
+        replicas_desired=spec.replicas,
+        replicas_ready=0,
+        max_model_len=spec.max_model_len,
+        dtype=spec.dtype,
+        vllm_args=vllm_args,
+        autoscaling_enabled=spec.autoscaling_enabled,
+        min_replicas=min_replicas,
+        max_replicas=max_replicas,
+        target_gpu_utilization=spec.target_gpu_utilization,
+        autoscaling_targets=dict(spec.autoscaling_targets or {}),
+        k8s_namespace=settings.k8s_namespace,
+        k8s_name=k8s_name,
+        status=DeploymentStatus.PENDING,
+    )
+    deployment.endpoint = endpoint_url(deployment)
+    job = _new_job(
+        job_type=JobType.DEPLOYMENT_CREATE,
+        tenant_id=tenant_id,
+        target_id=deployment.id,
+        requested_by=requested_by,
+        scope=tenant_id,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        params={"replicas": spec.replicas},
+    )
+    session.add(job)
+    session.flush()
+    deployment.active_job_id = job.id
+    session.add(deployment)
+    session.flush()
+    if spec.replicas > 0:
+        placement = admission.admit(
+            session,
+            tenant_id=tenant_id,
+            deployment_id=deployment.id,
+            job_id=job.id,
+            gpu_type=gpu_type,
+            gpus_per_replica=spec.gpus_per_replica,
+            replicas=spec.replicas,
+        )
+        job.params = {"replicas": spec.replicas, "placement": placement.replicas_by_node}
+    session.flush()
+    return Submitted(job=job, deployment=deployment, replayed=False)
+
+
+# ------------------------------------------------------------------------------------------- delete
+def request_delete(
+    session: Session,
+    *,
+    tenant_id: str | None,
+    deployment_id: uuid.UUID | str,
+    requested_by: str,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+) -> Submitted:
+    """Record a delete job; the deployment shows DELETING until the worker has removed it from the cluster."""
+    scope = tenant_id or f"requester:{requested_by}"
+    fingerprint = fingerprint or default_fingerprint({"op": "delete", "deployment_id": str(deployment_id)})
+    replayed = _replay(session, scope, idempotency_key, fingerprint)
+    if replayed is not None:
+        return replayed
+    deployment = _load_deployment(session, tenant_id, deployment_id)
+    job = _new_job(
+        job_type=JobType.DEPLOYMENT_DELETE,
+        tenant_id=deployment.tenant_id,
+        target_id=deployment.id,
+        requested_by=requested_by,
+        scope=scope,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        params={},
+    )
+    _claim(session, deployment, job)
+    deployment.status = DeploymentStatus.DELETING
+    deployment.status_reason = None
+    deployment.status_message = None
+    session.flush()
+    return Submitted(job=job, deployment=deployment, replayed=False)
+
+
+# ------------------------------------------------------------------------------------------ restart
+def request_restart(
+    session: Session,
+    *,
+    tenant_id: str | None,
+    deployment_id: uuid.UUID | str,
+    requested_by: str,
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+) -> Submitted:
+    """Record a rolling restart. A single-replica deployment needs room for one temporary extra replica
+    (so its only replica never goes down); that surge is admitted here, so "no room" is an immediate 409."""
+    scope = tenant_id or f"requester:{requested_by}"
+    fingerprint = fingerprint or default_fingerprint({"op": "restart", "deployment_id": str(deployment_id)})
+    replayed = _replay(session, scope, idempotency_key, fingerprint)
+    if replayed is not None:
+        return replayed
+    deployment = _load_deployment(session, tenant_id, deployment_id)
+    if deployment.status not in RESTARTABLE_STATUSES:
+        raise ConflictError(
+            "invalid_state",
+            f"a deployment can be restarted only when RUNNING or DEGRADED, not {deployment.status}",
+            {"status": str(deployment.status)},
+        )
+    surge = deployment.replicas_desired == 1
+    job = _new_job(
+        job_type=JobType.DEPLOYMENT_RESTART,
+        tenant_id=deployment.tenant_id,
+        target_id=deployment.id,
+        requested_by=requested_by,
+        scope=scope,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        params={"surge": surge},
+    )
+    _claim(session, deployment, job)
+    if surge:
+        admission.admit(
+            session,
+            tenant_id=deployment.tenant_id,
+            deployment_id=deployment.id,
+            job_id=job.id,
+            gpu_type=deployment.gpu_type,
+            gpus_per_replica=deployment.gpus_per_replica,
+            replicas=1,
+            check_quota=False,
+        )
+    deployment.status = DeploymentStatus.RESTARTING
+    session.flush()
+    return Submitted(job=job, deployment=deployment, replayed=False)
+
+
+# -------------------------------------------------------------------------------------------- scale
+def request_scale(
+    session: Session,
+    *,
+    tenant_id: str | None,
+    deployment_id: uuid.UUID | str,
+    replicas: int,
+    reason: str,
+    requested_by: str,
+    trigger: str = "manual",
+    idempotency_key: str | None = None,
+    fingerprint: str | None = None,
+    inputs: dict[str, Any] | None = None,
+) -> Submitted:
+    """Record a scale job: scale-up admits the extra replicas, scale-down releases reservations; either way
+    a ScalingEvent (status pending, completed by the worker) records who asked and why."""
+    if replicas < 0:
+        raise InvalidRequestError("invalid_replicas", "replicas must be >= 0", {"field": "replicas"})
+    scope = tenant_id or f"requester:{requested_by}"
+    fingerprint = fingerprint or default_fingerprint(
+        {"op": "scale", "deployment_id": str(deployment_id), "replicas": replicas, "trigger": trigger}
+    )
+    replayed = _replay(session, scope, idempotency_key, fingerprint)
+    if replayed is not None:
+        return replayed
+    deployment = _load_deployment(session, tenant_id, deployment_id)
+    if deployment.status not in SCALABLE_STATUSES:
+        raise ConflictError(
+            "invalid_state", f"a {deployment.status} deployment cannot be scaled", {"status": str(deployment.status)}
+        )
+    before = deployment.replicas_desired
+    job = _new_job(
+        job_type=JobType.DEPLOYMENT_SCALE,
+        tenant_id=deployment.tenant_id,
+        target_id=deployment.id,
+        requested_by=requested_by,
+        scope=scope,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        params={"replicas_before": before, "replicas_after": replicas, "trigger": trigger, "reason": reason},
+    )
+    _claim(session, deployment, job)
+    if replicas > before:
+        admission.admit(
+            session,
+            tenant_id=deployment.tenant_id,
+            deployment_id=deployment.id,
+            job_id=job.id,
+            gpu_type=deployment.gpu_type,
+            gpus_per_replica=deployment.gpus_per_replica,
+            replicas=replicas - before,
+        )
+    elif replicas < before:
+        admission.release_replicas(session, deployment.id, before - replicas)
+    deployment.replicas_desired = replicas
+    if deployment.status in (DeploymentStatus.RUNNING, DeploymentStatus.DEGRADED) and replicas != before:
+        deployment.status = DeploymentStatus.SCALING
+    session.add(
+        ScalingEvent(
+            deployment_id=deployment.id,
+            tenant_id=deployment.tenant_id,
+            model_id=deployment.model_id,
+            trigger=ScalingTrigger(trigger),
+            reason=reason,
+            replicas_before=before,
+            replicas_after=replicas,
+            status=ScalingEventStatus.PENDING,
+            inputs=dict(inputs or {}),
+            actor=requested_by,
+            job_id=job.id,
+        )
+    )
+    session.flush()
+    return Submitted(job=job, deployment=deployment, replayed=False)

@@ -1,0 +1,370 @@
+"""The resource tracker sweep: inventory, utilization, drift between reservations and pods, cleanup.
+
+Built on :mod:`workers.inventory` (nodes -> ``gpu_nodes``, pods -> ``pod_allocations``), it adds:
+- utilization: CPU/memory per pod from ``metrics.k8s.io``; GPU utilization and memory per GPU from
+  Prometheus (DCGM exporter), rolled up per node and per pod; vLLM queue depth and KV-cache use per pod.
+  A metrics source that is down is reported and skipped; the rest of the sweep still runs;
+- drift: per deployment and node, GPUs reserved by admission vs GPUs the cluster actually allocated to
+  its pods; flagged in the summary and a gauge. When only the placement differs (same totals) on a settled
+  deployment, the reservations are moved to where the pods really run, so admission's free-GPU count
+  stays true;
+- cleanup: our pods that ended (Failed/Succeeded) are deleted from the cluster and their rows closed.
+
+Calls per run are constant: the inventory's two paginated lists, two metrics.k8s.io lists, two
+Prometheus queries; writes are a fixed set of set-based statements. Kubernetes down -> skip, say so,
+write nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections import defaultdict
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import redis
+from sqlalchemy import text
+from sqlalchemy.orm import Session
+
+from models import SCHEMA, SweepName
+from settings import get_settings
+from workers import admission, inventory
+from workers.cluster_errors import ClusterError, call, is_status
+from workers.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock
+from workers.sweep_metrics import GPU_DRIFT_DEPLOYMENTS, SweepReport, observed_sweep
+
+LOCK_TTL_SECONDS = 300.0
+FINISHED_PHASES = ("Failed", "Succeeded")
+DCGM_QUERY = '{__name__=~"DCGM_FI_DEV_GPU_UTIL|DCGM_FI_DEV_FB_USED"}'
+VLLM_QUERY = '{__name__=~"vllm:num_requests_waiting|vllm:num_requests_running|vllm:gpu_cache_usage_perc"}'
+_VLLM_KEYS = {
+    "vllm:num_requests_waiting": "requests_waiting",
+    "vllm:num_requests_running": "requests_running",
+    "vllm:gpu_cache_usage_perc": "kv_cache_usage",
+}
+
+
+@dataclass
+class Utilization:
+    """Figures per node and per pod ``(namespace, name)``; a source that failed leaves its part empty."""
+
+    node_gpu_util: dict[str, float] = field(default_factory=dict)
+    pod_gpu_util: dict[tuple[str, str], float] = field(default_factory=dict)
+    pod_metrics: dict[tuple[str, str], dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
+    pod_usage: dict[tuple[str, str], dict[str, int]] = field(default_factory=dict)
+    prometheus_ok: bool = False
+    metrics_server_ok: bool = False
+
+
+def read_prometheus(prometheus: Any, utilization: Utilization) -> None:
+    """Two instant queries: every DCGM GPU series and every vLLM series, rolled up here."""
+    node_values: dict[str, list[float]] = defaultdict(list)
+    pod_util: dict[tuple[str, str], list[float]] = defaultdict(list)
+    pod_memory: dict[tuple[str, str], float] = defaultdict(float)
+    for sample in prometheus.query(DCGM_QUERY):
+        if math.isnan(sample.value):
+            continue
+        labels = sample.labels
+        pod_key = (labels.get("namespace", ""), labels.get("pod", ""))
+        if labels.get("__name__") == "DCGM_FI_DEV_GPU_UTIL":
+            if labels.get("Hostname"):
+                node_values[labels["Hostname"]].append(sample.value)
+            if pod_key[1]:
+                pod_util[pod_key].append(sample.value)
+        elif pod_key[1]:
+            pod_memory[pod_key] += sample.value
+    for sample in prometheus.query(VLLM_QUERY):
+        key = _VLLM_KEYS.get(sample.labels.get("__name__", ""))
+        pod_key = (sample.labels.get("namespace", ""), sample.labels.get("pod", ""))
+        if key and pod_key[1] and not math.isnan(sample.value):
+            utilization.pod_metrics[pod_key][key] = sample.value
+    utilization.node_gpu_util = {node: sum(values) / len(values) for node, values in node_values.items()}
+    utilization.pod_gpu_util = {key: sum(values) / len(values) for key, values in pod_util.items()}
+    for key, used in pod_memory.items():
+        utilization.pod_metrics[key]["gpu_memory_used_mib"] = used
+    utilization.prometheus_ok = True
+
+
+def read_metrics_server(clients: Any, utilization: Utilization) -> None:
+    """CPU/memory per pod from metrics.k8s.io (one node list and one pod list)."""
+    from kubernetes import client as k8s_client
+
+    from workers.admin_queries import resource_metrics
+
+    custom = k8s_client.CustomObjectsApi(clients.api_client)
+    usage = call(resource_metrics, custom, timeout=clients.request_timeout)
+    utilization.pod_usage = usage["pods"]
+    utilization.metrics_server_ok = True
+
+
+# ------------------------------------------------------------------------------------------ writes
+_UPDATE_NODE_UTIL = text(
+    f"""
+    UPDATE {SCHEMA}.gpu_nodes AS n SET gpu_utilization = v.util
+    FROM unnest(CAST(:names AS text[]), CAST(:utils AS float8[])) AS v(name, util)
+    WHERE n.name = v.name AND n.gpu_utilization IS DISTINCT FROM v.util
+    """  # noqa: S608 - SCHEMA is a validated identifier (settings.DB_SCHEMA); values are bound
+)
+_UPDATE_POD_USAGE = text(
+    f"""
+    UPDATE {SCHEMA}.pod_allocations AS p SET
+        cpu_usage_millicores = COALESCE(v.cpu, p.cpu_usage_millicores),
+        memory_usage_bytes = COALESCE(v.memory, p.memory_usage_bytes),
+        gpu_utilization = CASE WHEN :gpu_known THEN v.gpu ELSE p.gpu_utilization END,
+        metrics = CASE WHEN :gpu_known THEN CAST(v.metrics AS jsonb) ELSE p.metrics END
+    FROM unnest(
+        CAST(:namespaces AS text[]), CAST(:names AS text[]), CAST(:cpu AS int[]), CAST(:memory AS bigint[]),
+        CAST(:gpu AS float8[]), CAST(:metrics AS text[])
+    ) AS v(namespace, name, cpu, memory, gpu, metrics)
+    WHERE p.namespace = v.namespace AND p.pod_name = v.name AND p.terminated_at IS NULL
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+_CLOSE_CLEANED_PODS = text(
+    f"""
+    UPDATE {SCHEMA}.pod_allocations SET terminated_at = now(), ready = false
+    WHERE terminated_at IS NULL AND pod_uid IN (SELECT unnest(CAST(:uids AS text[])))
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+# Reserved vs allocated GPUs per (deployment, node), for deployments that are not mid-operation.
+_DRIFT = text(
+    f"""
+    WITH reserved AS (
+        SELECT deployment_id, node_name, sum(gpus) AS gpus, sum(replicas) AS replicas
+        FROM {SCHEMA}.gpu_reservations WHERE released_at IS NULL GROUP BY deployment_id, node_name
+    ), actual AS (
+        SELECT deployment_id, node_name, sum(gpus) AS gpus, count(*) AS replicas
+        FROM {SCHEMA}.pod_allocations
+        WHERE deployment_id IS NOT NULL AND terminated_at IS NULL AND node_name IS NOT NULL
+          AND phase NOT IN ('Failed', 'Succeeded')
+        GROUP BY deployment_id, node_name
+    )
+    SELECT d.id AS deployment_id, COALESCE(r.node_name, a.node_name) AS node_name,
+           COALESCE(r.gpus, 0) AS reserved, COALESCE(a.gpus, 0) AS allocated,
+           COALESCE(a.replicas, 0) AS allocated_replicas, d.gpus_per_replica, d.gpu_type, d.tenant_id
+    FROM reserved r FULL OUTER JOIN actual a ON a.deployment_id = r.deployment_id AND a.node_name = r.node_name
+    JOIN {SCHEMA}.deployments d ON d.id = COALESCE(r.deployment_id, a.deployment_id)
+    LEFT JOIN {SCHEMA}.jobs j ON j.id = d.active_job_id
+    WHERE d.deleted_at IS NULL AND d.status IN ('RUNNING', 'DEGRADED')
+      AND (d.active_job_id IS NULL OR j.state IN ('SUCCEEDED', 'FAILED', 'CANCELLED'))
+    ORDER BY d.id, node_name
+    """  # noqa: S608 - SCHEMA is a validated identifier
+)
+_RELEASE_FOR_REALIGN = text(
+    f"""
+    UPDATE {SCHEMA}.gpu_reservations SET released_at = now()
+    WHERE released_at IS NULL AND deployment_id IN (SELECT unnest(CAST(:ids AS uuid[])))
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+_RESERVE_ACTUAL = text(
+    f"""
+    INSERT INTO {SCHEMA}.gpu_reservations
+        (id, deployment_id, tenant_id, node_name, gpu_type, gpus, replicas, created_at)
+    SELECT gen_random_uuid(), v.deployment_id, v.tenant_id, v.node_name, v.gpu_type, v.gpus, v.replicas, now()
+    FROM unnest(
+        CAST(:ids AS uuid[]), CAST(:tenants AS text[]), CAST(:nodes AS text[]), CAST(:types AS text[]),
+        CAST(:gpus AS int[]), CAST(:replicas AS int[])
+    ) AS v(deployment_id, tenant_id, node_name, gpu_type, gpus, replicas)
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+
+
+def write_utilization(session: Session, utilization: Utilization, pods: list[dict[str, Any]]) -> int:
+    """Two set-based UPDATEs: GPU utilization per node, usage and model-server figures per live pod."""
+    if utilization.prometheus_ok:
+        names = sorted(utilization.node_gpu_util)
+        session.execute(
+            _UPDATE_NODE_UTIL,
+            {"names": names, "utils": [round(utilization.node_gpu_util[name], 2) for name in names]},
+        )
+    if not (utilization.prometheus_ok or utilization.metrics_server_ok):
+        return 0
+    rows: list[tuple[str, str, int | None, int | None, float | None, str]] = []
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        usage = utilization.pod_usage.get(key)
+        gpu = utilization.pod_gpu_util.get(key)
+        metrics = utilization.pod_metrics.get(key, {})
+        if usage is None and gpu is None and not metrics:
+            continue
+        rows.append((
+            key[0], key[1],
+            usage["cpu_millicores"] if usage else None,
+            usage["memory_bytes"] if usage else None,
+            None if gpu is None else round(gpu, 2),
+            json.dumps({name: round(value, 4) for name, value in metrics.items()}),
+        ))
+    if rows:
+        columns = list(zip(*rows, strict=True))
+        session.execute(
+            _UPDATE_POD_USAGE,
+            {
+                "gpu_known": utilization.prometheus_ok,
+                "namespaces": list(columns[0]), "names": list(columns[1]), "cpu": list(columns[2]),
+                "memory": list(columns[3]), "gpu": list(columns[4]), "metrics": list(columns[5]),
+            },
+        )
+    return len(rows)
+
+
+@dataclass
+class DriftReport:
+    entries: list[dict[str, Any]] = field(default_factory=list)
+    deployments: set[str] = field(default_factory=set)
+    realigned: list[str] = field(default_factory=list)
+
+
+def reconcile_drift(session: Session) -> DriftReport:
+    """Flag reserved-vs-allocated mismatches; move reservations of settled deployments to their real nodes.
+
+    Only a pure placement difference is realigned (the deployment's total reserved GPUs equal its
+    allocated ones): admission promised the right amount and the scheduler merely picked other nodes.
+    A difference in totals (pods missing, or extra ones) is only flagged, since a rollout, a pending
+    pod or a node failure can explain it and the health monitor owns those.
+    """
+    report = DriftReport()
+    rows = session.execute(_DRIFT).mappings().all()
+    by_deployment: dict[Any, list[Mapping[str, Any]]] = defaultdict(list)
+    for row in rows:
+        by_deployment[row["deployment_id"]].append(row)
+    realign: list[Any] = []
+    for deployment_id, entries in by_deployment.items():
+        mismatched = [entry for entry in entries if entry["reserved"] != entry["allocated"]]
+        if not mismatched:
+            continue
+        report.deployments.add(str(deployment_id))
+        for entry in mismatched:
+            report.entries.append({
+                "deployment_id": str(deployment_id), "node": entry["node_name"],
+                "reserved_gpus": int(entry["reserved"]), "allocated_gpus": int(entry["allocated"]),
+            })
+        if sum(e["reserved"] for e in entries) == sum(e["allocated"] for e in entries):
+            realign.append(deployment_id)
+    if realign:
+        # Under the admission lock: an admission running now must see either the old rows or the new ones.
+        admission.lock(session)
+        new_rows = [entry for deployment_id in realign for entry in by_deployment[deployment_id] if entry["allocated"]]
+        session.execute(_RELEASE_FOR_REALIGN, {"ids": [str(d) for d in realign]})
+        session.execute(
+            _RESERVE_ACTUAL,
+            {
+                "ids": [str(e["deployment_id"]) for e in new_rows],
+                "tenants": [e["tenant_id"] for e in new_rows],
+                "nodes": [e["node_name"] for e in new_rows],
+                "types": [e["gpu_type"] for e in new_rows],
+                "gpus": [int(e["allocated"]) for e in new_rows],
+                "replicas": [int(e["allocated_replicas"]) for e in new_rows],
+            },
+        )
+        report.realigned = [str(d) for d in realign]
+    return report
+
+
+def cleanup_finished_pods(clients: Any, pods: list[dict[str, Any]], report: SweepReport) -> list[str]:
+    """Delete our pods that ended (Failed/Succeeded): they hold no GPU but clutter the cluster and the views."""
+    deleted: list[str] = []
+    finished = 0
+    for pod in pods:
+        metadata = pod.get("metadata") or {}
+        labels = metadata.get("labels") or {}
+        if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
+            continue
+        if (pod.get("status") or {}).get("phase") not in FINISHED_PHASES or metadata.get("deletionTimestamp"):
+            continue
+        finished += 1
+        try:
+            call(clients.core.delete_namespaced_pod, metadata["name"], metadata["namespace"], **clients.timeout)
+        except ClusterError as error:
+            if not is_status(error, 404):
+                report.error(error.code, f"deleting finished pod {metadata['name']}: {error.message}")
+                continue
+        deleted.append(str(metadata.get("uid")))
+    report.saw("finished_pods", finished)
+    return deleted
+
+
+# ------------------------------------------------------------------------------------------ the sweep
+def _default_clients() -> Any:
+    from workers.k8s import get_clients
+
+    return get_clients()
+
+
+def run_resource_tracker(
+    session: Session,
+    *,
+    now: float | None = None,
+    clients: Any | None = None,
+    prometheus: Any | None = None,
+    redis_client: Any | None = None,
+    key_prefix: str = DEFAULT_KEY_PREFIX,
+) -> SweepReport:
+    """One resource-tracker sweep (see the module doc). ``prometheus`` defaults to PROMETHEUS_URL's client."""
+    with observed_sweep(session, SweepName.RESOURCE_TRACKER.value) as report:
+        lock = SweepLock(
+            SweepName.RESOURCE_TRACKER.value, LOCK_TTL_SECONDS, client=redis_client, key_prefix=key_prefix
+        )
+        try:
+            acquired = lock.acquire()
+        except redis.RedisError as error:
+            report.skip(f"redis_unavailable: {error}")
+            return report
+        if not acquired:
+            report.skip("another resource-tracker run holds the lock")
+            return report
+        try:
+            _sweep(session, report, clients or _default_clients(), prometheus)
+        finally:
+            lock.release()
+        report.details["observed_at"] = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat()
+    return report
+
+
+def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any | None) -> None:
+    try:
+        snapshot, list_pages_fetched = inventory.fetch(clients)
+    except ClusterError as error:
+        report.error(error.code, error.message)
+        report.skip(f"kubernetes_unavailable: {error.message}")
+        return
+    result = inventory.apply_snapshot(session, snapshot)
+    report.saw("list_pages", list_pages_fetched)
+    report.saw("nodes", result.nodes_seen)
+    report.saw("pods", result.pods_seen)
+    report.acted("nodes_marked_missing", result.nodes_missing)
+    report.acted("pod_rows_closed", result.pods_terminated)
+
+    utilization = Utilization()
+    sources: dict[str, str] = {}
+    try:
+        read_metrics_server(clients, utilization)
+        sources["metrics_server"] = "ok"
+    except ClusterError as error:
+        sources["metrics_server"] = f"unavailable: {error.message}"
+        report.error("metrics_server_unavailable", error.message)
+    try:
+        read_prometheus(prometheus or client_from_settings(get_settings().prometheus_url), utilization)
+        sources["prometheus"] = "ok"
+    except PrometheusUnavailableError as error:
+        sources["prometheus"] = f"unavailable: {error.reason}"
+        report.error("prometheus_unavailable", error.reason)
+    report.details["metrics_sources"] = sources
+    report.acted("pod_usage_updated", write_utilization(session, utilization, snapshot.pods))
+
+    drift = reconcile_drift(session)
+    GPU_DRIFT_DEPLOYMENTS.set(len(drift.deployments))
+    report.details["drift"] = drift.entries
+    report.saw("drifted_deployments", len(drift.deployments))
+    report.acted("reservations_realigned", len(drift.realigned))
+
+    cleaned = cleanup_finished_pods(clients, snapshot.pods, report)
+    if cleaned:
+        session.execute(_CLOSE_CLEANED_PODS, {"uids": cleaned})
+    report.acted("finished_pods_deleted", len(cleaned))
+    session.commit()

@@ -1,0 +1,166 @@
+"""What every sweep reports: Prometheus metrics, one structured log line, and its ``sweep_runs`` row.
+
+A sweep fills a :class:`SweepReport` as it goes (items seen, actions taken, errors, or why it skipped);
+:func:`observed_sweep` times it, and on the way out exports the figures, logs a single summary line and
+upserts the sweep's row, so ``/health`` and operators see the same story as the metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import Counter as TallyCounter
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+from prometheus_client import Counter, Gauge, Histogram
+from sqlalchemy import func
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.orm import Session
+
+from models import SweepRun
+
+log = logging.getLogger("workers.sweeps")
+
+SWEEP_DURATION = Histogram(
+    "orchestration_sweep_duration_seconds",
+    "Wall time of one sweep run.",
+    ["sweep"],
+    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
+)
+SWEEP_RUNS = Counter("orchestration_sweep_runs_total", "Sweep runs by outcome.", ["sweep", "status"])
+SWEEP_ITEMS = Counter("orchestration_sweep_items_seen_total", "Objects a sweep examined.", ["sweep", "kind"])
+SWEEP_ACTIONS = Counter("orchestration_sweep_actions_total", "Changes a sweep made.", ["sweep", "action"])
+SWEEP_ERRORS = Counter("orchestration_sweep_errors_total", "Errors a sweep met.", ["sweep", "code"])
+SWEEP_LAST_SUCCESS = Gauge(
+    "orchestration_sweep_last_success_timestamp_seconds", "Unix time of the last successful run.", ["sweep"]
+)
+GPU_DRIFT_DEPLOYMENTS = Gauge(
+    "orchestration_gpu_reservation_drift_deployments",
+    "Deployments whose reserved GPUs differ from what the cluster allocated, at the last resource-tracker sweep.",
+)
+
+SUCCEEDED = "succeeded"
+FAILED = "failed"
+SKIPPED = "skipped"
+RUNNING = "running"
+
+# Lists in the stored summary are cut to this many entries: the row is for humans and /health, not an archive.
+SUMMARY_LIST_LIMIT = 50
+
+
+@dataclass
+class SweepReport:
+    """The running tally of one sweep."""
+
+    name: str
+    items: TallyCounter[str] = field(default_factory=TallyCounter)
+    actions: TallyCounter[str] = field(default_factory=TallyCounter)
+    errors: list[dict[str, str]] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    status: str = SUCCEEDED
+    skip_reason: str | None = None
+    duration_seconds: float = 0.0
+
+    def saw(self, kind: str, count: int = 1) -> None:
+        self.items[kind] += count
+
+    def acted(self, action: str, count: int = 1) -> None:
+        if count:
+            self.actions[action] += count
+
+    def error(self, code: str, message: str) -> None:
+        self.errors.append({"code": code, "message": message[:500]})
+
+    def skip(self, reason: str) -> None:
+        """Give up on this run without touching state (the cluster or Prometheus is unreachable, lock held)."""
+        self.status = SKIPPED
+        self.skip_reason = reason
+
+    def summary(self) -> dict[str, Any]:
+        details = {
+            key: value[:SUMMARY_LIST_LIMIT] if isinstance(value, list) else value for key, value in self.details.items()
+        }
+        return {
+            "status": self.status,
+            "skip_reason": self.skip_reason,
+            "duration_seconds": round(self.duration_seconds, 4),
+            "items": dict(self.items),
+            "actions": dict(self.actions),
+            "errors": self.errors[:SUMMARY_LIST_LIMIT],
+            "error_count": len(self.errors),
+            **details,
+        }
+
+
+def record_start(session: Session, name: str) -> None:
+    """Mark the sweep as running (its own commit, so /health sees it even if the sweep then dies)."""
+    statement = insert(SweepRun).values(name=name, last_started_at=func.now(), last_status=RUNNING)
+    session.execute(
+        statement.on_conflict_do_update(
+            index_elements=[SweepRun.name], set_={"last_started_at": func.now(), "last_status": RUNNING}
+        )
+    )
+    session.commit()
+
+
+def record_finish(session: Session, report: SweepReport) -> None:
+    """Store the outcome and summary on the sweep's row and commit."""
+    values = {"last_finished_at": func.now(), "last_status": report.status, "last_summary": report.summary()}
+    statement = insert(SweepRun).values(name=report.name, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=[SweepRun.name], set_=values))
+    session.commit()
+
+
+def export(report: SweepReport) -> None:
+    """Push the report into the Prometheus metrics and write the one summary log line."""
+    SWEEP_DURATION.labels(report.name).observe(report.duration_seconds)
+    SWEEP_RUNS.labels(report.name, report.status).inc()
+    for kind, count in report.items.items():
+        SWEEP_ITEMS.labels(report.name, kind).inc(count)
+    for action, count in report.actions.items():
+        SWEEP_ACTIONS.labels(report.name, action).inc(count)
+    for error in report.errors:
+        SWEEP_ERRORS.labels(report.name, error["code"]).inc()
+    if report.status == SUCCEEDED:
+        SWEEP_LAST_SUCCESS.labels(report.name).set_to_current_time()
+    level = logging.WARNING if report.status != SUCCEEDED or report.errors else logging.INFO
+    summary = report.summary()
+    log.log(
+        level,
+        "sweep %s %s in %.3fs",
+        report.name,
+        report.status,
+        report.duration_seconds,
+        extra={"sweep": report.name, "summary": summary},
+    )
+
+
+@contextmanager
+def observed_sweep(session: Session, name: str) -> Iterator[SweepReport]:
+    """Time the block, then export metrics, log and store the outcome, whatever happened inside.
+
+    An exception escaping the block marks the run ``failed`` (after rolling back the sweep's own
+    uncommitted writes, so nothing half-done is kept) and is re-raised for the task to report.
+    """
+    report = SweepReport(name=name)
+    record_start(session, name)
+    started = time.perf_counter()
+    try:
+        yield report
+    except Exception as error:
+        session.rollback()
+        report.status = FAILED
+        report.error(type(error).__name__, str(error))
+        raise
+    finally:
+        report.duration_seconds = time.perf_counter() - started
+        export(report)
+        try:
+            record_finish(session, report)
+        except Exception:
+            # The database itself may be what failed; the metrics and the log line already tell the story.
+            session.rollback()
+            log.exception("could not record the outcome of sweep %s", name)
