@@ -14,4 +14,6 @@ _settings = get_settings()
 
 BEAT_SCHEDULE: dict[str, dict] = {
     "resource-tracker": every(TaskNames.RESOURCE_TRACKER, _settings.resource_tracker_interval_seconds),
+    "health-monitor": every(TaskNames.HEALTH_MONITOR, _settings.health_monitor_interval_seconds),
+    "autoscaler": every(TaskNames.AUTOSCALER, _settings.autoscaler_interval_seconds),
 }

@@ -11,7 +11,10 @@ from settings import get_settings
 
 broker_url = get_settings().redis_url
 broker_connection_retry_on_startup = True
-broker_transport_options = {"visibility_timeout": 3600}
+# 900 s: above the longest task time limit (300 s, the sweeps) and the longest retry countdown (60 s), yet short
+# enough that the task of a worker killed outright (no chance to requeue) is redelivered within minutes.
+# The unacked-restore sweep runs about every interval x throttle = 30 s.
+broker_transport_options = {"visibility_timeout": 900, "unacked_restore_interval": 10, "unacked_restore_throttle": 3}
 
 task_serializer = "json"
 result_serializer = "json"

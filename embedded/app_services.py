@@ -179,6 +179,8 @@ def mint_token(env: Mapping[str, str], *, tenant: str, scope: str, subject: str)
         text=True,
         timeout=60,
         check=False,
+        # Its own session: a Ctrl-C in the terminal is the supervisor's to handle, not a reason to fail here.
+        start_new_session=True,
     )
     if completed.returncode != 0:
         raise RuntimeError(f"python -m web.tokens failed ({completed.returncode}): {completed.stderr.strip()}")

@@ -112,7 +112,9 @@ def main() -> int:
     """Run until Ctrl-C/SIGTERM (exit 0) or until a child dies (exit 1)."""
     try:
         config = EmbeddedConfig.from_env()
-        service_settings = Settings.from_env()
+        # PORT is resolved by the embedded run (0 picks a free port, which the service settings would refuse);
+        # the services get the resolved port. Every other variable is checked here, before anything starts.
+        service_settings = Settings.from_env({key: value for key, value in os.environ.items() if key != "PORT"})
     except ValueError as error:
         say(f"configuration error: {error}")
         return EXIT_BAD_CONFIGURATION
@@ -139,8 +141,12 @@ def main() -> int:
         say(f"last lines of {child.log_path}:\n{child.log_tail()}")
         exit_code = EXIT_CHILD_FAILED
     except (StartupTimeoutError, TimeoutError, RuntimeError, OSError) as error:
-        say(f"start-up failed: {error}")
-        exit_code = EXIT_CHILD_FAILED
+        if group.stop_requested.is_set():
+            # Ctrl-C interrupted a step that cannot be cancelled cleanly (e.g. minting a token): still a stop.
+            say("stop requested during start-up, stopping every process …")
+        else:
+            say(f"start-up failed: {error}")
+            exit_code = EXIT_CHILD_FAILED
     finally:
         group.stop_all()
     say("all processes stopped.")

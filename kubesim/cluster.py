@@ -74,7 +74,9 @@ class SimCluster:
         self.faults = FaultInjector(seed=self.sim.seed)
         self.server = make_server(self.sim, self.host, self.port, self.faults)
         self.url = self.server.url
-        self._serve_thread = threading.Thread(target=self.server.serve_forever, name="kubesim-api", daemon=True)
+        # A short poll interval makes stop() (server.shutdown) return promptly in test teardown.
+        self._serve_thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},
+                                              name="kubesim-api", daemon=True)
         self._serve_thread.start()
         self.sim.settle()
         return self

@@ -5,6 +5,7 @@
   as metrics-server cannot scrape them.
 - PodMetrics: running pods only, per container, and only once metrics-server has scraped them: a pod
   appears `SCRAPE_LAG_SECONDS` of sim time after it started Running ("metrics not available yet").
+  Pods on an unreachable node have none either.
 - CPU is written in nanocores (`"1100000000n"`) and memory in Ki, as metrics-server writes them.
 - `sim.metrics_available = False` models metrics-server being down: every call is a 503.
 
@@ -73,10 +74,15 @@ def _node_reachable(node: Obj) -> bool:
 
 
 def _pod_visible(ctx: LoadContext, pod: Obj) -> bool:
-    if not (pod.get("spec") or {}).get("nodeName"):
+    """Scraped already, and on a kubelet metrics-server can reach."""
+    node_name = (pod.get("spec") or {}).get("nodeName")
+    if not node_name:
         return False
     started = running_since(pod)
-    return started is not None and ctx.now - started >= SCRAPE_LAG_SECONDS
+    if started is None or ctx.now - started < SCRAPE_LAG_SECONDS:
+        return False
+    node = ctx.sim.store.try_get("nodes", "", node_name)
+    return node is not None and _node_reachable(node)
 
 
 def _node_metrics(ctx: LoadContext, node: Obj) -> Obj:

@@ -378,6 +378,14 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             token_rev, start_after = _decode_continue(token)
             if token_rev < store.oldest_available_revision:
                 raise errors.ApiError(410, "Expired", CONTINUE_TOO_OLD)
+        filtering = predicate is not None
+        if start_after is not None and predicate is not None:
+            # Skip the pages already served before running the (costlier) selector on an object.
+            selector_predicate, resume_after = predicate, start_after
+
+            def predicate(obj: Obj) -> bool:
+                return _object_key(obj) > resume_after and selector_predicate(obj)
+
         items, revision = store.list(rtype.plural, namespace or None, predicate, node_name=node_name)
         if start_after is not None:
             lo, hi = 0, len(items)
@@ -391,7 +399,8 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
         list_meta: Obj = {"resourceVersion": str(revision)}
         if limit > 0 and len(items) > limit:
             list_meta["continue"] = _encode_continue(revision, _object_key(items[limit - 1]))
-            list_meta["remainingItemCount"] = len(items) - limit
+            if not filtering:  # as etcd3's lister: with selectors the remaining count is unknown
+                list_meta["remainingItemCount"] = len(items) - limit
             items = items[:limit]
         accept = self.headers.get("Accept") or ""
         if tables.wants_table(accept):
@@ -694,8 +703,12 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
         self.end_headers()
         self.close_connection = False
         stream = _WatchStream(self, rtype, namespace, predicate, as_table, include)
+        # WatchList (client-go ≥ 1.32, e.g. `kubectl rollout status`): initial state, then a bookmark
+        # annotated `k8s.io/initial-events-end` that tells the reflector its cache is complete.
+        send_initial = self.query.get("sendInitialEvents")
+        initial_events = _truthy(send_initial) if send_initial is not None else rv_text in ("", "0")
         try:
-            stream.run(rv_text, timeout, bookmarks, store)
+            stream.run(rv_text, timeout, bookmarks, store, initial_events, _truthy(send_initial))
         except (BrokenPipeError, ConnectionResetError, OSError):
             self.close_connection = True
             return
@@ -783,24 +796,30 @@ class _WatchStream:
     def _error(self, exc: errors.ApiError) -> None:
         self._emit("ERROR", exc.status())
 
-    def run(self, rv_text: str, timeout: float, bookmarks: bool, store: Any) -> None:
+    def run(self, rv_text: str, timeout: float, bookmarks: bool, store: Any, initial_events: bool,
+            end_marker: bool) -> None:
         deadline = time.monotonic() + timeout
         stopping = self.handler.server.stopping
         with store.lock:
             current, revision = store.list(self.rtype.plural, self.namespace, self.predicate)
             self.selected = {_object_key(obj) for obj in current}
-            if rv_text in ("", "0"):
-                initial = current
-            else:
+            if not initial_events:
                 initial = []
-                revision = int(rv_text)
+                if rv_text not in ("", "0"):
+                    revision = int(rv_text)
                 try:
                     store.events_after(revision, limit=1)
                 except errors.ApiError as exc:
                     self._error(exc)
                     return
+            else:
+                initial = current
         for obj in initial:
             self._emit("ADDED", obj)
+        if end_marker:
+            self._emit("BOOKMARK", {"kind": self.rtype.kind, "apiVersion": self.rtype.api_version,
+                                    "metadata": {"resourceVersion": str(revision),
+                                                 "annotations": {"k8s.io/initial-events-end": "true"}}})
         next_bookmark = time.monotonic() + BOOKMARK_INTERVAL
         while not stopping.is_set():
             remaining = deadline - time.monotonic()

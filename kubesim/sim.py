@@ -83,6 +83,7 @@ class Simulation:
         self._timers: list[tuple[float, int, str, Hashable]] = []
         self._timer_seq = itertools.count()
         self._busy = False
+        self._reconciling: str | None = None
         self._stopping = False
         self._thread: threading.Thread | None = None
         self._advance_lock = threading.Lock()
@@ -208,8 +209,15 @@ class Simulation:
                     self.enqueue(controller.name, key)
 
     def _on_store_event(self, event: WatchEvent) -> None:
+        # A controller that opts in (`ignores_own_writes`) is not re-queued by the writes it makes
+        # while reconciling: it already acted on that state, and re-running it would double the work
+        # of every pod transition. keys_for still runs, because it maintains caches.
+        reconciling = self._reconciling if threading.current_thread() is self._thread else None
         for controller in self.controllers.values():
-            for key in controller.keys_for(event):
+            keys = controller.keys_for(event)
+            if controller.name == reconciling and getattr(controller, "ignores_own_writes", False):
+                continue
+            for key in keys:
                 self.enqueue(controller.name, key)
 
     def _has_due_timer(self) -> bool:
@@ -238,12 +246,14 @@ class Simulation:
                         break
                     self._cond.notify_all()  # wake settle(): the queue is empty and we are idle
                     self._cond.wait(self._idle_wait())
+            self._reconciling = item[0]
             try:
                 self.controllers[item[0]].reconcile(item[1])
             except Exception as exc:  # a controller bug must not kill the cluster
                 log.exception("reconcile %s %r failed", item[0], item[1])
                 self.errors.append(f"{item[0]} {item[1]!r}: {exc!r}")
             finally:
+                self._reconciling = None
                 with self._cond:
                     self._busy = False
                     if not self._queue:

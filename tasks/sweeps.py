@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from workers.autoscaler import autoscaler_sweep
 from workers.celery_app import app
-from workers.inventory import run_inventory_sweep
+from workers.health_monitor import health_monitor_sweep
 from workers.queues import Queues, TaskNames
+from workers.resource_tracker import resource_tracker_sweep
 
 SWEEP_TASK_OPTIONS: dict[str, Any] = {
     "acks_late": True,
@@ -23,5 +25,17 @@ SWEEP_TASK_OPTIONS: dict[str, Any] = {
 
 @app.task(name=TaskNames.RESOURCE_TRACKER, **SWEEP_TASK_OPTIONS)
 def resource_tracker() -> dict[str, Any]:
-    """Sync GPU nodes and pods from the cluster into Postgres (what admission reads)."""
-    return run_inventory_sweep()
+    """Sync GPU nodes and pods into Postgres (what admission reads), record utilization, flag drift, clean up."""
+    return resource_tracker_sweep()
+
+
+@app.task(name=TaskNames.HEALTH_MONITOR, **SWEEP_TASK_OPTIONS)
+def health_monitor() -> dict[str, Any]:
+    """Refresh every deployment's status and pods from the cluster; recover stuck deployments."""
+    return health_monitor_sweep()
+
+
+@app.task(name=TaskNames.AUTOSCALER, **SWEEP_TASK_OPTIONS)
+def autoscaler() -> dict[str, Any]:
+    """Scale autoscaled deployments from GPU utilization, queue depth and KV-cache use (through scale jobs)."""
+    return autoscaler_sweep()

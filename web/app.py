@@ -36,8 +36,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # Error handlers render every exception, including in tests: a test asserts the 500 body
         # instead of seeing the exception re-raised.
         PROPAGATE_EXCEPTIONS=False,
-        JSON_SORT_KEYS=False,
     )
+    # Keep the schemas' field order in responses (error: code, message, details) instead of sorting keys.
+    app.json.sort_keys = False
     app.extensions["orchestration_settings"] = settings
 
     init_observability(app)

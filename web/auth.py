@@ -9,6 +9,7 @@ are required, not merely checked when present.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
 from typing import Any
 
@@ -23,6 +24,10 @@ ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", 
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub"]
 # A signed token is trusted, but a malformed or huge one is refused before any parsing work.
 MAX_TOKEN_LENGTH = 8192
+# RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
+MIN_HMAC_SECRET_BYTES = 32
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,6 +66,9 @@ class TokenVerifier:
         if algorithm in SYMMETRIC_ALGORITHMS:
             if not settings.jwt_secret:
                 raise ValueError(f"JWT_ALGORITHM={algorithm} needs JWT_SECRET")
+            if len(settings.jwt_secret.encode()) < MIN_HMAC_SECRET_BYTES:
+                # Not fatal (a dev setup may use a short one), but a short HMAC secret can be brute-forced.
+                logger.warning("JWT_SECRET is shorter than %d bytes; use a longer random secret", MIN_HMAC_SECRET_BYTES)
             self._key = settings.jwt_secret
         elif settings.jwt_public_key:
             self._key = settings.jwt_public_key.replace("\\n", "\n")

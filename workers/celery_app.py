@@ -20,7 +20,7 @@ from beat_schedule import BEAT_SCHEDULE
 from models.db import dispose_engine
 from workers.k8s import reset_client
 from workers.logs import configure_logging, job_id_var, task_id_var
-from workers.queues import Queues, TaskNames
+from workers.queues import TASK_FOR_JOB_TYPE, Queues, TaskNames
 
 logger = logging.getLogger(__name__)
 
@@ -33,8 +33,10 @@ app.conf.beat_schedule = BEAT_SCHEDULE
 
 
 @setup_logging.connect
-def _configure_logging(**_: Any) -> None:
-    configure_logging("worker")
+def _configure_logging(loglevel: Any = None, **_: Any) -> None:
+    """JSON logs instead of Celery's own format; ``--loglevel`` still decides the level."""
+    level = logging.getLevelName(loglevel) if isinstance(loglevel, int) else loglevel
+    configure_logging("worker", level=level or None)
 
 
 @worker_process_init.connect
@@ -55,8 +57,10 @@ _context_tokens: dict[str, Any] = {}
 
 
 @task_prerun.connect
-def _bind_log_context(task_id: str | None = None, args: Any = None, **_: Any) -> None:
-    job_id = str(args[0]) if args else None
+def _bind_log_context(task_id: str | None = None, task: Any = None, args: Any = None, **_: Any) -> None:
+    # Job tasks take the job id as their only argument; other tasks (observe, sweeps) have no job.
+    is_job_task = getattr(task, "name", None) in TASK_FOR_JOB_TYPE.values()
+    job_id = str(args[0]) if args and is_job_task else None
     _context_tokens[task_id or ""] = (task_id_var.set(task_id), job_id_var.set(job_id))
 
 

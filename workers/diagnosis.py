@@ -295,6 +295,9 @@ def diagnose_deployment(
     if current_status in ("CREATING", "PENDING"):
         # Until it has served once, a deployment is still being created, however far along it is.
         return Diagnosis("CREATING", ready, reason, message, problems)
+    if current_status in ("SCALING", "RESTARTING") and reason is None:
+        # The operation's new replicas are still starting: that is the operation, not a degradation.
+        return Diagnosis(current_status, ready, None, message, problems)
     if current_status == "FAILED":
         # Given up on: only a fully healthy cluster state brings it back (see above), not a partial one.
         return Diagnosis("FAILED", ready, reason, message, problems)

@@ -834,28 +834,47 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
-def _step_is_current(job: Job, step_token: str) -> bool:
-    """Only the latest scheduled step may act; an older duplicate may adopt the job only if that step was lost."""
+def _seconds_until_adoptable(job: Job, step_token: str) -> float:
+    """0 if ``step_token`` may run the job's next step now, else how long until it may.
+
+    Only the latest scheduled step acts. An older message (a redelivery after a worker died) may adopt the
+    job once the latest step is overdue by LOST_STEP_GRACE_SECONDS: that step's message was lost (the
+    worker died between committing the step and sending the next message).
+    """
     progress = job.progress or {}
     current = progress.get("step_token") or job.celery_task_id
     if current == step_token:
-        return True
+        return 0.0
     due_at = progress.get("step_due_at")
     if due_at is None:
-        return False
-    return _now() > datetime.fromisoformat(due_at) + timedelta(seconds=LOST_STEP_GRACE_SECONDS)
+        return float(LOST_STEP_GRACE_SECONDS)
+    adoptable_at = datetime.fromisoformat(due_at) + timedelta(seconds=LOST_STEP_GRACE_SECONDS)
+    return max((adoptable_at - _now()).total_seconds(), 0.0)
 
 
 def run_step(session: Session, job_id: uuid.UUID | str, step_token: str) -> StepOutcome:
     """Run one step of the drain ``job_id``; commits. The task sends the next step when ``countdown`` is set.
 
-    The job row is locked with SKIP LOCKED: if another delivery of this job is mid-step, this one leaves.
+    A message that cannot act now is never just dropped while the job is active, because it may be the only
+    one left: if the job row is locked (another delivery mid-step, or a cancel being written) it comes back
+    in a second; if a newer step owns the job it comes back when that step would count as lost.
     """
     job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
     job = session.scalar(select(Job).where(Job.id == job_uuid).with_for_update(skip_locked=True))
-    if job is None or JobState(job.state) in TERMINAL_JOB_STATES or not _step_is_current(job, step_token):
+    if job is None:
+        session.rollback()
+        state = session.scalar(select(Job.state).where(Job.id == job_uuid))
+        session.rollback()
+        if state is None or JobState(state) in TERMINAL_JOB_STATES:
+            return StepOutcome("skipped")
+        return StepOutcome("deferred", countdown=POLL_SECONDS / 2, next_token=step_token)
+    if JobState(job.state) in TERMINAL_JOB_STATES:
         session.rollback()
         return StepOutcome("skipped")
+    wait = _seconds_until_adoptable(job, step_token)
+    if wait > 0:
+        session.rollback()
+        return StepOutcome("deferred", countdown=wait + 1.0, next_token=step_token)
     if job.state != JobState.RUNNING:
         jobs.start(session, job.id)
         session.refresh(job)

@@ -315,7 +315,7 @@ def run_health_monitor(
             return report
         try:
             _sweep(session, report, now if now is not None else time.time(), clients or _default_clients(), config,
-                   enqueue or _default_enqueue)
+                   enqueue if enqueue is not None else _default_enqueue)
         finally:
             lock.release()
     return report
@@ -356,8 +356,12 @@ def _sweep(
             now=now,
             model_load_deadline_seconds=config.model_load_deadline_seconds,
         )
-        may_set_status = deployment.status in MONITORED_STATUSES and not deployment.busy
-        if may_set_status:
+        # A finished scale whose status poller was lost still converges here; a restart's end needs the
+        # poller (it releases the surge replica), so RESTARTING is left to it.
+        may_set_status = not deployment.busy and (
+            deployment.status in MONITORED_STATUSES or deployment.status == DeploymentStatus.SCALING
+        )
+        if may_set_status and deployment.status in MONITORED_STATUSES:
             _recover(session, report, clients, deployment, diagnosis, states.get(deployment.id), now, config, actions)
         status, reason, message = actions.status_overrides.get(
             deployment.id,
@@ -485,3 +489,13 @@ def _restart(
     savepoint.commit()
     return ScalingEventStatus.PENDING, recovery.Outcome.ATTEMPTED, {}, submitted.job
 
+
+def health_monitor_sweep() -> dict[str, Any]:
+    """The ``sweeps.health_monitor`` task's body: one run in a fresh session; returns the run's summary."""
+    from models.db import get_sessionmaker
+
+    session = get_sessionmaker()()
+    try:
+        return run_health_monitor(session).summary()
+    finally:
+        session.close()

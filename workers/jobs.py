@@ -43,9 +43,7 @@ def start(session: Session, job_id: uuid.UUID | str) -> Job | None:
     ).first()
     if row is None:
         return None
-    return session.execute(
-        select(Job).where(Job.id == job_uuid).execution_options(populate_existing=True)
-    ).scalar_one()
+    return session.execute(select(Job).where(Job.id == job_uuid).execution_options(populate_existing=True)).scalar_one()
 
 
 def mark_retrying(session: Session, job_id: uuid.UUID | str, error: dict[str, Any]) -> bool:

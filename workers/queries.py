@@ -106,10 +106,6 @@ def list_deployments(
     return rows, next_cursor
 
 
-def _iso(value: datetime | None) -> str | None:
-    return value.isoformat() if value else None
-
-
 def deployment_status(session: Session, tenant_id: str | None, deployment_id: uuid.UUID | str) -> dict[str, Any]:
     """Status view: desired vs ready, endpoint, pods, last observation, the job in flight."""
     deployment = get_deployment(session, tenant_id, deployment_id)
@@ -138,7 +134,7 @@ def deployment_status(session: Session, tenant_id: str | None, deployment_id: uu
             }
             for pod in pods
         ],
-        "last_observed_at": _iso(deployment.last_observed_at),
+        "last_observed_at": deployment.last_observed_at,
         "active_job": (
             {"id": str(active_job.id), "type": str(active_job.type), "state": str(active_job.state)}
             if active_job is not None

@@ -368,3 +368,14 @@ def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any 
         session.execute(_CLOSE_CLEANED_PODS, {"uids": cleaned})
     report.acted("finished_pods_deleted", len(cleaned))
     session.commit()
+
+
+def resource_tracker_sweep() -> dict[str, Any]:
+    """The ``sweeps.resource_tracker`` task's body: one run in a fresh session; returns the run's summary."""
+    from models.db import get_sessionmaker
+
+    session = get_sessionmaker()()
+    try:
+        return run_resource_tracker(session).summary()
+    finally:
+        session.close()

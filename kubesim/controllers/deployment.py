@@ -63,6 +63,7 @@ def _status(obj: Obj, field: str) -> int:
 
 class DeploymentController:
     name = "deployment"
+    ignores_own_writes = True
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim

@@ -56,6 +56,7 @@ class PodRun:
 
 class Kubelet:
     name = "kubelet"
+    ignores_own_writes = True
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim

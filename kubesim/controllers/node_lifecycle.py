@@ -39,6 +39,7 @@ NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false re
 
 class NodeLifecycleController:
     name = "node-lifecycle"
+    ignores_own_writes = True
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim

@@ -30,6 +30,7 @@ DISRUPTED_POD_TIMEOUT_SECONDS = 120.0
 
 class DisruptionController:
     name = "disruption"
+    ignores_own_writes = True
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim

@@ -53,6 +53,7 @@ def _negated(stamp: str) -> tuple[int, ...]:
 
 class ReplicaSetController:
     name = "replicaset"
+    ignores_own_writes = True
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim

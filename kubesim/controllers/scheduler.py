@@ -47,8 +47,11 @@ NO_VICTIMS = "No preemption victims found for incoming pod"
 
 
 class NodeInfo:
-    __slots__ = ("allocatable", "labels", "name", "pods", "requested", "static_signature", "taints",
-                 "unschedulable")
+    """A node as the scheduler sees it; cpu/memory/GPU/pods are plain attributes for the hot loop."""
+
+    __slots__ = ("alloc_cpu", "alloc_gpu", "alloc_mem", "alloc_pods", "allocatable", "inv_cpu", "inv_gpu",
+                 "inv_mem", "labels", "name", "pods", "req_cpu", "req_gpu", "req_mem", "requested",
+                 "static_signature", "taints", "unschedulable")
 
     def __init__(self, node: Obj) -> None:
         self.name = node["metadata"]["name"]
@@ -56,11 +59,31 @@ class NodeInfo:
         self.labels = dict(node["metadata"].get("labels") or {})
         self.taints = [dict(t) for t in (node.get("spec") or {}).get("taints") or []]
         self.unschedulable = bool((node.get("spec") or {}).get("unschedulable"))
-        self.requested: dict[str, float] = {}
+        self.alloc_cpu = self.allocatable.get("cpu", 0.0)
+        self.alloc_mem = self.allocatable.get("memory", 0.0)
+        self.alloc_gpu = self.allocatable.get(GPU, 0.0)
+        self.alloc_pods = self.allocatable.get("pods", 110.0)
+        self.inv_cpu = 1 / self.alloc_cpu if self.alloc_cpu > 0 else 0.0
+        self.inv_mem = 1 / self.alloc_mem if self.alloc_mem > 0 else 0.0
+        self.inv_gpu = 1 / self.alloc_gpu if self.alloc_gpu > 0 else 0.0
+        self.requested: dict[str, float] = {}  # every resource, including the three below
+        self.req_cpu = self.req_mem = self.req_gpu = 0.0
         self.pods = 0
         self.static_signature = json.dumps(
             [self.allocatable, self.labels, self.taints, self.unschedulable], sort_keys=True
         )
+
+    def add(self, requests: dict[str, float], sign: int) -> None:
+        for resource, amount in requests.items():
+            self.requested[resource] = self.requested.get(resource, 0.0) + sign * amount
+        self.req_cpu = self.requested.get("cpu", 0.0)
+        self.req_mem = self.requested.get("memory", 0.0)
+        self.req_gpu = self.requested.get(GPU, 0.0)
+        self.pods += sign
+
+    def take_usage_from(self, other: NodeInfo) -> None:
+        self.requested, self.pods = other.requested, other.pods
+        self.req_cpu, self.req_mem, self.req_gpu = other.req_cpu, other.req_mem, other.req_gpu
 
 
 def tolerates(toleration: Obj, taint: Obj) -> bool:
@@ -151,6 +174,7 @@ def needs_scheduling(pod: Obj) -> bool:
 
 class Scheduler:
     name = "scheduler"
+    ignores_own_writes = True
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim
@@ -162,7 +186,7 @@ class Scheduler:
         self._order: list[str] = []
         self._usage: dict[ObjKey, tuple[str, dict[str, float]]] = {}
         self._epoch = 0
-        self._static_cache: dict[str, tuple[int, list[str], Counter]] = {}
+        self._static_cache: dict[str, tuple[int, list[NodeInfo], Counter]] = {}
         self._unschedulable: dict[ObjKey, tuple[int, float]] = {}  # attempts, last attempt
         self._retry_at: dict[ObjKey, float] = {}
         self._next_start = 0
@@ -201,7 +225,7 @@ class Scheduler:
         if old is not None:
             if old.static_signature == info.static_signature:
                 return False
-            info.requested, info.pods = old.requested, old.pods
+            info.take_usage_from(old)
         else:
             self._order = sorted([*self._order, info.name])
         self._nodes[info.name] = info
@@ -224,9 +248,7 @@ class Scheduler:
         if current is not None:
             info = self._nodes.get(current[0])
             if info is not None:
-                for resource, amount in current[1].items():
-                    info.requested[resource] = info.requested.get(resource, 0.0) - amount
-                info.pods -= 1
+                info.add(current[1], -1)
             del self._usage[key]
             released = True
         if counts:
@@ -234,9 +256,7 @@ class Scheduler:
             self._usage[key] = (node_name, requests)  # type: ignore[assignment]
             info = self._nodes.get(node_name)  # type: ignore[arg-type]
             if info is not None:
-                for resource, amount in requests.items():
-                    info.requested[resource] = info.requested.get(resource, 0.0) + amount
-                info.pods += 1
+                info.add(requests, 1)
         if pod is None or counts:
             self._unschedulable.pop(key, None)
             self._retry_at.pop(key, None)
@@ -266,7 +286,7 @@ class Scheduler:
             else:
                 self._reject(key, pod, message)  # type: ignore[arg-type]
 
-    def _static(self, pod: Obj) -> tuple[list[str], Counter]:
+    def _static(self, pod: Obj) -> tuple[list[NodeInfo], Counter]:
         spec = pod.get("spec") or {}
         signature = json.dumps(
             [spec.get("tolerations"), spec.get("nodeSelector"), (spec.get("affinity") or {}).get("nodeAffinity")],
@@ -277,9 +297,10 @@ class Scheduler:
             return cached[1], cached[2]
         eligible, reasons = [], Counter()
         for name in self._order:
-            verdict = static_verdict(pod, self._nodes[name])
+            info = self._nodes[name]
+            verdict = static_verdict(pod, info)
             if verdict is None:
-                eligible.append(name)
+                eligible.append(info)
             else:
                 reasons[verdict] += 1
         if len(self._static_cache) > 256:
@@ -292,29 +313,42 @@ class Scheduler:
         if total == 0:
             return None, "no nodes available to schedule pods"
         eligible, static_reasons = self._static(pod)
-        requests = [(r, a) for r, a in pod_requests(pod).items() if a > 0]
-        gpu_pod = any(r == GPU for r, _ in requests)
+        wanted = pod_requests(pod)
+        cpu, mem, gpu = wanted.get("cpu", 0.0), wanted.get("memory", 0.0), wanted.get(GPU, 0.0)
+        others = [(r, a) for r, a in wanted.items() if a > 0 and r not in ("cpu", "memory", GPU)]
         to_find = self._feasible_to_find(total)
         count = len(eligible)
         start = self._next_start % count if count else 0
-        best_name, best_score, found, processed = None, -1.0, 0, 0
-        fit_reasons: Counter = Counter()
-        for offset in range(count):
-            info = self._nodes[eligible[(start + offset) % count]]
+        best: NodeInfo | None = None
+        best_score, found, processed = -1.0, 0, 0
+        # The hot loop: attribute reads and arithmetic only (10,000 pods × hundreds of nodes).
+        for info in eligible[start:] + eligible[:start]:
             processed += 1
-            reasons = self._misfit(info, requests)
-            if reasons:
-                fit_reasons.update(reasons)
+            if (info.pods >= info.alloc_pods
+                    or (cpu and info.req_cpu + cpu > info.alloc_cpu)
+                    or (mem and info.req_mem + mem > info.alloc_mem)
+                    or (gpu and info.req_gpu + gpu > info.alloc_gpu)):
                 continue
-            score = self._score(info, requests, gpu_pod)
+            if others and any(info.requested.get(r, 0.0) + a > info.allocatable.get(r, 0.0) for r, a in others):
+                continue
+            used_cpu = (info.req_cpu + cpu) * info.inv_cpu
+            used_mem = (info.req_mem + mem) * info.inv_mem
+            if gpu:  # MostAllocated: pack GPU pods so whole nodes stay free for 8-GPU models
+                score = 2 * (info.req_gpu + gpu) * info.inv_gpu + (used_cpu + used_mem) / 2
+            else:  # LeastAllocated: spread everything else
+                score = (2 - used_cpu - used_mem) / 2
             if score > best_score:
-                best_name, best_score = info.name, score
+                best, best_score = info, score
             found += 1
             if found >= to_find:
                 break
         self._next_start = (start + processed) % count if count else 0
-        if best_name is not None:
-            return best_name, ""
+        if best is not None:
+            return best.name, ""
+        fit_reasons: Counter = Counter()
+        requests = [(r, a) for r, a in wanted.items() if a > 0]
+        for info in eligible:
+            fit_reasons.update(self._misfit(info, requests))
         return None, self._message(total, static_reasons, fit_reasons, count)
 
     @staticmethod
@@ -328,26 +362,12 @@ class Scheduler:
     @staticmethod
     def _misfit(info: NodeInfo, requests: list[tuple[str, float]]) -> list[str]:
         reasons = []
-        if info.pods + 1 > info.allocatable.get("pods", 110):
+        if info.pods + 1 > info.alloc_pods:
             reasons.append("Too many pods")
         for resource, amount in requests:
             if info.requested.get(resource, 0.0) + amount > info.allocatable.get(resource, 0.0) + 1e-9:
                 reasons.append(f"Insufficient {resource}")
         return reasons
-
-    @staticmethod
-    def _score(info: NodeInfo, requests: list[tuple[str, float]], gpu_pod: bool) -> float:
-        wanted = dict(requests)
-
-        def used(resource: str) -> float:
-            capacity = info.allocatable.get(resource, 0.0)
-            if capacity <= 0:
-                return 0.0
-            return min(1.0, (info.requested.get(resource, 0.0) + wanted.get(resource, 0.0)) / capacity)
-
-        if gpu_pod:  # MostAllocated: pack GPU pods so whole nodes stay free for 8-GPU models
-            return 2 * used(GPU) + (used("cpu") + used("memory")) / 2
-        return ((1 - used("cpu")) + (1 - used("memory"))) / 2  # LeastAllocated
 
     @staticmethod
     def _message(total: int, static_reasons: Counter, fit_reasons: Counter, fit_nodes: int) -> str:

@@ -32,7 +32,11 @@ RUNNING_TIMEOUT_SECONDS = 240
 DELETED_TIMEOUT_SECONDS = 180
 STOP_TIMEOUT_SECONDS = 90
 # Variables that would make the embedded run use this machine's servers instead of its own.
-REPLACING_VARIABLES = ("DATABASE_URL", "REDIS_URL", "KUBECONFIG", "K8S_CONTEXT", "JWT_SECRET", "PORT", "FLOWER_PORT")
+# (CELERY_CONFIG_MODULE: other end-to-end tests point Celery at an isolated config through it.)
+REPLACING_VARIABLES = (
+    "DATABASE_URL", "REDIS_URL", "KUBECONFIG", "K8S_CONTEXT", "JWT_SECRET", "PORT", "FLOWER_PORT",
+    "CELERY_CONFIG_MODULE",
+)
 
 pytestmark = pytest.mark.timeout(900)
 

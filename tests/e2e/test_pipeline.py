@@ -47,10 +47,29 @@ class Pipeline:
     def start_worker(self) -> subprocess.Popen:
         log = (self.log_dir / f"worker-{len(self.workers)}.log").open("w")
         process = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues",
-             ",".join(Queues.all()), "--concurrency", "2", "--hostname", f"{self.prefix}{len(self.workers)}@%h",
-             "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-            cwd=REPOSITORY, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            [
+                sys.executable,
+                "-m",
+                "celery",
+                "-A",
+                "workers.celery_app",
+                "worker",
+                "--queues",
+                ",".join(Queues.all()),
+                "--concurrency",
+                "2",
+                "--hostname",
+                f"{self.prefix}{len(self.workers)}@%h",
+                "--without-mingle",
+                "--without-gossip",
+                "--loglevel",
+                "INFO",
+            ],
+            cwd=REPOSITORY,
+            env=self.env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
         )
         self.workers.append(process)
         return process
@@ -61,8 +80,9 @@ class Pipeline:
         process.wait(timeout=10)
 
     def enqueue(self, job: Job) -> None:
-        self.sender.send_task(TASK_FOR_JOB_TYPE[job.type], args=[str(job.id)], task_id=job.celery_task_id,
-                              queue=Queues.JOBS)
+        self.sender.send_task(
+            TASK_FOR_JOB_TYPE[job.type], args=[str(job.id)], task_id=job.celery_task_id, queue=Queues.JOBS
+        )
 
     def submit(self, fn: Callable, **kwargs) -> tuple[uuid.UUID, uuid.UUID]:
         with get_sessionmaker().begin() as session:
@@ -100,7 +120,8 @@ def pipeline(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Pipe
     (config_dir / f"{module}.py").write_text(
         "from celeryconfig import *  # noqa: F403\n"
         # Short visibility timeout: a SIGKILLed worker's unacked task comes back within seconds.
-        f"broker_transport_options = {{'visibility_timeout': 8, 'global_keyprefix': '{prefix}:'}}\n"
+        "broker_transport_options = {'visibility_timeout': 8, 'unacked_restore_interval': 1, "
+        f"'unacked_restore_throttle': 1, 'global_keyprefix': '{prefix}:'}}\n"
     )
     with SimCluster(nodes="2xnvidia-l40s:8", seed=5, virtual_clock=False, speed=60) as cluster:
         kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
@@ -144,8 +165,9 @@ def pipeline(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Pipe
 
 
 def create_spec(replicas=2, gpus=2, name="llama") -> CreateDeploymentSpec:
-    return CreateDeploymentSpec(model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=replicas,
-                                gpus_per_replica=gpus, name=name)
+    return CreateDeploymentSpec(
+        model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=replicas, gpus_per_replica=gpus, name=name
+    )
 
 
 def k8s_deployments() -> list:
@@ -154,14 +176,14 @@ def k8s_deployments() -> list:
 
 def test_create_running_restart_delete(pipeline):
     pipeline.start_worker()
-    create_job, deployment_id = pipeline.submit(request_create, tenant_id="acme", spec=create_spec(),
-                                                requested_by="e2e")
+    create_job, deployment_id = pipeline.submit(
+        request_create, tenant_id="acme", spec=create_spec(), requested_by="e2e"
+    )
     wait_for(lambda: job_state(create_job) == JobState.SUCCEEDED, "create job")
     wait_for(lambda: deployment_row(deployment_id).status == DeploymentStatus.RUNNING, "RUNNING")
     assert deployment_row(deployment_id).replicas_ready == 2
 
-    restart_job, _ = pipeline.submit(request_restart, tenant_id="acme", deployment_id=deployment_id,
-                                     requested_by="e2e")
+    restart_job, _ = pipeline.submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="e2e")
     ready_samples = []
 
     def restarted() -> bool:
@@ -175,8 +197,7 @@ def test_create_running_restart_delete(pipeline):
     annotations = k8s_deployments()[0].spec.template.metadata.annotations
     assert annotations["orchestration.ai/restartedAt"] == str(restart_job)
 
-    delete_job, _ = pipeline.submit(request_delete, tenant_id="acme", deployment_id=deployment_id,
-                                    requested_by="e2e")
+    delete_job, _ = pipeline.submit(request_delete, tenant_id="acme", deployment_id=deployment_id, requested_by="e2e")
     wait_for(lambda: job_state(delete_job) == JobState.SUCCEEDED, "delete job")
     assert deployment_row(deployment_id).status == DeploymentStatus.DELETED
     assert k8s_deployments() == []
@@ -186,8 +207,9 @@ def test_worker_killed_mid_create_converges(pipeline):
     # Every Deployment create takes 4 s on the server, so the task is certainly in flight when killed.
     pipeline.cluster.faults.add({"resource": "deployments", "verb": "create", "count": 1, "action": {"latency": 4}})
     first = pipeline.start_worker()
-    create_job, deployment_id = pipeline.submit(request_create, tenant_id="acme", spec=create_spec(replicas=1),
-                                                requested_by="e2e")
+    create_job, deployment_id = pipeline.submit(
+        request_create, tenant_id="acme", spec=create_spec(replicas=1), requested_by="e2e"
+    )
     wait_for(lambda: job_state(create_job) == JobState.RUNNING, "the create to start")
     pipeline.kill(first)
     assert job_state(create_job) == JobState.RUNNING

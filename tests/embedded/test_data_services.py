@@ -57,3 +57,38 @@ def test_postgres_and_redis_keep_their_data_across_a_restart(tmp_path: Path):
         group.stop_all()
     assert (config.log_dir / "postgres.log").exists()
     assert (config.log_dir / "redis.log").exists()
+
+
+def test_kubesim_starts_writes_its_kubeconfig_and_gets_the_deployment_namespace(tmp_path: Path):
+    import json
+    import os
+    import urllib.request
+
+    import yaml
+
+    from embedded.data_services import ensure_namespace, start_kubesim
+
+    config = EmbeddedConfig.from_env(
+        {"EMBEDDED_DATA_DIR": str(tmp_path / "run"), "KUBESIM_NODES": "1xnvidia-l40s:8"}
+    )
+    repo = Path(__file__).resolve().parents[2]
+    group = ProcessGroup(config.log_dir, stop_grace_seconds=15)
+    try:
+        cluster = start_kubesim(
+            group, config, env={**os.environ, "PYTHONPATH": str(repo), "PYTHONUNBUFFERED": "1"}, cwd=repo
+        )
+        assert cluster.kubeconfig == config.kubeconfig_path
+        kubeconfig = yaml.safe_load(cluster.kubeconfig.read_text())
+        assert kubeconfig["clusters"][0]["cluster"]["server"] == cluster.url
+
+        ensure_namespace(cluster, "model-serving")
+        ensure_namespace(cluster, "model-serving")  # already there: not an error
+
+        with urllib.request.urlopen(f"{cluster.url}/api/v1/namespaces/model-serving", timeout=10) as response:
+            assert json.loads(response.read())["metadata"]["name"] == "model-serving"
+        with urllib.request.urlopen(f"{cluster.url}/api/v1/nodes", timeout=10) as response:
+            nodes = json.loads(response.read())["items"]
+        assert [node["metadata"]["name"] for node in nodes] == ["l40s-0"]
+    finally:
+        group.stop_all()
+    assert group.children[0].returncode == 0

@@ -52,3 +52,44 @@ def test_a_busy_api_port_exits_1_with_the_variable_to_change(tmp_path: Path):
     assert "all processes stopped" in result.stderr
     # Checked before any data service started: no Postgres was initialised for nothing.
     assert not (tmp_path / "run" / "postgres").exists()
+
+
+def test_ctrl_c_during_start_up_stops_what_was_started_and_exits_0(tmp_path: Path):
+    import json
+    import signal
+    import time
+
+    environment = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in ("DATABASE_URL", "REDIS_URL", "KUBECONFIG", "K8S_CONTEXT", "JWT_SECRET")
+    }
+    environment.update(EMBEDDED_DATA_DIR=str(tmp_path / "run"), PORT="0", FLOWER_PORT="0")
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "embedded"], cwd=REPO, env=environment, stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE, text=True,
+    )
+    try:
+        assert runner.stderr is not None
+        seen = []
+        for line in runner.stderr:  # Postgres and Redis are up once kubesim is being started
+            seen.append(line)
+            if "starting kubesim" in line:
+                break
+        assert any("starting kubesim" in line for line in seen), seen
+        runner.send_signal(signal.SIGINT)
+        _, rest = runner.communicate(timeout=60)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+            runner.wait()
+
+    assert runner.returncode == 0, rest
+    assert "stop requested during start-up" in rest
+    assert "all processes stopped" in rest
+    children = json.loads((tmp_path / "run" / "embedded-children.json").read_text())
+    assert {"postgres", "redis"} <= {child["name"] for child in children}
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline and any(Path(f"/proc/{child['pid']}").exists() for child in children):
+        time.sleep(0.1)
+    assert [child["name"] for child in children if Path(f"/proc/{child['pid']}").exists()] == []

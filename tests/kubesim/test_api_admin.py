@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from kubesim.admin_client import SimAdminClient, SimAdminError
-from tests.kubesim.test_api_support import START, add_node, api, pod_body, run_pod  # noqa: F401
+from tests.kubesim.test_api_support import START, add_node, pod_body, run_pod, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 
 @pytest.fixture

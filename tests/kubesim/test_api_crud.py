@@ -10,11 +10,17 @@ from kubernetes.client.exceptions import ApiException
 
 from tests.kubesim.test_api_support import (
     add_node,
-    api,  # noqa: F401  (fixture)
     deployment_body,
     pod_body,
     running_server,
 )
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 
 def _status(exc: ApiException) -> dict:
@@ -82,7 +88,7 @@ def test_already_exists_and_stale_update_conflict(api):
 
 
 def test_put_keeps_status_and_noop_put_keeps_revision(api):
-    status, deployment, _ = api.request("POST", "/apis/apps/v1/namespaces/default/deployments",
+    status, _deployment, _ = api.request("POST", "/apis/apps/v1/namespaces/default/deployments",
                                         deployment_body("web"))
     api.store.mutate("deployments", "default", "web", lambda d: d.__setitem__("status", {"replicas": 2}))
     current = api.request("GET", "/apis/apps/v1/namespaces/default/deployments/web")[1]

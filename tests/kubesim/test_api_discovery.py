@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import kubernetes
+import pytest
 
-from tests.kubesim.test_api_support import api  # noqa: F401  (fixture)
+from tests.kubesim.test_api_support import running_server
 
 KUBECTL_DISCOVERY_ACCEPT = (
     "application/json;g=apidiscovery.k8s.io;v=v2;as=APIGroupDiscoveryList,"
     "application/json;g=apidiscovery.k8s.io;v=v2beta1;as=APIGroupDiscoveryList,application/json"
 )
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 
 def _resources(api, path):

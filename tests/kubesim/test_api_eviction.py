@@ -8,7 +8,14 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubesim.test_api_support import add_node, api, pod_body, run_pod  # noqa: F401
+from tests.kubesim.test_api_support import add_node, pod_body, run_pod, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 PATH = "/api/v1/namespaces/default/pods/{}/eviction"
 
@@ -48,7 +55,8 @@ def test_eviction_without_pdb_deletes_and_returns_201(api, node):
     result = v1.create_namespaced_pod_eviction("p", "default", _eviction("p"))
     assert result is not None  # the client deserialises the Success Status into an empty V1Eviction
     status, body, _ = api.request("POST", PATH.format("p"), _eviction("p", "policy/v1beta1"))
-    assert status == 201 and body["status"] == "Success"
+    assert status == 201
+    assert body["status"] == "Success"
     assert api.store.get("pods", "default", "p")["metadata"]["deletionTimestamp"]
 
 

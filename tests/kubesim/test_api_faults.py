@@ -11,7 +11,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kubesim import errors
 from kubesim.faults import FaultInjector
-from tests.kubesim.test_api_support import api, pod_body  # noqa: F401  (fixture)
+from tests.kubesim.test_api_support import pod_body, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 
 def _client(api, retries: int | None = None) -> kubernetes.client.CoreV1Api:
@@ -78,7 +85,8 @@ def test_probability_is_seeded_and_rules_validate():
     pattern_a = [first.match("GET", "/api/v1/pods", "pods", "list") is not None for _ in range(20)]
     pattern_b = [second.match("GET", "/api/v1/pods", "pods", "list") is not None for _ in range(20)]
     assert pattern_a == pattern_b
-    assert any(pattern_a) and not all(pattern_a)
+    assert any(pattern_a)
+    assert not all(pattern_a)
     for bad in ({"action": {"status": 418}}, {"action": {}}, {"count": 0, "action": {"drop": True}},
                 {"path": "(", "action": {"drop": True}}, {"bogus": 1, "action": {"drop": True}}):
         with pytest.raises(errors.ApiError) as caught:

@@ -10,7 +10,14 @@ from kubernetes.client.exceptions import ApiException
 
 from kubesim import errors
 from kubesim.patch import json_patch, merge_patch, strategic_merge_patch
-from tests.kubesim.test_api_support import add_node, api, deployment_body, pod_body  # noqa: F401
+from tests.kubesim.test_api_support import add_node, deployment_body, pod_body, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 SMP = "application/strategic-merge-patch+json"
 MERGE = "application/merge-patch+json"
@@ -95,7 +102,8 @@ def test_patch_errors(api):
     status, body, _ = api.request("PATCH", path, [{"op": "test", "path": "/spec/replicas", "value": 99}],
                                   content_type=JSONP)
     assert status == 422
-    status, body, _ = api.request("PATCH", path, raw=b"apiVersion: apps/v1", content_type="application/apply-patch+yaml")
+    status, body, _ = api.request("PATCH", path, raw=b"apiVersion: apps/v1",
+                                  content_type="application/apply-patch+yaml")
     assert (status, body["reason"]) == (415, "UnsupportedMediaType")
     status, body, _ = api.request("PATCH", path, {"spec": {}}, content_type="text/plain")
     assert status == 415
@@ -149,7 +157,7 @@ def test_scale_subresource_get_put_and_kubectl_merge_patch(api):
     status, body, _ = api.request("PATCH", "/apis/apps/v1/namespaces/default/deployments/web/scale",
                                   {"spec": {"replicas": -1}}, content_type=MERGE)
     assert status == 422
+    scale.spec.replicas = 3  # still carries the resourceVersion read before the last write
     with pytest.raises(ApiException) as caught:
-        scale.spec.replicas = 3  # stale resourceVersion
         apps.replace_namespaced_deployment_scale("web", "default", scale)
     assert json.loads(caught.value.body)["reason"] == "Conflict"

@@ -12,7 +12,14 @@ from kubernetes.client.exceptions import ApiException
 from kubesim import errors
 from kubesim.resources import BY_PLURAL
 from kubesim.selectors import label_predicate, parse_field_selector, parse_label_selector
-from tests.kubesim.test_api_support import add_node, api, pod_body  # noqa: F401  (api is a fixture)
+from tests.kubesim.test_api_support import add_node, pod_body, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 
 def _labels_match(selector: str, labels: dict[str, str]) -> bool:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import kubernetes
-import pytest
 
 from kubesim.clock import VirtualClock, rfc3339
 from kubesim.server import KubeSimServer, make_server
@@ -203,9 +202,3 @@ def running_server(namespaces: tuple[str, ...] = ("default", "kube-system", "tea
         server.server_close()
         thread.join(timeout=5)
 
-
-@pytest.fixture
-def api() -> Iterator[Running]:
-    """A fresh server over a stand-in simulation (namespaces default, kube-system, team-a)."""
-    with running_server() as running:
-        yield running

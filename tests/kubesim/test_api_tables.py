@@ -5,7 +5,14 @@ from __future__ import annotations
 import pytest
 
 from kubesim.tables import human_duration, pod_status_reason
-from tests.kubesim.test_api_support import add_node, api, deployment_body, pod_body, run_pod  # noqa: F401
+from tests.kubesim.test_api_support import add_node, deployment_body, pod_body, run_pod, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 TABLE_ACCEPT = ("application/json;as=Table;v=v1;g=meta.k8s.io,application/json;as=Table;v=v1beta1;g=meta.k8s.io,"
                 "application/json")
@@ -76,7 +83,7 @@ def test_pod_table_has_node_column_and_namespace_in_row_object(api):
     api.store.create("pods", pod_body("p", node="n1"), "team-a")
     run_pod(api.store, "team-a", "p")
     api.sim.clock.advance_to(api.sim.clock.now() + 200)
-    status, table, _ = api.request("GET", "/api/v1/pods?limit=500", headers={"Accept": TABLE_ACCEPT})
+    _status, table, _ = api.request("GET", "/api/v1/pods?limit=500", headers={"Accept": TABLE_ACCEPT})
     row = table["rows"][0]
     names = [c["name"] for c in table["columnDefinitions"]]
     cells = dict(zip(names, row["cells"], strict=True))
@@ -92,12 +99,13 @@ def test_deployment_and_default_tables_and_single_object_table(api):
     api.request("POST", "/apis/apps/v1/namespaces/default/deployments", deployment_body("web", replicas=3))
     status, table, _ = api.request("GET", "/apis/apps/v1/namespaces/default/deployments",
                                    headers={"Accept": TABLE_ACCEPT})
+    assert status == 200
     names = [c["name"] for c in table["columnDefinitions"]]
     assert names == ["Name", "Ready", "Up-to-date", "Available", "Age", "Containers", "Images", "Selector"]
     assert table["rows"][0]["cells"][:4] == ["web", "0/3", 0, 0]
     assert table["rows"][0]["cells"][-1] == "app=web"
-    status, single, _ = api.request("GET", "/apis/apps/v1/namespaces/default/deployments/web",
-                                    headers={"Accept": TABLE_ACCEPT})
+    _, single, _ = api.request("GET", "/apis/apps/v1/namespaces/default/deployments/web",
+                               headers={"Accept": TABLE_ACCEPT})
     assert (single["kind"], len(single["rows"])) == ("Table", 1)
-    status, default, _ = api.request("GET", "/api/v1/namespaces/default/endpoints", headers={"Accept": TABLE_ACCEPT})
+    _status, default, _ = api.request("GET", "/api/v1/namespaces/default/endpoints", headers={"Accept": TABLE_ACCEPT})
     assert [c["name"] for c in default["columnDefinitions"]] == ["Name", "Created At"]

@@ -10,7 +10,14 @@ import kubernetes
 import pytest
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubesim.test_api_support import api, pod_body  # noqa: F401  (fixture)
+from tests.kubesim.test_api_support import pod_body, running_server
+
+
+@pytest.fixture
+def api():
+    """A fresh API server over a stand-in simulation."""
+    with running_server() as running:
+        yield running
 
 
 def _stream(api, path: str, accept: str = "application/json") -> list[dict]:
@@ -129,3 +136,15 @@ def test_table_watch_wraps_each_object_in_a_one_row_table(api):
     assert len(table["rows"]) == 1
     assert table["rows"][0]["cells"][0] == "p"
     assert table["rows"][0]["object"]["kind"] == "PartialObjectMetadata"
+
+
+def test_watch_list_ends_initial_events_with_annotated_bookmark(api):
+    api.store.create("pods", pod_body("a"), "default")
+    api.store.create("pods", pod_body("b"), "default")
+    events = _stream(api, "/api/v1/namespaces/default/pods?watch=true&sendInitialEvents=true&allowWatchBookmarks=true"
+                          "&resourceVersionMatch=NotOlderThan&fieldSelector=metadata.name%3Db&timeoutSeconds=0.5")
+    assert [e["type"] for e in events[:2]] == ["ADDED", "BOOKMARK"]
+    assert events[0]["object"]["metadata"]["name"] == "b"
+    marker = events[1]["object"]["metadata"]
+    assert marker["annotations"] == {"k8s.io/initial-events-end": "true"}
+    assert marker["resourceVersion"] == str(api.store.revision)

@@ -8,7 +8,7 @@ import pytest
 from kubernetes.client import V1DeleteOptions
 from kubernetes.client.exceptions import ApiException
 
-from tests.kubesim.test_controllers_support import deployment
+from tests.kubesim.test_controllers_support import deployment, deployment_ready
 
 
 def _ready(k8s, name, namespace="default"):
@@ -18,12 +18,18 @@ def _ready(k8s, name, namespace="default"):
             and status.available_replicas == dep.spec.replicas and status.replicas == dep.spec.replicas)
 
 
+def _wait_ready(cluster, k8s, name, namespace="default"):
+    """Advance until the store says ready (cheap per step), then confirm through the client."""
+    assert cluster.run_until(lambda: deployment_ready(cluster.sim, name, namespace), timeout=600)
+    assert _ready(k8s, name, namespace)
+
+
 def test_deployment_becomes_ready_through_the_client(sim_cluster, k8s):
     k8s.apps.create_namespaced_deployment("default", deployment("llama", replicas=2))
     sim_cluster.settle()
     pods = k8s.core.list_namespaced_pod("default", label_selector="app=llama").items
     assert len(pods) == 2 and all(p.status.phase == "Pending" for p in pods)
-    assert sim_cluster.run_until(lambda: _ready(k8s, "llama"), timeout=600)
+    _wait_ready(sim_cluster, k8s, "llama")
     for pod in k8s.core.list_namespaced_pod("default", label_selector="app=llama").items:
         assert pod.status.phase == "Running" and pod.spec.node_name
         assert pod.status.container_statuses[0].ready and pod.status.pod_ip
@@ -31,7 +37,7 @@ def test_deployment_becomes_ready_through_the_client(sim_cluster, k8s):
 
 def test_rollout_restart_deadlocks_a_gpu_full_cluster(sim_cluster, k8s, kubectl):
     k8s.apps.create_namespaced_deployment("default", deployment("full", replicas=3))
-    assert sim_cluster.run_until(lambda: _ready(k8s, "full"), timeout=600)
+    _wait_ready(sim_cluster, k8s, "full")
     kubectl("rollout", "restart", "deployment/full")
     sim_cluster.advance(60)
     pending = [p for p in k8s.core.list_namespaced_pod("default", label_selector="app=full").items
@@ -72,7 +78,7 @@ def test_cordon_shows_scheduling_disabled(sim_cluster, kubectl):
 
 def test_pdb_status_through_policy_v1(sim_cluster, k8s):
     k8s.apps.create_namespaced_deployment("default", deployment("api", replicas=2, gpus=1))
-    assert sim_cluster.run_until(lambda: _ready(k8s, "api"), timeout=600)
+    _wait_ready(sim_cluster, k8s, "api")
     k8s.policy.create_namespaced_pod_disruption_budget("default", {
         "metadata": {"name": "api"}, "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "api"}}}})
     sim_cluster.settle()
@@ -114,7 +120,7 @@ def test_namespace_deletion_through_the_client(sim_cluster, k8s):
 
 def test_node_failure_evicts_pods_after_toleration_seconds(sim_cluster, k8s):
     k8s.apps.create_namespaced_deployment("default", deployment("ha", replicas=2, gpus=8))
-    assert sim_cluster.run_until(lambda: _ready(k8s, "ha"), timeout=600)
+    _wait_ready(sim_cluster, k8s, "ha")
     victim = k8s.core.list_namespaced_pod("default", label_selector="app=ha").items[0]
     sim_cluster.sim.fail_node(victim.spec.node_name, "NotReady")
     sim_cluster.settle()

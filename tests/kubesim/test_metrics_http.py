@@ -118,3 +118,62 @@ def test_promql_errors_over_http(served):
     assert body["status"] == "error"
     assert body["errorType"] == "bad_data"
     assert "function 'rate' is not supported" in body["error"]
+
+
+# --------------------------------------------------------------------------- with the real controllers
+
+
+def test_end_to_end_with_sim_cluster(tmp_path):
+    """Deployment → scheduled GPU pods → model load → load set through the admin API → metrics and PromQL."""
+    from kubesim.admin_client import SimAdminClient
+    from kubesim.cluster import SimCluster
+
+    with SimCluster(nodes="1xnvidia-h100-80gb:8,1xnvidia-l40s:4", seed=5) as cluster:
+        api_client = kubernetes.config.new_client_from_config(
+            config_file=str(cluster.write_kubeconfig(tmp_path / "kubeconfig")))
+        apps = kubernetes.client.AppsV1Api(api_client)
+        custom = kubernetes.client.CustomObjectsApi(api_client)
+        apps.create_namespaced_deployment("default", {
+            "metadata": {"name": "llama"},
+            "spec": {
+                "replicas": 2,
+                "selector": {"matchLabels": {"app": "llama"}},
+                "template": {"metadata": {"labels": {"app": "llama"}}, "spec": {
+                    "nodeSelector": {"nvidia.com/gpu.product": "nvidia-h100-80gb"},
+                    "tolerations": [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}],
+                    "containers": [{
+                        "name": "server", "image": "vllm/vllm-openai:v0.6.3",
+                        "args": ["--model", "meta-llama/Llama-3.1-70B-Instruct", "--tensor-parallel-size", "2"],
+                        "resources": {"requests": {"cpu": "8", "memory": "64Gi", "nvidia.com/gpu": "2"},
+                                      "limits": {"nvidia.com/gpu": "2"}},
+                    }],
+                }},
+            },
+        })
+        assert cluster.run_until(
+            lambda: (apps.read_namespaced_deployment("llama", "default").status.ready_replicas or 0) == 2,
+            timeout=900, step=5)
+        admin = SimAdminClient(cluster.url)
+        admin.set_load("default", "llama", {"concurrency": 48})
+        cluster.advance(20)  # past metrics-server's first scrape of the newest pod
+
+        nodes = custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
+        assert sorted(item["metadata"]["name"] for item in nodes["items"]) == ["h100-80gb-0", "l40s-0"]
+        pods = custom.list_namespaced_custom_object("metrics.k8s.io", "v1beta1", "default", "pods")
+        assert len(pods["items"]) == 2
+
+        def promql(query: str) -> list[dict]:
+            status, body = _get(f"{cluster.url}/prometheus/api/v1/query?" + urllib.parse.urlencode({"query": query}))
+            assert status == 200, body
+            return body["data"]["result"]
+
+        running = promql('vllm:num_requests_running{namespace="default"}')
+        assert sorted(r["value"][1] for r in running) == ["16", "16"]
+        assert {r["metric"]["model_name"] for r in running} == {"meta-llama/Llama-3.1-70B-Instruct"}
+        waiting = promql("sum(vllm:num_requests_waiting)")
+        assert waiting[0]["value"][1] == "16"
+        busy = promql('DCGM_FI_DEV_GPU_UTIL{Hostname="h100-80gb-0", pod=~"llama-.*"}')
+        assert len(busy) == 4  # two pods × two GPUs each
+        assert all(float(r["value"][1]) >= 90 for r in busy)
+        idle = promql('count(DCGM_FI_DEV_GPU_UTIL{pod=""})')
+        assert idle[0]["value"][1] == str(8 + 4 - 4)

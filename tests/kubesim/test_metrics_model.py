@@ -270,3 +270,14 @@ def test_metrics_server_down_answers_503(sim):
             call()
         assert caught.value.code == 503
         assert caught.value.reason == "ServiceUnavailable"
+
+
+def test_pods_on_an_unreachable_node_have_no_metrics(sim):
+    add_node(sim, "h100-2", ready="Unknown")
+    rs = add_deployment(sim, "llama")
+    add_pod(sim, "llama-lost", owner=rs, node="h100-2")
+    add_pod(sim, "llama-fine", owner=rs, node="h100-0")
+    assert [i["metadata"]["name"] for i in metrics.list_pod_metrics(sim, "default")["items"]] == ["llama-fine"]
+    with pytest.raises(ApiError) as caught:
+        metrics.get_pod_metrics(sim, "default", "llama-lost")
+    assert caught.value.code == 404

@@ -23,8 +23,14 @@ def effective_queue(task) -> str:
 
 
 def test_tasks_are_registered():
-    assert {"deployments.create", "deployments.delete", "deployments.restart", "deployments.scale",
-            "deployments.observe", "sweeps.resource_tracker"} <= set(OUR_TASKS)
+    assert {
+        "deployments.create",
+        "deployments.delete",
+        "deployments.restart",
+        "deployments.scale",
+        "deployments.observe",
+        "sweeps.resource_tracker",
+    } <= set(OUR_TASKS)
     assert set(TASK_FOR_JOB_TYPE.values()) - {"nodes.drain", "nodes.cordon", "nodes.uncordon"} <= set(OUR_TASKS)
 
 
@@ -36,10 +42,15 @@ def test_task_contract(name):
     assert not name.startswith("tasks.")
     assert task.acks_late is True
     assert task.reject_on_worker_lost is True
-    assert task.time_limit and task.soft_time_limit and task.soft_time_limit < task.time_limit
+    assert task.time_limit
+    assert task.soft_time_limit
+    assert task.soft_time_limit < task.time_limit
     assert effective_queue(task) in Queues.all()
     if getattr(task, "autoretry_for", ()):
-        assert task.retry_backoff and task.retry_jitter and task.retry_backoff_max and task.max_retries
+        assert task.retry_backoff
+        assert task.retry_jitter
+        assert task.retry_backoff_max
+        assert task.max_retries
 
 
 def test_visibility_timeout_exceeds_every_time_limit():
@@ -69,5 +80,7 @@ def test_every_queue_has_a_consumer_in_the_worker_command():
     worker_line = next(line for line in procfile.splitlines() if line.startswith("worker:"))
     consumed = set(re.search(r"(?:--queues|-Q)[ =](\S+)", worker_line).group(1).split(","))
     assert set(Queues.all()) <= consumed
-    used = {effective_queue(task) for task in OUR_TASKS.values()} | {spec["options"]["queue"] for spec in BEAT_SCHEDULE.values()}
+    used = {effective_queue(task) for task in OUR_TASKS.values()} | {
+        spec["options"]["queue"] for spec in BEAT_SCHEDULE.values()
+    }
     assert used <= consumed

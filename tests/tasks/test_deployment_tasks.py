@@ -21,8 +21,9 @@ def submit(fn, **kwargs):
 
 
 def submit_create(replicas=1, gpus=1, name="llama"):
-    spec = CreateDeploymentSpec(model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=replicas,
-                                gpus_per_replica=gpus, name=name)
+    spec = CreateDeploymentSpec(
+        model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=replicas, gpus_per_replica=gpus, name=name
+    )
     return submit(request_create, tenant_id="acme", spec=spec, requested_by="test")
 
 
@@ -52,10 +53,13 @@ def observe_until(harness, deployment_id, status, *, step=10.0, limit=120):
 
 def reserved_gpus(deployment_id) -> int:
     with get_sessionmaker()() as session:
-        return int(session.execute(
-            select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
-                GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None))
-        ).scalar_one())
+        return int(
+            session.execute(
+                select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
+                    GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None)
+                )
+            ).scalar_one()
+        )
 
 
 def test_create_running_restart_delete(harness):
@@ -73,9 +77,17 @@ def test_create_running_restart_delete(harness):
     assert row.replicas_ready == 2
     assert row.last_observed_at is not None
     with get_sessionmaker()() as session:
-        pods = session.execute(select(PodAllocation).where(PodAllocation.deployment_id == deployment_id,
-                                                           PodAllocation.terminated_at.is_(None))).scalars().all()
-    assert len(pods) == 2 and all(pod.ready and pod.node_name and pod.gpus == 2 for pod in pods)
+        pods = (
+            session.execute(
+                select(PodAllocation).where(
+                    PodAllocation.deployment_id == deployment_id, PodAllocation.terminated_at.is_(None)
+                )
+            )
+            .scalars()
+            .all()
+        )
+    assert len(pods) == 2
+    assert all(pod.ready and pod.node_name and pod.gpus == 2 for pod in pods)
 
     restart_job, _ = submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
     deployment_tasks.restart.apply(args=[str(restart_job)])
@@ -96,7 +108,8 @@ def test_create_running_restart_delete(harness):
     deployment_tasks.delete.apply(args=[str(delete_job)])
     assert job(delete_job).state == JobState.SUCCEEDED
     row = deployment(deployment_id)
-    assert row.status == DeploymentStatus.DELETED and row.deleted_at is not None
+    assert row.status == DeploymentStatus.DELETED
+    assert row.deleted_at is not None
     assert reserved_gpus(deployment_id) == 0
     clients = k8s.get_clients()
     assert clients.apps.list_namespaced_deployment("model-serving").items == []
@@ -130,8 +143,7 @@ def test_single_replica_restart_surges_and_restores(harness):
 def test_transient_faults_are_retried_then_succeed(harness):
     faults = harness.cluster.faults
     faults.add({"resource": "deployments", "verb": "create", "count": 1, "action": {"status": 500}})
-    faults.add({"resource": "services", "verb": "create", "count": 1,
-                "action": {"status": 429, "retry_after": 1}})
+    faults.add({"resource": "services", "verb": "create", "count": 1, "action": {"status": 429, "retry_after": 1}})
     faults.add({"resource": "poddisruptionbudgets", "verb": "create", "count": 1, "action": {"latency": 3}})
     job_id, deployment_id = submit_create()
     deployment_tasks.create.apply(args=[str(job_id)])
@@ -145,8 +157,13 @@ def test_transient_faults_are_retried_then_succeed(harness):
 
 
 def test_permanent_forbidden_fails_with_the_cluster_message(harness):
-    harness.cluster.faults.add({"resource": "deployments", "verb": "create",
-                                "action": {"status": 403, "message": "denied by policy gpu-guard"}})
+    harness.cluster.faults.add(
+        {
+            "resource": "deployments",
+            "verb": "create",
+            "action": {"status": 403, "message": "denied by policy gpu-guard"},
+        }
+    )
     job_id, deployment_id = submit_create()
     deployment_tasks.create.apply(args=[str(job_id)])
     failed = job(job_id)

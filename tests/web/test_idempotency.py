@@ -7,6 +7,7 @@ import threading
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+import web.submission
 from models import Deployment, Job
 from tests.web.helpers import create_body, error_code, settle
 
@@ -98,3 +99,27 @@ def test_concurrent_requests_with_one_key_create_one_job(app, acme, seed_nodes, 
         assert session.scalar(select(func.count()).select_from(Deployment)) == 1
         task_id = session.scalar(select(Job.celery_task_id))
     assert set(enqueued_task_ids()) == {task_id}
+
+
+def test_broker_outage_after_commit_is_503_and_a_retry_sends_the_job(
+    client, acme, seed_nodes, clean_tables, enqueued_task_ids, monkeypatch
+):
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**acme, "Idempotency-Key": "during-outage"}
+    real_enqueue = web.submission.dispatch.enqueue
+
+    def broker_down(job):
+        raise ConnectionError("redis unreachable")
+
+    monkeypatch.setattr(web.submission.dispatch, "enqueue", broker_down)
+    during = client.post(CREATE, json=create_body(name="outage"), headers=headers)
+    monkeypatch.setattr(web.submission.dispatch, "enqueue", real_enqueue)
+    after = client.post(CREATE, json=create_body(name="outage"), headers=headers)
+
+    assert during.status_code == 503
+    assert error_code(during) == "queue_unavailable"
+    assert after.status_code == 202
+    assert after.get_json()["job_id"] == during.get_json()["error"]["details"]["job_id"]
+    with Session(clean_tables) as session:
+        task_id = session.scalar(select(Job.celery_task_id))
+    assert enqueued_task_ids() == [task_id]

@@ -29,7 +29,9 @@ def add_nodes(session: Session, spec: dict[str, tuple[str, int]], **overrides) -
 
 def add_foreign_pod(session: Session, node: str, gpus: int, name: str = "foreign") -> None:
     session.add(
-        PodAllocation(pod_uid=f"uid-{name}", namespace="other", pod_name=name, node_name=node, gpus=gpus, phase="Running")
+        PodAllocation(
+            pod_uid=f"uid-{name}", namespace="other", pod_name=name, node_name=node, gpus=gpus, phase="Running"
+        )
     )
     session.flush()
 

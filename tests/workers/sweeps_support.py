@@ -1,7 +1,8 @@
 """Shared fixtures and helpers for the sweep tests: a kubesim cluster wired into settings, committed DB
 sessions, a private Redis key prefix, the real create path, and counters for cluster calls and SQL.
 
-Imported by the sweep test modules (``from tests.workers.sweeps_support import *``-style explicit imports).
+Test modules import the ``*_fixture`` functions; pytest registers them under their short names
+(``sim``, ``session``, ``redis_client``), so the imports do not shadow the test arguments.
 """
 
 from __future__ import annotations
@@ -49,15 +50,15 @@ def sim_environment(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, nodes: str 
         settings_module.get_settings.cache_clear()
 
 
-@pytest.fixture
-def sim(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[SimCluster]:
+@pytest.fixture(name="sim")
+def sim_fixture(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, database_url: str) -> Iterator[SimCluster]:
     # database_url first: its fixture exports DATABASE_URL before the settings cache is rebuilt here.
     with sim_environment(tmp_path, monkeypatch) as cluster:
         yield cluster
 
 
-@pytest.fixture
-def session(clean_tables: Engine) -> Iterator[Session]:
+@pytest.fixture(name="session")
+def session_fixture(clean_tables: Engine) -> Iterator[Session]:
     """A session on the test database whose commits are real (the job functions use their own sessions)."""
     db = get_sessionmaker()()
     try:
@@ -67,8 +68,8 @@ def session(clean_tables: Engine) -> Iterator[Session]:
         db.close()
 
 
-@pytest.fixture
-def redis_client() -> Iterator[tuple[redis.Redis, str]]:
+@pytest.fixture(name="redis_client")
+def redis_client_fixture() -> Iterator[tuple[redis.Redis, str]]:
     client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
     prefix = f"test-sweeps-{uuid.uuid4().hex[:10]}:"
     try:
@@ -163,7 +164,7 @@ class StatementCounter:
         self.engine = engine
         self.statements: list[str] = []
 
-    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:  # noqa: PLR0913
+    def _record(self, conn, cursor, statement, parameters, context, executemany) -> None:
         self.statements.append(statement)
 
     def __enter__(self) -> StatementCounter:

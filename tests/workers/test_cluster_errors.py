@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import socket
 
 import pytest
 from kubernetes.client.exceptions import ApiException
@@ -49,7 +48,7 @@ def test_retry_after_is_read():
         ReadTimeoutError(None, "/api", "Read timed out."),
         NewConnectionError(None, "Failed to establish a new connection"),
         ConnectionRefusedError(),
-        socket.timeout("timed out"),
+        TimeoutError("timed out"),
     ],
 )
 def test_network_errors_are_transient(error):

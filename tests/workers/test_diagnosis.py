@@ -26,7 +26,9 @@ def pod(
 ) -> dict[str, Any]:
     conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
     if unschedulable:
-        conditions.append({"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable})
+        conditions.append(
+            {"type": "PodScheduled", "status": "False", "reason": "Unschedulable", "message": unschedulable}
+        )
     state: dict[str, Any] = {}
     if waiting:
         state["waiting"] = {"reason": waiting[0], "message": waiting[1]}
@@ -41,8 +43,15 @@ def pod(
         metadata["deletionTimestamp"] = T0
     return {
         "metadata": metadata,
-        "spec": {"nodeName": node, "containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}]},
-        "status": {"phase": phase, "conditions": conditions, "containerStatuses": [] if unschedulable else [container_status]},
+        "spec": {
+            "nodeName": node,
+            "containers": [{"name": "vllm", "resources": {"limits": {"nvidia.com/gpu": str(gpus)}}}],
+        },
+        "status": {
+            "phase": phase,
+            "conditions": conditions,
+            "containerStatuses": [] if unschedulable else [container_status],
+        },
     }
 
 
@@ -60,7 +69,8 @@ def diagnose(pods, *, desired=1, status="RUNNING", node_ready=None, k8s=None, de
 
 def test_pod_view_extracts_fields():
     view = pod_view(pod(restarts=2, gpus=4))
-    assert (view.name, view.node, view.phase, view.ready, view.restarts, view.gpus) == ("m-abc", "l40s-0", "Running", True, 2, 4)
+    facts = (view.name, view.node, view.phase, view.ready, view.restarts, view.gpus)
+    assert facts == ("m-abc", "l40s-0", "Running", True, 2, 4)
     assert view.started_at == NOW
 
 

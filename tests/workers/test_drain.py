@@ -19,8 +19,8 @@ from bench.drain import (
     deploy_through_service,
     drive_drain,
     other_nodes,
-    point_service_at,
     pods_on_node,
+    point_service_at,
     set_cordon,
     submit_drain,
 )

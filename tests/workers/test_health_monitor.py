@@ -2,15 +2,17 @@
 
 from __future__ import annotations
 
+import itertools
+
 from sqlalchemy import select
 
 from models import ScalingEvent, ScalingTrigger, SweepRun
-from tests.workers.sweeps_support import (  # noqa: F401 - fixtures are used by name
+from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
     create_deployment,
     deployment_row,
-    redis_client,
-    session,
-    sim,
+    redis_client_fixture,
+    session_fixture,
+    sim_fixture,
     sim_now,
     sync_inventory,
 )
@@ -80,8 +82,10 @@ def test_crash_loop_is_recovered_then_failed_after_max_attempts(session, sim, re
     events = recovery_events(session, deployment_id)
     outcomes = [e.inputs["recovery_outcome"] for e in events]
     assert outcomes == ["attempted", "attempted", "attempted", "gave_up"]
-    gaps = [b.inputs["at"] - a.inputs["at"] for a, b in zip(events, events[1:], strict=False)]
-    assert gaps[0] >= 60 and gaps[1] >= 120 and gaps[2] >= 240  # exponential backoff
+    gaps = [b.inputs["at"] - a.inputs["at"] for a, b in itertools.pairwise(events)]
+    assert gaps[0] >= 60
+    assert gaps[1] >= 120
+    assert gaps[2] >= 240
     row = deployment_row(session, deployment_id)
     assert row.status == "FAILED"
     assert row.status_reason == "crash_loop"

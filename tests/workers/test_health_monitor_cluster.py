@@ -8,14 +8,14 @@ from sqlalchemy import select
 
 from models import GpuReservation, PodAllocation, ScalingEvent, ScalingTrigger, SweepRun
 from models.db import get_engine, get_sessionmaker
-from tests.workers.sweeps_support import (  # noqa: F401 - fixtures are used by name
+from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
     StatementCounter,
     create_deployment,
     deployment_row,
     k8s_calls,
-    redis_client,
-    session,
-    sim,
+    redis_client_fixture,
+    session_fixture,
+    sim_fixture,
     sim_now,
     sync_inventory,
 )
@@ -154,7 +154,8 @@ def test_kubernetes_down_skips_and_writes_nothing(session, sim, redis_client):
     assert "kubernetes_unavailable" in run.last_summary["skip_reason"]
     after = deployment_row(session, deployment_id)
     assert (after.status, after.last_observed_at) == (status, observed)
-    assert session.scalar(select(PodAllocation.terminated_at).where(PodAllocation.deployment_id == deployment_id)) is None
+    pod_closed = select(PodAllocation.terminated_at).where(PodAllocation.deployment_id == deployment_id)
+    assert session.scalar(pod_closed) is None
     sim.faults.clear()
     assert sweep(session, sim, redis_client).status == "succeeded"
 
@@ -173,7 +174,8 @@ def test_calls_and_statements_do_not_grow_with_deployments(session, sim, redis_c
     sweep(session, sim, redis_client)
     small = measure(session, sim, redis_client)
     for index in range(6):
-        create_deployment(session, sim, replicas=1, name=f"more-{index}", failure="CrashLoopBackOff" if index % 2 else None)
+        failure = "CrashLoopBackOff" if index % 2 else None
+        create_deployment(session, sim, replicas=1, name=f"more-{index}", failure=failure)
     sim.advance(400)
     sweep(session, sim, redis_client)  # the recovery actions happen here
     sim.advance(10)

@@ -57,7 +57,8 @@ def test_bounds_apply():
     result = recommend([MetricSample("gpu", 50, [100] * 4)], 4, policy(max_replicas=5))
     assert result.desired_replicas == 5
     assert "max_replicas" in result.limited_by
-    result = recommend([MetricSample("gpu", 50, [1] * 4)], 4, policy(min_replicas=2, scale_down_stabilization_seconds=0))
+    no_window = policy(min_replicas=2, scale_down_stabilization_seconds=0)
+    result = recommend([MetricSample("gpu", 50, [1] * 4)], 4, no_window)
     assert result.desired_replicas == 2
 
 

@@ -63,7 +63,7 @@ def test_names():
     assert len(trimmed) == 63
     assert trimmed != k8s_name_for(long_name, "tenant-with-a-long-ie")
     assert k8s_name_for("llama", "acme") == "llama-acme"
-    assert default_name("Org/123-Model") .startswith("model-")
+    assert default_name("Org/123-Model").startswith("model-")
 
 
 def test_create_writes_deployment_job_and_claim(cluster):
@@ -170,8 +170,15 @@ def test_single_replica_restart_without_room_is_refused(cluster):
 
 def test_scale_up_admits_and_scale_down_releases(cluster):
     deployment = running(cluster, create(cluster, replicas=1, gpus_per_replica=4))
-    up = request_scale(cluster, tenant_id=None, deployment_id=deployment.id, replicas=3, reason="load",
-                       requested_by="admin", trigger="auto")
+    up = request_scale(
+        cluster,
+        tenant_id=None,
+        deployment_id=deployment.id,
+        replicas=3,
+        reason="load",
+        requested_by="admin",
+        trigger="auto",
+    )
     assert up.deployment.replicas_desired == 3
     assert up.deployment.status == DeploymentStatus.SCALING
     event = cluster.execute(select(ScalingEvent).where(ScalingEvent.job_id == up.job.id)).scalar_one()
@@ -185,13 +192,18 @@ def test_scale_up_admits_and_scale_down_releases(cluster):
     with pytest.raises(ConflictError) as full, cluster.begin_nested():
         request_scale(cluster, tenant_id="acme", deployment_id=deployment.id, replicas=5, reason="x", requested_by="a")
     assert full.value.code == "insufficient_gpu"
-    down = request_scale(cluster, tenant_id="acme", deployment_id=deployment.id, replicas=1, reason="quiet",
-                         requested_by="a")
-    reserved = cluster.execute(
-        select(GpuReservation.gpus).where(
-            GpuReservation.deployment_id == deployment.id, GpuReservation.released_at.is_(None)
+    down = request_scale(
+        cluster, tenant_id="acme", deployment_id=deployment.id, replicas=1, reason="quiet", requested_by="a"
+    )
+    reserved = (
+        cluster.execute(
+            select(GpuReservation.gpus).where(
+                GpuReservation.deployment_id == deployment.id, GpuReservation.released_at.is_(None)
+            )
         )
-    ).scalars().all()
+        .scalars()
+        .all()
+    )
     assert sum(reserved) == 4
     assert down.job.type == JobType.DEPLOYMENT_SCALE
 
@@ -200,7 +212,9 @@ def test_job_transitions_are_guarded(cluster):
     submitted = create(cluster)
     job_id = submitted.job.id
     started = jobs.start(cluster, job_id)
-    assert started.state == JobState.RUNNING and started.attempts == 1 and started.started_at
+    assert started.state == JobState.RUNNING
+    assert started.attempts == 1
+    assert started.started_at
     assert jobs.mark_retrying(cluster, job_id, {"code": "cluster_http_503", "message": "x", "retryable": True})
     again = jobs.start(cluster, job_id)
     assert again.attempts == 2

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import jsonify
 from flask.views import MethodView
 
 from models import JobType
@@ -109,7 +110,10 @@ class AdminNodeDrain(MethodView):
                 raise _cluster_unavailable(error) from error
             finally:
                 session.rollback()  # the dry run reserved and cordoned inside its transaction only
-            return DrainImpactSchema().dump(impact), 200
+            # A Response bypasses the 202 schema: the dry run answers with its own shape.
+            response = jsonify(DrainImpactSchema().dump(impact))
+            response.status_code = 200
+            return response
         return _submit(node_id, JobType.NODE_DRAIN, params, "node.drain", body)
 
     @blp.response(202, AdminJobSchema)

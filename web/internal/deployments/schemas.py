@@ -193,7 +193,14 @@ class DeploymentSchema(Schema):
     max_model_len = ma.fields.Integer(dump_only=True, allow_none=True)
     dtype = ma.fields.String(dump_only=True, allow_none=True)
     vllm_args = ma.fields.List(ma.fields.String(), dump_only=True)
-    autoscaling = ma.fields.Function(lambda deployment: AutoscalingOutputSchema().dump(deployment), dump_only=True)
+    autoscaling = ma.fields.Function(
+        lambda deployment: AutoscalingOutputSchema().dump(deployment),
+        dump_only=True,
+        metadata={
+            "type": "object",
+            "description": "enabled, min_replicas, max_replicas, target_gpu_utilization, targets",
+        },
+    )
     k8s_namespace = ma.fields.String(dump_only=True)
     k8s_name = ma.fields.String(dump_only=True)
     endpoint = ma.fields.String(dump_only=True, allow_none=True)

@@ -1,0 +1,273 @@
+"""The health monitor and the resource tracker at cluster scale: time, calls and statements per sweep.
+
+    python bench/sweeps.py                     # 100 and 1,000 nodes (8 GPUs each)
+    python bench/sweeps.py --sizes 100         # a quick run
+
+For each size it starts a kubesim cluster (virtual clock) of N `nvidia-l40s:8` nodes, a throwaway Postgres
+database (migrated) and a private Redis key prefix, creates N*2 deployments of 3 one-GPU replicas (75 % of
+the GPUs hold a pod; 2,000 deployments and 6,000 pods at 1,000 nodes) straight into the simulator's store
+and the database, lets the pods start, then runs each sweep several times and prints per sweep:
+
+- sweep time (median of the runs) and the 1,000-node goal (< 2 s);
+- Kubernetes calls per sweep (kubesim's request log) and SQL statements per sweep (SQLAlchemy's
+  ``before_cursor_execute``), which must not grow with the cluster (list pagination aside);
+- the ratio of the sweep time to the bare list calls the sweep needs (the same paginated lists, metrics
+  and Prometheus queries, fetched and JSON-decoded, nothing else), goal <= 2.
+
+Needs PostgreSQL (TEST_DATABASE_ADMIN_URL, default postgresql+psycopg://postgres@127.0.0.1:5432/test) and
+Redis (REDIS_URL, default redis://127.0.0.1:6379/0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run from anywhere: the repo root is the root
+
+from sqlalchemy import create_engine, event, insert, text
+from sqlalchemy.engine import make_url
+
+GOAL_SECONDS_AT_1000 = 2.0
+GOAL_RATIO = 2.0
+NAMESPACE = "model-serving"
+REPLICAS = 3
+RUNS = 3
+
+
+def _admin_url() -> str:
+    from settings import normalize_database_url
+
+    return normalize_database_url(
+        os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        variable="TEST_DATABASE_ADMIN_URL",
+    )
+
+
+class Database:
+    """A throwaway, migrated database the service's settings point at while the bench runs."""
+
+    def __init__(self) -> None:
+        self.admin = create_engine(_admin_url(), isolation_level="AUTOCOMMIT")
+        self.name = f"orch_bench_{uuid.uuid4().hex[:10]}"
+
+    def __enter__(self) -> str:
+        from models.db import dispose_engine
+        from models.migrate import upgrade_database
+        from settings import get_settings
+
+        with self.admin.connect() as connection:
+            connection.execute(text(f'CREATE DATABASE "{self.name}"'))
+        url = make_url(_admin_url()).set(database=self.name).render_as_string(hide_password=False)
+        upgrade_database(url)
+        os.environ["DATABASE_URL"] = url
+        get_settings.cache_clear()
+        dispose_engine()
+        return url
+
+    def __exit__(self, *exc: object) -> None:
+        from models.db import dispose_engine
+
+        dispose_engine()
+        with self.admin.connect() as connection:
+            connection.execute(text(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)'))
+        self.admin.dispose()
+
+
+class StatementCounter:
+    def __init__(self, engine: Any) -> None:
+        self.engine = engine
+        self.count = 0
+
+    def _record(self, *args: Any) -> None:
+        self.count += 1
+
+    def __enter__(self) -> StatementCounter:
+        event.listen(self.engine, "before_cursor_execute", self._record)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        event.remove(self.engine, "before_cursor_execute", self._record)
+
+
+def populate(cluster: Any, session: Any, deployments: int) -> None:
+    """Deployment rows and their Kubernetes Deployments (straight into the store: setup is not measured)."""
+    from models import Deployment, Tenant
+    from settings import get_settings
+    from workers.manifests import build_deployment
+
+    settings = get_settings()
+    cluster.store.create("namespaces", {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": NAMESPACE}})
+    session.add(Tenant(id="bench", name="bench", gpu_quota=100_000))
+    session.flush()
+    rows = [
+        {
+            "id": uuid.uuid4(), "tenant_id": "bench", "name": f"model-{index}", "model_id": "meta-llama/Llama-3.1-8B",
+            "image": settings.vllm_image, "gpu_type": "nvidia-l40s", "gpus_per_replica": 1,
+            "replicas_desired": REPLICAS, "k8s_namespace": NAMESPACE, "k8s_name": f"model-{index}",
+            "status": "CREATING", "vllm_args": [], "autoscaling_targets": {},
+        }
+        for index in range(deployments)
+    ]
+    session.execute(insert(Deployment), rows)
+    session.commit()
+    for row in rows:
+        cluster.store.create("deployments", build_deployment(Deployment(**row), settings))
+
+
+def reserve_where_pods_run(session: Any) -> None:
+    """Admission's ledger as it would be after these creates: one reservation per deployment and node."""
+    from models import SCHEMA
+
+    session.execute(text(f"""
+        INSERT INTO {SCHEMA}.gpu_reservations (id, deployment_id, tenant_id, node_name, gpu_type, gpus, replicas)
+        SELECT gen_random_uuid(), deployment_id, 'bench', node_name, 'nvidia-l40s', sum(gpus), count(*)
+        FROM {SCHEMA}.pod_allocations WHERE deployment_id IS NOT NULL AND node_name IS NOT NULL
+        GROUP BY deployment_id, node_name
+    """))  # noqa: S608 - SCHEMA is a validated identifier
+    session.commit()
+
+
+def measure(cluster: Any, engine: Any, run: Callable[[], Any]) -> dict[str, Any]:
+    times, calls, statements = [], [], []
+    for _ in range(RUNS):
+        cluster.server.request_log.clear()
+        with StatementCounter(engine) as counter:
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        calls.append(len([e for e in cluster.server.request_log.entries() if not e.path.startswith(("/_sim",))]))
+        statements.append(counter.count)
+    return {"seconds": statistics.median(times), "calls": max(calls), "statements": max(statements)}
+
+
+def bare_health_monitor_lists(clients: Any) -> None:
+    from workers.health_monitor import OUR_SELECTOR
+    from workers.kube_calls import list_pages
+
+    list(list_pages(clients, clients.apps.list_namespaced_deployment, NAMESPACE, label_selector=OUR_SELECTOR))
+    list(list_pages(clients, clients.core.list_namespaced_pod, NAMESPACE, label_selector=OUR_SELECTOR))
+    list(list_pages(clients, clients.core.list_node))
+
+
+def bare_resource_tracker_lists(clients: Any, prometheus: Any) -> None:
+    from kubernetes import client as k8s_client
+
+    from workers import inventory, resource_tracker
+
+    inventory.fetch(clients)
+    custom = k8s_client.CustomObjectsApi(clients.api_client)
+    custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes", _request_timeout=clients.request_timeout)
+    custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "pods", _request_timeout=clients.request_timeout)
+    prometheus.query(resource_tracker.DCGM_QUERY)
+    prometheus.query(resource_tracker.VLLM_QUERY)
+
+
+def run_size(nodes: int) -> dict[str, dict[str, Any]]:
+    import redis
+
+    from kubesim.cluster import SimCluster
+    from models.db import get_engine, get_sessionmaker
+    from settings import get_settings
+    from workers import inventory
+    from workers.health_monitor import HealthMonitorConfig, run_health_monitor
+    from workers.k8s import get_clients, reset_client
+    from workers.prometheus_client import PrometheusClient
+    from workers.resource_tracker import run_resource_tracker
+
+    deployments = nodes * 2
+    results: dict[str, dict[str, Any]] = {}
+    with Database(), tempfile.TemporaryDirectory() as tmp, SimCluster(nodes=f"{nodes}xnvidia-l40s:8", seed=1) as cluster:
+        os.environ["KUBECONFIG"] = str(cluster.write_kubeconfig(Path(tmp) / "kubeconfig"))
+        os.environ["PROMETHEUS_URL"] = f"{cluster.url}/prometheus"
+        os.environ["K8S_NAMESPACE"] = NAMESPACE
+        get_settings.cache_clear()
+        reset_client()
+        clients = get_clients()
+        prometheus = PrometheusClient(f"{cluster.url}/prometheus", timeout=30)
+        redis_client = redis.Redis.from_url(get_settings().redis_url)
+        prefix = f"bench-sweeps-{uuid.uuid4().hex[:8]}:"
+        session = get_sessionmaker()()
+        engine = get_engine()
+        try:
+            started = time.perf_counter()
+            populate(cluster, session, deployments)
+            cluster.advance(400)  # image pulls and model loads: every pod Ready
+            inventory.sync_inventory(session, clients)
+            session.commit()
+            reserve_where_pods_run(session)
+            print(f"  setup: {nodes} nodes, {deployments} deployments, {deployments * REPLICAS} pods "
+                  f"in {time.perf_counter() - started:.1f} s")
+            config = HealthMonitorConfig(create_deadline_seconds=1800, model_load_deadline_seconds=1800,
+                                         namespace=NAMESPACE)
+            now = cluster.sim.clock.now()
+
+            def health_monitor() -> None:
+                report = run_health_monitor(session, now=now, clients=clients, config=config, enqueue=lambda job: None,
+                                            redis_client=redis_client, key_prefix=prefix)
+                assert report.status == "succeeded", report.summary()
+
+            def resource_tracker() -> None:
+                report = run_resource_tracker(session, now=now, clients=clients, prometheus=prometheus,
+                                              redis_client=redis_client, key_prefix=prefix)
+                assert report.status == "succeeded", report.summary()
+
+            health_monitor()  # warm-up (CREATING -> RUNNING for every deployment)
+            resource_tracker()
+            results["health_monitor"] = measure(cluster, engine, health_monitor)
+            results["health_monitor"]["bare"] = measure(cluster, engine, lambda: bare_health_monitor_lists(clients))
+            results["resource_tracker"] = measure(cluster, engine, resource_tracker)
+            results["resource_tracker"]["bare"] = measure(
+                cluster, engine, lambda: bare_resource_tracker_lists(clients, prometheus)
+            )
+        finally:
+            session.close()
+            for key in redis_client.scan_iter(f"{prefix}*"):
+                redis_client.delete(key)
+            reset_client()
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--sizes", default="100,1000", help="comma-separated node counts (default 100,1000)")
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.sizes.split(",")]
+    table: dict[int, dict[str, dict[str, Any]]] = {}
+    for nodes in sizes:
+        print(f"cluster of {nodes} nodes x 8 GPUs")
+        table[nodes] = run_size(nodes)
+    print()
+    print(f"{'sweep':<18}{'nodes':>7}{'time s':>9}{'bare s':>9}{'ratio':>8}{'k8s calls':>11}{'SQL stmts':>11}")
+    for nodes, results in table.items():
+        for sweep, figures in results.items():
+            ratio = figures["seconds"] / figures["bare"]["seconds"]
+            print(f"{sweep:<18}{nodes:>7}{figures['seconds']:>9.3f}{figures['bare']['seconds']:>9.3f}"
+                  f"{ratio:>8.2f}{figures['calls']:>11}{figures['statements']:>11}")
+    print()
+    for sweep in ("health_monitor", "resource_tracker"):
+        statements = {table[n][sweep]["statements"] for n in table}
+        print(f"{sweep}: SQL statements per sweep across sizes {sorted(statements)} -> "
+              f"{'constant' if len(statements) == 1 else 'VARIES'}; k8s calls "
+              f"{[table[n][sweep]['calls'] for n in table]} (list pages grow with pagination only)")
+        for nodes in table:
+            figures = table[nodes][sweep]
+            ratio = figures["seconds"] / figures["bare"]["seconds"]
+            print(f"  {nodes} nodes: ratio {ratio:.2f} (goal <= {GOAL_RATIO}) "
+                  f"{'PASS' if ratio <= GOAL_RATIO else 'MISS'}", end="")
+            if nodes >= 1000:
+                print(f"; time {figures['seconds']:.3f} s (goal < {GOAL_SECONDS_AT_1000} s) "
+                      f"{'PASS' if figures['seconds'] < GOAL_SECONDS_AT_1000 else 'MISS'}", end="")
+            print()
+
+
+if __name__ == "__main__":
+    main()
