@@ -236,7 +236,7 @@ def submit_drain(node: str, **options: Any) -> uuid.UUID:
 
 
 def drive_drain(cluster: Any, job_id: uuid.UUID, *, advance: bool, max_steps: int = 5000,
-                between_steps: Callable[[int], None] | None = None) -> str:
+                between_steps: Callable[[int], None] | None = None, token: str | None = None) -> str:
     """Run the drain's steps in this process, as the worker would; returns the final job state.
 
     With a virtual clock, the countdown a step asks for is spent by advancing the simulation; with a
@@ -246,8 +246,9 @@ def drive_drain(cluster: Any, job_id: uuid.UUID, *, advance: bool, max_steps: in
     from models.db import get_sessionmaker
     from workers import drain
 
-    with get_sessionmaker()() as session:
-        token = session.get(Job, job_id).celery_task_id
+    if token is None:
+        with get_sessionmaker()() as session:
+            token = session.get(Job, job_id).celery_task_id
     for step in range(max_steps):
         if between_steps is not None:
             between_steps(step)

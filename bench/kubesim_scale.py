@@ -159,7 +159,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"  {deployments} deployments POSTed in {posted:.2f} s ({posted / deployments * 1000:.1f} ms each), "
               f"{bound_when_posted} pods bound by then; {bound}/{args.pods} bound ({total} created) after "
               f"{elapsed:.2f} s")
-        if elapsed > posted:
+        if bound_when_posted < bound and elapsed > posted:
             print(f"  after the last POST: {(bound - bound_when_posted) / (elapsed - posted):.1f} pods/s bound")
 
         # Let the controllers finish reacting to the bindings (kubelet stages, events) so the list timing

@@ -59,6 +59,14 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def sweep_finished(get_sessionmaker) -> bool:
+    from models import SweepRun
+
+    with get_sessionmaker()() as session:
+        run = session.get(SweepRun, "resource_tracker")
+        return run is not None and run.last_finished_at is not None and run.last_status != "running"
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--jobs", type=int, default=40)
@@ -145,6 +153,8 @@ def main(argv: list[str] | None = None) -> int:
         warm_key = f"{prefix}:warm"
         celery_app.send_task("bench.noop", args=[warm_key], queue="jobs")
         wait_until(lambda: int(counter.get(warm_key) or 0) >= 1, 60, "the worker to start")
+        # The worker syncs the inventory when it starts; let that finish so it does not skew either side.
+        wait_until(lambda: sweep_finished(get_sessionmaker), 120, "the start-up inventory sweep")
 
         # --- bare Celery round trip ---------------------------------------------------------------------------
         key = f"{prefix}:noop"
@@ -185,6 +195,11 @@ def main(argv: list[str] | None = None) -> int:
         deployment_id = response.get_json()["deployment_id"]
 
         # --- API: status vs bare --------------------------------------------------------------------------------
+        # Measured with the worker and the simulated cluster stopped, so both endpoints see the same idle machine.
+        os.killpg(worker.pid, signal.SIGTERM)
+        worker.wait(timeout=60)
+        cluster.stop()
+
         def timed(path: str, request_headers: dict[str, str]) -> float:
             begin = time.perf_counter()
             for _ in range(args.status_requests):

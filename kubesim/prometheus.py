@@ -644,6 +644,16 @@ def _vllm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
     return out
 
 
+def _families(expr: Expr) -> set[str]:
+    """The metric families a query can select: only those are computed (`{__name__=~"a|b"}` included)."""
+    wanted: set[str] = set()
+    for selector in _selectors(expr):
+        name_matchers = [m for m in selector.matchers if m.name == "__name__"]
+        wanted.update(f for f in DCGM_FAMILIES + VLLM_FAMILIES
+                      if all(m.matches({"__name__": f}) for m in name_matchers))
+    return wanted
+
+
 def collect_series(sim: Any, families: set[str] | None = None) -> list[Sample]:
     """Every sample the simulated exporters expose now (only `families`, if given)."""
     wanted = set(DCGM_FAMILIES + VLLM_FAMILIES) if families is None else families
@@ -696,14 +706,7 @@ def handle_query(sim: Any, params: dict[str, str]) -> tuple[int, dict[str, Any]]
     if isinstance(expr, NumberLiteral):
         return 200, {"status": "success", "data": {"resultType": "scalar",
                                                    "result": [timestamp, format_value(expr.value)]}}
-    families: set[str] | None = set()
-    for selector in _selectors(expr):
-        name = selector.metric_name
-        if name is None:
-            families = None
-            break
-        families.add(name)
-    samples = evaluate(expr, collect_series(sim, families))
+    samples = evaluate(expr, collect_series(sim, _families(expr)))
     samples.sort(key=lambda s: sorted(s.labels.items()))
     result = [{"metric": s.labels, "value": [timestamp, format_value(s.value)]} for s in samples]
     return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}

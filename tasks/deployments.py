@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from typing import Any
 
-from settings import get_settings
 from workers import deployments, observe
 from workers.celery_app import app
 from workers.dispatch import enqueue_observe
@@ -64,9 +63,10 @@ def scale(self: Any, job_id: str) -> dict[str, Any]:
     queue=Queues.JOBS,
 )
 def observe_deployment(self: Any, deployment_id: str) -> bool:
-    """Observe once; while the deployment is still converging, poll again after STATUS_POLL_INTERVAL_SECONDS."""
+    """Observe once; while the deployment is still converging, poll again (STATUS_POLL_INTERVAL_SECONDS at
+    first, less often the longer the change has been in progress)."""
     del self
     again = observe.observe_deployment(deployment_id)
     if again:
-        enqueue_observe(deployment_id, countdown=get_settings().status_poll_interval_seconds)
+        enqueue_observe(deployment_id, countdown=observe.next_poll_delay(deployment_id))
     return again

@@ -87,16 +87,23 @@ def _load_target(job_id: uuid.UUID | str) -> Target:
 
 
 # ------------------------------------------------------------------------------------------- apply
+_namespaces_ready: set[str] = set()
+
+
 def ensure_namespace(clients: KubeClients, namespace: str) -> None:
-    """Create the namespace if missing (a cluster that forbids it answers 403: a permanent error)."""
-    if read(clients, clients.core.read_namespace, namespace) is not None:
+    """Create the namespace if missing (a cluster that forbids it answers 403: a permanent error).
+
+    Remembered per process once it exists, so steady-state creates skip the extra call."""
+    if namespace in _namespaces_ready:
         return
-    body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
-    try:
-        invoke(clients, clients.core.create_namespace, body)
-    except TransientClusterError as error:
-        if error.status != 409:  # AlreadyExists from a racing worker is success
-            raise
+    if read(clients, clients.core.read_namespace, namespace) is None:
+        body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
+        try:
+            invoke(clients, clients.core.create_namespace, body)
+        except TransientClusterError as error:
+            if error.status != 409:  # AlreadyExists from a racing worker is success
+                raise
+    _namespaces_ready.add(namespace)
 
 
 def _check_ours(existing: dict[str, Any], desired: dict[str, Any]) -> None:
@@ -134,17 +141,18 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
         ),
     }[kind]
     create, get, patch = api
+    # Create first: the common case costs one call; AlreadyExists (a retry, a redelivery after a crash)
+    # falls through to adopting the existing object.
+    try:
+        invoke(clients, create, namespace, desired)
+        return "created"
+    except TransientClusterError as error:
+        if error.status != 409:
+            raise
     existing = read(clients, get, name, namespace)
     if existing is None:
-        try:
-            invoke(clients, create, namespace, desired)
-            return "created"
-        except TransientClusterError as error:
-            if error.status != 409:
-                raise
-            existing = read(clients, get, name, namespace)
-            if existing is None:
-                raise
+        # Deleted between our create and read: let the retry contract try again.
+        raise TransientClusterError("cluster_conflict", f"{kind} {name} vanished while being adopted", status=409)
     _check_ours(existing, desired)
     body = {"metadata": {"labels": desired["metadata"]["labels"]}, "spec": desired["spec"]}
     if kind == "deployment":

@@ -220,6 +220,30 @@ def _worst_pod_detail(pods: list[PodView]) -> str | None:
     return None
 
 
+MAX_POLL_DELAY_SECONDS = 15.0
+
+
+def poll_delay(seconds_since_change: float, interval: float) -> float:
+    """Seconds until the next poll: the configured interval at first, then a tenth of the time the change has
+    been in progress (capped), so a model loading for minutes is polled a few times a minute while a fresh
+    change is seen within seconds, and hundreds of loading deployments do not flood the workers."""
+    return max(float(interval), min(seconds_since_change / 10.0, MAX_POLL_DELAY_SECONDS))
+
+
+def next_poll_delay(deployment_id: uuid.UUID | str) -> float:
+    """:func:`poll_delay` for the deployment's most recent job (the change being followed)."""
+    from models.db import session_scope as scope
+    from settings import get_settings
+
+    with scope() as session:
+        started = session.execute(
+            select(func.max(Job.created_at)).where(Job.target_id == str(deployment_id))
+        ).scalar_one_or_none()
+        now = session.execute(select(func.now())).scalar_one()
+    elapsed = (now - started).total_seconds() if started is not None else 0.0
+    return poll_delay(elapsed, get_settings().status_poll_interval_seconds)
+
+
 def observe_deployment(deployment_id: uuid.UUID | str) -> bool:
     """Observe once and record; returns True while the deployment is still converging (poll again)."""
     deployment_uuid = uuid.UUID(str(deployment_id))

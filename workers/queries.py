@@ -108,13 +108,20 @@ def list_deployments(
 
 def deployment_status(session: Session, tenant_id: str | None, deployment_id: uuid.UUID | str) -> dict[str, Any]:
     """Status view: desired vs ready, endpoint, pods, last observation, the job in flight."""
-    deployment = get_deployment(session, tenant_id, deployment_id)
+    # One query for the deployment and its job in flight, one for its pods: this endpoint is polled.
+    row = session.execute(
+        select(Deployment, Job)
+        .outerjoin(Job, Job.id == Deployment.active_job_id)
+        .where(Deployment.id == _uuid_or_404(deployment_id, "deployment_not_found", "deployment"))
+    ).first()
+    if row is None or (tenant_id is not None and row[0].tenant_id != tenant_id):
+        raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
+    deployment, active_job = row
     pods = session.execute(
         select(PodAllocation)
         .where(PodAllocation.deployment_id == deployment.id, PodAllocation.terminated_at.is_(None))
         .order_by(PodAllocation.pod_name)
     ).scalars()
-    active_job = session.get(Job, deployment.active_job_id) if deployment.active_job_id else None
     return {
         "deployment_id": str(deployment.id),
         "name": deployment.name,

@@ -55,6 +55,14 @@ class Stack:
         self.client = client
         self.headers = headers
         self.namespace = namespace
+        self.workers: list[subprocess.Popen] = []
+        self.start_worker: Callable[[], None] = lambda: None
+
+    def kill_worker(self) -> None:
+        """SIGKILL the worker and its pool children: no warm shutdown, no ack, no requeue."""
+        worker = self.workers[-1]
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait(timeout=10)
 
     def drain(self, node: str = DRAINED_NODE, **body):
         return self.client.post(f"{NODES_API}/{node}/drain", json=body, headers=self.headers)
@@ -93,7 +101,8 @@ def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
     module = f"celeryconfig_{prefix.replace('-', '_')}"
     (config_dir / f"{module}.py").write_text(
         "from celeryconfig import *  # noqa: F403\n"
-        f"broker_transport_options = {{'visibility_timeout': 60, 'global_keyprefix': '{prefix}:'}}\n"
+        # Short visibility timeout: a SIGKILLed worker's unacked (waiting) step comes back within seconds.
+        f"broker_transport_options = {{'visibility_timeout': 10, 'global_keyprefix': '{prefix}:'}}\n"
     )
     import workers.celery_app as celery_app_module
 
@@ -111,24 +120,33 @@ def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
         env = dict(os.environ)
         env.update(DATABASE_URL=database_url, KUBECONFIG=str(kubeconfig), CELERY_CONFIG_MODULE=module,
                    PYTHONPATH=os.pathsep.join([str(config_dir), str(REPOSITORY)]), K8S_REQUEST_TIMEOUT_SECONDS="5")
-        log = (tmp_path / "worker.log").open("w")
-        worker = subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues",
-             ",".join(Queues.all()), "--concurrency", "2", "--hostname", f"{prefix}@%h",
-             "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-            cwd=REPOSITORY, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        )
+        workers: list[subprocess.Popen] = []
+
+        def start_worker() -> None:
+            log = (tmp_path / f"worker-{len(workers)}.log").open("w")
+            workers.append(subprocess.Popen(
+                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues",
+                 ",".join(Queues.all()), "--concurrency", "2", "--hostname", f"{prefix}-{len(workers)}@%h",
+                 "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
+                cwd=REPOSITORY, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+            ))
+
+        start_worker()
         app = create_app(dataclasses.replace(settings, jwt_secret=JWT_SECRET, jwt_algorithm="HS256"))
         token = mint_token(app.extensions["orchestration_settings"], subject="ops-e2e", scopes=["admin"])
         try:
             _wait_for_worker(sender)
-            yield Stack(cluster, app.test_client(), {"Authorization": f"Bearer {token}"}, settings.k8s_namespace)
+            stack = Stack(cluster, app.test_client(), {"Authorization": f"Bearer {token}"}, settings.k8s_namespace)
+            stack.workers, stack.start_worker = workers, start_worker
+            yield stack
         finally:
-            os.killpg(worker.pid, signal.SIGTERM)
-            try:
-                worker.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(worker.pid, signal.SIGKILL)
+            for worker in workers:
+                if worker.poll() is None:
+                    os.killpg(worker.pid, signal.SIGTERM)
+                    try:
+                        worker.wait(timeout=20)
+                    except subprocess.TimeoutExpired:
+                        os.killpg(worker.pid, signal.SIGKILL)
             sender.close()
             client = redis.Redis.from_url(redis_url)
             keys = list(client.scan_iter(match=f"{prefix}:*"))
@@ -250,3 +268,29 @@ def test_cancelled_drain_withdraws_its_surge(stack):
     assert k8s.get_clients().core.read_node(DRAINED_NODE).spec.unschedulable is True
     with get_sessionmaker()() as session:
         assert session.get(Job, uuid.UUID(job_id)).state == JobState.CANCELLED
+
+
+def test_drain_survives_a_killed_worker(stack):
+    deployed = deploy_through_service(stack.cluster)
+    names = [deployed.k8s_names[shape.name] for shape in SCENARIO]
+    sampler = ReadySampler(stack.cluster, stack.namespace, names)
+    sampler.start()
+    # Slow replacements: the drain is certainly waiting (its next step held by the worker) when killed.
+    stack.cluster.sim.add_pod_behavior({"selector": {}, "model_load_seconds": 300.0, "image_pull_seconds": 5.0})
+    job_id = stack.drain().get_json()["job_id"]
+    deadline = time.monotonic() + WAIT_SECONDS
+    while stack.job(job_id)["progress"].get("phase") != "wait_ready" and time.monotonic() < deadline:
+        time.sleep(0.1)
+    stack.kill_worker()
+    assert stack.job(job_id)["state"] == "RUNNING"
+
+    stack.start_worker()
+    job = stack.wait_job(job_id)
+    minimum = sampler.stop()
+
+    assert job["state"] == "SUCCEEDED", job["error"]
+    for shape in SCENARIO:
+        assert minimum[deployed.k8s_names[shape.name]] >= shape.replicas, (shape.name, minimum)
+    assert pods_on_node(stack.cluster, stack.namespace, DRAINED_NODE) == []
+    events = stack.client.get("/admin/v1/scaling/events?trigger=drain", headers=stack.headers).get_json()["items"]
+    assert len(events) == 6  # the resumed drain did not surge twice

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import kubernetes
 import pytest
 
 from kubesim.admin_client import SimAdminClient, SimAdminError
@@ -120,3 +121,18 @@ def test_pod_log_reports_vllm_start_up(api):
     assert "Application startup complete." in text
     status, _, _ = api.request("GET", "/api/v1/namespaces/default/pods/p/log?container=nope")
     assert status == 400
+
+
+def test_metrics_and_prometheus_routes_delegate(api):
+    add_node(api.store, "n1")
+    custom = kubernetes.client.CustomObjectsApi(api.api_client())
+    nodes = custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes")
+    assert [n["metadata"]["name"] for n in nodes["items"]] == ["n1"]
+    status, body, _ = api.request("GET", "/prometheus/api/v1/query?query=DCGM_FI_DEV_GPU_UTIL")
+    assert (status, body["status"]) == (200, "success")
+    assert {s["metric"]["Hostname"] for s in body["data"]["result"]} == {"n1"}
+    status, body, _ = api.request("POST", "/prometheus/api/v1/query", raw=b"query=sum(vllm:num_requests_running)",
+                                  content_type="application/x-www-form-urlencoded")
+    assert (status, body["data"]["resultType"]) == (200, "vector")
+    status, body, _ = api.request("GET", "/prometheus/api/v1/query_range?query=x")
+    assert (status, body["status"]) == (404, "error")

@@ -216,7 +216,7 @@ def test_drain_evicts_pods_and_the_replacements_land_elsewhere(cluster, kubectl,
     on_node = sorted(p.metadata.name for p in pods if p.spec.node_name == node)
     cluster.server.request_log.clear()
     with clock_ticking(cluster):
-        result = kubectl.run("drain", node, "--ignore-daemonsets", "--timeout=120s", timeout=180)
+        result = kubectl.run("drain", node, "--ignore-daemonsets", "--timeout=30s", timeout=90)
     output = result.stdout + result.stderr
     assert f"node/{node} cordoned" in output
     for name in on_node:
@@ -275,7 +275,7 @@ def test_rollout_restart_and_status(cluster, kubectl, apis):
     result = kubectl.run("rollout", "restart", "deployment/qwen", "-n", NAMESPACE)
     assert result.stdout.strip() == "deployment.apps/qwen restarted"
     with clock_ticking(cluster, step=5):
-        status = kubectl.run("rollout", "status", "deployment/qwen", "-n", NAMESPACE, "--timeout=120s", timeout=180)
+        status = kubectl.run("rollout", "status", "deployment/qwen", "-n", NAMESPACE, "--timeout=30s", timeout=90)
     assert 'deployment "qwen" successfully rolled out' in status.stdout
     after = {p.metadata.name for p in core.list_namespaced_pod(NAMESPACE, label_selector="app=qwen").items
              if not p.metadata.deletion_timestamp}

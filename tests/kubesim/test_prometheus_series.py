@@ -162,3 +162,14 @@ def test_unsupported_queries_get_prometheus_bad_data(sim, params):
 
 def test_unknown_metric_is_an_empty_vector(sim):
     assert _query(sim, "up") == []
+
+
+def test_name_regex_selects_families_as_the_service_queries_them(sim):
+    rs = add_deployment(sim, "llama")
+    add_pod(sim, "llama-1", owner=rs)
+    names = {r["metric"]["__name__"] for r in _query(sim, '{__name__=~"DCGM_FI_DEV_GPU_UTIL|DCGM_FI_DEV_FB_USED"}')}
+    assert names == {"DCGM_FI_DEV_GPU_UTIL", "DCGM_FI_DEV_FB_USED"}
+    vllm = _query(sim, '{__name__=~"vllm:num_requests_waiting|vllm:gpu_cache_usage_perc",namespace="default"}')
+    assert sorted(r["metric"]["__name__"] for r in vllm) == ["vllm:gpu_cache_usage_perc", "vllm:num_requests_waiting"]
+    everything = {r["metric"]["__name__"] for r in _query(sim, '{__name__!=""}')}
+    assert len(everything) == 6

@@ -276,3 +276,51 @@ def test_unmanaged_foreign_pod_blocks_the_drain_unless_forced(cluster):
     forced = submit_drain(DRAINED_NODE, force=True)
     assert drive_drain(cluster, forced, advance=True) == "SUCCEEDED"
     assert pods_on_node(cluster, "default", DRAINED_NODE) == []
+
+
+def test_step_messages_never_run_twice_and_are_never_lost(cluster, db_engine):
+    from sqlalchemy import text
+
+    deploy_through_service(cluster)
+    job_id = submit_drain(DRAINED_NODE)
+    first_token = _job(job_id).celery_task_id
+    with get_sessionmaker()() as session:
+        first = drain.run_step(session, job_id, first_token)
+    assert first.countdown is not None
+    assert first.next_token != first_token
+
+    # A redelivered copy of the first message: a newer step owns the job, so it waits, without acting,
+    # until that step would count as lost (and keeps its own id, so it stays a copy of the old message).
+    progress_before = _job(job_id).progress
+    with get_sessionmaker()() as session:
+        stale = drain.run_step(session, job_id, first_token)
+    assert stale.state == "deferred"
+    assert stale.next_token == first_token
+    assert drain.LOST_STEP_GRACE_SECONDS < stale.countdown <= drain.LOST_STEP_GRACE_SECONDS + first.countdown + 2
+    assert _job(job_id).progress == progress_before
+
+    # The row is locked by someone else (a cancel being written): come back shortly, do nothing now.
+    with db_engine.connect() as locker:
+        locker.execute(text(f"SELECT 1 FROM {Job.__table__.fullname} WHERE id = :id FOR UPDATE"), {"id": job_id})
+        with get_sessionmaker()() as session:
+            locked = drain.run_step(session, job_id, first.next_token)
+        locker.rollback()
+    assert (locked.state, locked.next_token) == ("deferred", first.next_token)
+    assert locked.countdown <= 2
+
+    # The newer step's message was lost: once it is overdue, the old message adopts the job.
+    with get_sessionmaker()() as session:
+        job = session.get(Job, job_id)
+        job.progress = {**job.progress, "step_due_at": "2000-01-01T00:00:00+00:00"}
+        session.commit()
+    with get_sessionmaker()() as session:
+        adopted = drain.run_step(session, job_id, first_token)
+    assert adopted.state not in ("deferred", "skipped")
+    assert _job(job_id).progress["step_token"] == adopted.next_token
+
+    with get_sessionmaker()() as session:
+        drain.request_cancel(session, job_id)
+        session.commit()
+    assert drive_drain(cluster, job_id, advance=True, token=adopted.next_token) == "CANCELLED"
+    with get_sessionmaker()() as session:
+        assert drain.run_step(session, job_id, adopted.next_token).state == "skipped"
