@@ -87,7 +87,7 @@ class StatementCounter:
         self.engine = engine
         self.count = 0
 
-    def _record(self, *args: Any) -> None:
+    def _record(self, *_event_args: Any) -> None:
         self.count += 1
 
     def __enter__(self) -> StatementCounter:
@@ -132,7 +132,7 @@ def reserve_where_pods_run(session: Any) -> None:
         SELECT gen_random_uuid(), deployment_id, 'bench', node_name, 'nvidia-l40s', sum(gpus), count(*)
         FROM {SCHEMA}.pod_allocations WHERE deployment_id IS NOT NULL AND node_name IS NOT NULL
         GROUP BY deployment_id, node_name
-    """))  # noqa: S608 - SCHEMA is a validated identifier
+    """))
     session.commit()
 
 
@@ -185,7 +185,8 @@ def run_size(nodes: int) -> dict[str, dict[str, Any]]:
 
     deployments = nodes * 2
     results: dict[str, dict[str, Any]] = {}
-    with Database(), tempfile.TemporaryDirectory() as tmp, SimCluster(nodes=f"{nodes}xnvidia-l40s:8", seed=1) as cluster:
+    spec = f"{nodes}xnvidia-l40s:8"
+    with Database(), tempfile.TemporaryDirectory() as tmp, SimCluster(nodes=spec, seed=1) as cluster:
         os.environ["KUBECONFIG"] = str(cluster.write_kubeconfig(Path(tmp) / "kubeconfig"))
         os.environ["PROMETHEUS_URL"] = f"{cluster.url}/prometheus"
         os.environ["K8S_NAMESPACE"] = NAMESPACE
@@ -200,7 +201,11 @@ def run_size(nodes: int) -> dict[str, dict[str, Any]]:
         try:
             started = time.perf_counter()
             populate(cluster, session, deployments)
-            cluster.advance(400)  # image pulls and model loads: every pod Ready
+            # Image pulls and model loads until every pod is Ready. Settle explicitly with a long timeout first:
+            # advance() settles between timers with a short one, meant for test-sized clusters.
+            for _ in range(20):
+                cluster.settle(timeout=900)
+                cluster.advance(20)
             inventory.sync_inventory(session, clients)
             session.commit()
             reserve_where_pods_run(session)
@@ -209,10 +214,13 @@ def run_size(nodes: int) -> dict[str, dict[str, Any]]:
             config = HealthMonitorConfig(create_deadline_seconds=1800, model_load_deadline_seconds=1800,
                                          namespace=NAMESPACE)
             now = cluster.sim.clock.now()
+            recovery_jobs: list[Any] = []  # a healthy cluster needs none; collected rather than sent to Celery
 
             def health_monitor() -> None:
-                report = run_health_monitor(session, now=now, clients=clients, config=config, enqueue=lambda job: None,
-                                            redis_client=redis_client, key_prefix=prefix)
+                report = run_health_monitor(
+                    session, now=now, clients=clients, config=config, enqueue=recovery_jobs.append,
+                    redis_client=redis_client, key_prefix=prefix,
+                )
                 assert report.status == "succeeded", report.summary()
 
             def resource_tracker() -> None:

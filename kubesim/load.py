@@ -27,8 +27,10 @@ Pods outside any Deployment, or of a Deployment without a load, get idle figures
 
 from __future__ import annotations
 
+import calendar
+import functools
+import hashlib
 import math
-import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
@@ -46,6 +48,8 @@ GPU_RESOURCE = "nvidia.com/gpu"
 USAGE_CPU_ANNOTATION = "kwok.x-k8s.io/usage-cpu"
 USAGE_MEMORY_ANNOTATION = "kwok.x-k8s.io/usage-memory"
 MODEL_LOAD_ANNOTATION = "kubesim.io/model-load-seconds"
+
+NOISE_GPU, NOISE_KV, NOISE_CONTAINERS = 0, 1, 2  # noise channels: GPU, KV cache, then cpu/memory per container
 
 # Containers without requests still use something: what a small sidecar uses.
 FALLBACK_CPU_NANOCORES = 10_000_000  # 10m
@@ -98,10 +102,27 @@ def parse_quantity(text: Any) -> float:
     """A Kubernetes resource quantity ("500m", "16Gi", "2", 1.5) as a plain number; ValueError if malformed."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         return float(text)
-    match = _QUANTITY_RE.match(str(text).strip())
+    return _parse_quantity_text(str(text))
+
+
+@functools.lru_cache(maxsize=4096)  # a cluster uses a handful of distinct quantities, 10,000s of times per query
+def _parse_quantity_text(text: str) -> float:
+    match = _QUANTITY_RE.match(text.strip())
     if match is None:
         raise ValueError(f"quantities must match the regular expression for a resource quantity, got {text!r}")
     return float(match.group(1)) * _SUFFIX[match.group(2)]
+
+
+_RFC3339_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
+
+
+@functools.lru_cache(maxsize=65536)  # pods started in the same second share one parse
+def _timestamp(text: str) -> float:
+    """`parse_rfc3339` for the apiserver's own second-precision format, ~10× faster than strptime."""
+    match = _RFC3339_RE.match(text)
+    if match is None:
+        return parse_rfc3339(text)
+    return float(calendar.timegm(tuple(int(part) for part in match.groups())))
 
 
 def _quantity_or(text: Any, default: float) -> float:
@@ -145,11 +166,11 @@ def running_since(pod: Obj) -> float | None:
     for container_status in status.get("containerStatuses") or []:
         started = ((container_status.get("state") or {}).get("running") or {}).get("startedAt")
         if started:
-            starts.append(parse_rfc3339(started))
+            starts.append(_timestamp(started))
     if starts:
         return min(starts)
     if status.get("startTime"):
-        return parse_rfc3339(status["startTime"])
+        return _timestamp(status["startTime"])
     return None
 
 
@@ -160,9 +181,9 @@ def _controller_owner(obj: Obj, kind: str) -> str | None:
     return None
 
 
-def _is_model_server(pod: Obj) -> bool:
+def _is_model_server(pod: Obj, gpus: int) -> bool:
     """A vLLM-style model server: it requests GPUs, runs a vLLM image, or is started with --model."""
-    if pod_gpu_count(pod) > 0:
+    if gpus > 0:
         return True
     for container in (pod.get("spec") or {}).get("containers") or []:
         words = [*(container.get("command") or []), *(container.get("args") or [])]
@@ -218,6 +239,17 @@ class LoadContext:
         self.bucket = int(self.now // SCRAPE_INTERVAL_SECONDS)
         self._rs_owner: dict[tuple[str, str], str | None] = {}
         self._serving: dict[str, dict[str, int]] = {}  # namespace -> deployment -> serving pods
+        self.loads: dict[tuple[str, str], PodLoad] = {}  # (uid, resourceVersion) -> figures, per request
+        self._noise: dict[str, list[float]] = {}
+        self._gpus: dict[str, int] = {}
+
+    def gpu_count(self, pod: Obj) -> int:
+        """`pod_gpu_count`, once per pod per request (the DCGM and vLLM series both need it)."""
+        uid = pod["metadata"].get("uid") or pod["metadata"]["name"]
+        count = self._gpus.get(uid)
+        if count is None:
+            count = self._gpus[uid] = pod_gpu_count(pod)
+        return count
 
     def deployment_of(self, pod: Obj) -> str | None:
         namespace = pod["metadata"].get("namespace", "")
@@ -242,10 +274,15 @@ class LoadContext:
             self._serving[namespace] = counts
         return self._serving[namespace].get(deployment, 0)
 
-    def noise(self, pod: Obj, channel: str, amplitude: float) -> float:
-        """Uniform noise in ±amplitude, fixed for (pod, channel, scrape bucket)."""
-        seed = f"{pod['metadata'].get('uid', pod['metadata']['name'])}/{channel}/{self.bucket}"
-        return random.Random(seed).uniform(-amplitude, amplitude)
+    def noise(self, pod: Obj, channel: int, amplitude: float) -> float:
+        """Uniform noise in ±amplitude, fixed for (pod, channel, scrape bucket); channels 0-15."""
+        uid = pod["metadata"].get("uid") or pod["metadata"]["name"]
+        draws = self._noise.get(uid)
+        if draws is None:
+            # One 64-byte hash gives sixteen draws: hashing per channel dominated 10,000-pod queries.
+            digest = hashlib.blake2b(f"{uid}/{self.bucket}".encode(), digest_size=64).digest()
+            draws = self._noise[uid] = [int.from_bytes(digest[i:i + 4], "big") / 2.0**32 for i in range(0, 64, 4)]
+        return (2 * draws[channel % 16] - 1) * amplitude
 
 
 def _serving(pod: Obj) -> bool:
@@ -255,10 +292,18 @@ def _serving(pod: Obj) -> bool:
 def pod_load(sim: Any, pod: Obj, context: LoadContext | None = None) -> PodLoad:
     """The pod's current figures; pass one `LoadContext` when evaluating many pods in one request."""
     ctx = context or LoadContext(sim)
+    key = (pod["metadata"].get("uid", ""), pod["metadata"].get("resourceVersion", ""))
+    cached = ctx.loads.get(key)
+    if cached is None:
+        cached = ctx.loads[key] = _compute_pod_load(sim, pod, ctx)
+    return cached
+
+
+def _compute_pod_load(sim: Any, pod: Obj, ctx: LoadContext) -> PodLoad:
     namespace = pod["metadata"].get("namespace", "")
     deployment = ctx.deployment_of(pod)
-    model_server = _is_model_server(pod)
-    gpus = pod_gpu_count(pod)
+    gpus = ctx.gpu_count(pod)
+    model_server = _is_model_server(pod, gpus)
     started = running_since(pod)
     load = sim.loads.get((namespace, deployment)) if deployment is not None else None
 
@@ -291,13 +336,13 @@ def pod_load(sim: Any, pod: Obj, context: LoadContext | None = None) -> PodLoad:
     elif running <= 0:
         utilization = 0.0
     else:
-        utilization = _clamp(97.0 * busy**0.6 + ctx.noise(pod, "gpu", 2.0), 1.0, 100.0)
+        utilization = _clamp(97.0 * busy**0.6 + ctx.noise(pod, NOISE_GPU, 2.0), 1.0, 100.0)
     if "kv_cache_usage" in load:
         kv_cache = load["kv_cache_usage"]
     elif waiting > 0:
         kv_cache = min(1.0, 0.9 + 0.1 * min(1.0, waiting / capacity))
     else:
-        kv_cache = _clamp(0.9 * busy + (ctx.noise(pod, "kv", 0.01) if running > 0 else 0.0), 0.0, 1.0)
+        kv_cache = _clamp(0.9 * busy + (ctx.noise(pod, NOISE_KV, 0.01) if running > 0 else 0.0), 0.0, 1.0)
     gpu_memory = load.get("gpu_memory_fraction", VLLM_GPU_MEMORY_UTILIZATION) if gpus else 0.0
     cpu_fraction = load.get("cpu_fraction", 0.05 + 0.5 * busy)
     return PodLoad(
@@ -331,13 +376,13 @@ def _containers(ctx: LoadContext, pod: Obj, cpu_fraction: float, memory_fraction
             cpu = cpu_override * 1e9 / len(containers)
         else:
             cpu_request = _quantity_or(requests.get("cpu"), 0.0) * 1e9
-            noisy = cpu_fraction * (1 + ctx.noise(pod, f"cpu{index}", 0.05))
+            noisy = cpu_fraction * (1 + ctx.noise(pod, NOISE_CONTAINERS + 2 * index, 0.05))
             cpu = cpu_request * noisy if cpu_request else FALLBACK_CPU_NANOCORES * (1 + noisy)
         if memory_override >= 0:
             memory = memory_override / len(containers)
         else:
             memory_request = _quantity_or(requests.get("memory"), 0.0)
-            noisy = memory_fraction * (1 + ctx.noise(pod, f"mem{index}", 0.02))
+            noisy = memory_fraction * (1 + ctx.noise(pod, NOISE_CONTAINERS + 2 * index + 1, 0.02))
             memory = memory_request * noisy if memory_request else FALLBACK_MEMORY_BYTES * (0.5 + noisy)
         out.append(ContainerUsage(container.get("name", f"container-{index}"), int(cpu), int(memory)))
     return tuple(out)

@@ -29,7 +29,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from kubesim.load import GPU_RESOURCE, LoadContext, container_requests, parse_quantity, pod_gpu_count, pod_load
+from kubesim.load import GPU_RESOURCE, LoadContext, container_requests, parse_quantity, pod_load
 
 Obj = dict[str, Any]
 Labels = dict[str, str]
@@ -546,11 +546,11 @@ def _node_ip(node: Obj) -> str:
     return node["metadata"]["name"]
 
 
-def _holds_gpus(pod: Obj) -> bool:
+def _holds_gpus(ctx: LoadContext, pod: Obj) -> bool:
     """Pods the device plugin has given GPUs: bound, not finished, requesting nvidia.com/gpu."""
     if (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed"):
         return False
-    return pod_gpu_count(pod) > 0
+    return ctx.gpu_count(pod) > 0
 
 
 def _dcgm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
@@ -576,7 +576,7 @@ def _dcgm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
             memory_mib = DEFAULT_GPU_MEMORY_MIB
         model = _model_name(labels.get("nvidia.com/gpu.product", ""))
         instance = f"{_node_ip(node)}:{DCGM_EXPORTER_PORT}"
-        gpu_pods = [p for p in sim.store.pods_on_node(name) if _holds_gpus(p)]
+        gpu_pods = [p for p in sim.store.pods_on_node(name) if _holds_gpus(ctx, p)]
         holders = _allocator(sim).assign(name, gpu_total, gpu_pods)
         loads = {p["metadata"]["uid"]: pod_load(sim, p, ctx) for p in gpu_pods}
         for index in range(gpu_total):

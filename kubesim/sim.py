@@ -26,7 +26,7 @@ from typing import Any, Protocol
 
 from kubesim import nodes as node_catalogue
 from kubesim.clock import Clock, ScaledClock, VirtualClock
-from kubesim.store import Store, WatchEvent, clone
+from kubesim.store import Store, WatchEvent
 
 log = logging.getLogger(__name__)
 
@@ -189,11 +189,14 @@ class Simulation:
         """Commit a pod's binding (spec.nodeName) as the pods/binding subresource does.
 
         Binding is not a pod update: the apiserver does not re-run pod validation for it, and skipping
-        admission here keeps binding cheap when thousands of pods are scheduled at once.
+        admission here keeps binding cheap when thousands of pods are scheduled at once. `change` gets
+        shallow copies and must only assign top-level keys of `spec` and `status`.
         """
         with self.store.lock:
             old = self.store.get("pods", namespace, name)
-            new = clone(old)
+            # Shallow copies: `change` assigns top-level keys of spec and status only.
+            new = dict(old, metadata=dict(old["metadata"]), spec=dict(old.get("spec") or {}),
+                       status=dict(old.get("status") or {}))
             change(new)
             saved, self.store.admission = self.store.admission, None
             try:
@@ -276,6 +279,10 @@ class Simulation:
                 })
         if spec:
             self.add_nodes(spec)
+        if self.with_daemonsets:
+            from kubesim.controllers.daemonset import install_device_plugin
+
+            install_device_plugin(self.store)
 
     def add_nodes(self, spec: str) -> list[str]:
         pools = node_catalogue.parse_spec(spec)

@@ -48,7 +48,7 @@ from workers.health_monitor import OUR_SELECTOR
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
-from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, default_redis
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, default_redis, lock_key_prefix
 from workers.sweep_metrics import SweepReport, observed_sweep
 
 AUTOSCALER_ACTOR = "autoscaler"
@@ -419,6 +419,6 @@ def autoscaler_sweep() -> dict[str, Any]:
 
     session = get_sessionmaker()()
     try:
-        return run_autoscaler(session).summary()
+        return run_autoscaler(session, key_prefix=lock_key_prefix()).summary()
     finally:
         session.close()

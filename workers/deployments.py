@@ -87,14 +87,11 @@ def _load_target(job_id: uuid.UUID | str) -> Target:
 
 
 # ------------------------------------------------------------------------------------------- apply
-_namespaces_ready: set[str] = set()
-
-
 def ensure_namespace(clients: KubeClients, namespace: str) -> None:
     """Create the namespace if missing (a cluster that forbids it answers 403: a permanent error).
 
     Remembered per process once it exists, so steady-state creates skip the extra call."""
-    if namespace in _namespaces_ready:
+    if namespace in clients.namespaces_ready:
         return
     if read(clients, clients.core.read_namespace, namespace) is None:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
@@ -103,7 +100,7 @@ def ensure_namespace(clients: KubeClients, namespace: str) -> None:
         except TransientClusterError as error:
             if error.status != 409:  # AlreadyExists from a racing worker is success
                 raise
-    _namespaces_ready.add(namespace)
+    clients.namespaces_ready.add(namespace)
 
 
 def _check_ours(existing: dict[str, Any], desired: dict[str, Any]) -> None:
@@ -149,6 +146,13 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
     except TransientClusterError as error:
         if error.status != 409:
             raise
+    except PermanentClusterError as error:
+        if error.status != 404 or namespace not in clients.namespaces_ready:
+            raise
+        # The namespace we remembered was deleted: recreate it and try once more.
+        clients.namespaces_ready.discard(namespace)
+        ensure_namespace(clients, namespace)
+        return _apply(clients, kind, desired)
     existing = read(clients, get, name, namespace)
     if existing is None:
         # Deleted between our create and read: let the retry contract try again.

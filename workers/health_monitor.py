@@ -30,7 +30,7 @@ from workers.diagnosis import Diagnosis, PodView, diagnose_deployment, pod_view
 from workers.domain import DomainError
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, lock_key_prefix
 from workers.sweep_metrics import SweepReport, observed_sweep
 
 OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
@@ -496,6 +496,6 @@ def health_monitor_sweep() -> dict[str, Any]:
 
     session = get_sessionmaker()()
     try:
-        return run_health_monitor(session).summary()
+        return run_health_monitor(session, key_prefix=lock_key_prefix()).summary()
     finally:
         session.close()

@@ -12,7 +12,7 @@ in-cluster service-account config is used. Every call carries ``K8S_REQUEST_TIME
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
 
@@ -28,6 +28,9 @@ class KubeClients:
     api_client: client.ApiClient
     request_timeout: float
     namespace: str
+    # Namespaces known to exist on this cluster (see workers.deployments.ensure_namespace); per client, so a
+    # new kubeconfig (reset_client) starts with no assumptions.
+    namespaces_ready: set[str] = field(default_factory=set)
 
     @cached_property
     def core(self) -> client.CoreV1Api:

@@ -178,7 +178,7 @@ def decide(
         if stuck_creating:
             return Decision("give_up", note="still not serving after the create deadline")
         return NOTHING
-    since_last = now - (state.last_at or now)
+    since_last = now - state.last_at if state.last_at is not None else 0.0
     if state.attempts and since_last < policy.backoff_after(state.attempts):
         return Decision("wait", attempt=state.attempts)
     if state.attempts >= policy.max_attempts:

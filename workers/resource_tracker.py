@@ -37,7 +37,7 @@ from workers.cluster_errors import ClusterError, call, is_status
 from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TENANT_LABEL
 from workers.observe import pod_view as observe_pod_view
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
-from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, lock_key_prefix
 from workers.sweep_metrics import GPU_DRIFT_DEPLOYMENTS, SweepReport, observed_sweep
 
 LOCK_TTL_SECONDS = 300.0
@@ -533,6 +533,6 @@ def resource_tracker_sweep() -> dict[str, Any]:
 
     session = get_sessionmaker()()
     try:
-        return run_resource_tracker(session).summary()
+        return run_resource_tracker(session, key_prefix=lock_key_prefix()).summary()
     finally:
         session.close()

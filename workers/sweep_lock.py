@@ -46,6 +46,15 @@ def default_redis() -> redis.Redis:
         return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=5)
 
 
+def lock_key_prefix() -> str:
+    """The key prefix for sweep state in a Celery worker: under the broker's own ``global_keyprefix`` if one
+    is set, so installs (or test runs) sharing one Redis keep their queues and their sweep locks apart."""
+    from workers.celery_app import app
+
+    options = app.conf.broker_transport_options or {}
+    return f"{options.get('global_keyprefix', '')}{DEFAULT_KEY_PREFIX}"
+
+
 class SweepLock:
     """One named lock; ``acquire()`` is non-blocking (a sweep that finds it held simply skips)."""
 

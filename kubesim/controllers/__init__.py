@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubesim.controllers.daemonset import DaemonSetController
 from kubesim.controllers.deployment import DeploymentController
 from kubesim.controllers.gc import GarbageCollector
 from kubesim.controllers.kubelet import Kubelet
@@ -26,6 +27,7 @@ def build_controllers(sim: Any) -> list[Any]:
         Kubelet(sim),
         ReplicaSetController(sim),
         DeploymentController(sim),
+        DaemonSetController(sim),
         DisruptionController(sim),
         GarbageCollector(sim),
         NamespaceController(sim),

@@ -24,6 +24,7 @@ from kubesim.controllers.common import (
     key_of,
     owner_reference,
     resync_all,
+    write_fields,
 )
 from kubesim.store import WatchEvent, clone
 
@@ -346,11 +347,9 @@ class DeploymentController:
             if not status[field]:
                 status.pop(field)
         if status != old_status:
-            def change(obj: Obj) -> None:
-                obj["status"] = status
-
-            self.store.mutate("deployments", deployment["metadata"]["namespace"], deployment["metadata"]["name"],
-                              change)
+            current = self.store.get("deployments", deployment["metadata"]["namespace"],
+                                     deployment["metadata"]["name"])
+            write_fields(self.store, "deployments", current, status=status)
 
     def _progress(self, deployment: Obj, new_rs: Obj | None, status: Obj, conditions: list[Obj],
                   created: str | None, now: float) -> None:

@@ -18,7 +18,7 @@ from typing import Any
 
 from kubesim import stages
 from kubesim.clock import rfc3339
-from kubesim.controllers.common import Obj, ObjKey, is_deleting, is_terminal, key_of, set_condition
+from kubesim.controllers.common import Obj, ObjKey, is_deleting, is_terminal, key_of, set_condition, write_fields
 from kubesim.store import WatchEvent
 
 FAILURE_ANNOTATION = "kubesim.io/failure"
@@ -418,10 +418,7 @@ class Kubelet:
             for container in pod["spec"].get("containers") or []
         ]
         if status != old_status:
-            def change(obj: Obj) -> None:
-                obj["status"] = status
-
-            self.store.mutate("pods", pod["metadata"]["namespace"], pod["metadata"]["name"], change)
+            write_fields(self.store, "pods", pod, status=status)
 
     # ----------------------------------------------------------------- helpers
 

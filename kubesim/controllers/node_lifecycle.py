@@ -20,7 +20,7 @@ from typing import Any
 
 from kubesim import errors
 from kubesim.clock import parse_rfc3339, rfc3339
-from kubesim.controllers.common import Obj, get_condition, is_deleting, key_of
+from kubesim.controllers.common import Obj, get_condition, is_deleting, key_of, write_fields
 from kubesim.controllers.scheduler import tolerates
 from kubesim.nodes import healthy_conditions
 from kubesim.store import WatchEvent
@@ -118,11 +118,8 @@ class NodeLifecycleController:
                 if self.kubelet_state(name) == "Unknown":
                     continue
 
-                def beat(obj: Obj) -> None:
-                    for condition in obj["status"].get("conditions") or []:
-                        condition["lastHeartbeatTime"] = stamp
-
-                self.store.mutate("nodes", "", name, beat)
+                conditions = [dict(c, lastHeartbeatTime=stamp) for c in node["status"].get("conditions") or []]
+                write_fields(self.store, "nodes", node, status=dict(node["status"], conditions=conditions))
         self.sim.schedule_at(now + HEARTBEAT_SECONDS, self.name, HEARTBEAT_KEY)
 
     def _sync_node(self, name: str) -> None:

@@ -23,6 +23,7 @@ from kubesim.controllers.common import (
     owner_reference,
     ready_since,
     resync_all,
+    write_fields,
 )
 from kubesim.selectors import match_label_selector_object
 from kubesim.store import WatchEvent, clone
@@ -153,7 +154,5 @@ class ReplicaSetController:
             if not status[field]:
                 status.pop(field)
         if (rs.get("status") or {}) != status:
-            def change(obj: Obj) -> None:
-                obj["status"] = status
-
-            self.store.mutate("replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"], change)
+            current = self.store.get("replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"])
+            write_fields(self.store, "replicasets", current, status=status)

@@ -13,14 +13,17 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -175,8 +178,19 @@ def _stop_and_check_every_child_exited(run: EmbeddedRun) -> None:
     assert "all processes stopped" in run.output
 
 
-def test_make_run_serves_a_deployment_end_to_end_and_keeps_its_data(tmp_path: Path):
-    data_dir = tmp_path / "run"
+@pytest.fixture
+def data_dir() -> Iterator[Path]:
+    """The run's data directory, outside pytest's temporary tree: as root, the embedded Postgres runs as an
+    unprivileged user that must traverse every parent directory, and pytest resets its own tree to 0700
+    whenever another session starts."""
+    root = Path(tempfile.mkdtemp(prefix="embedded-e2e-"))
+    try:
+        yield root / "run"
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def test_make_run_serves_a_deployment_end_to_end_and_keeps_its_data(data_dir: Path):
     run: EmbeddedRun | None = None
     try:
         run = EmbeddedRun(data_dir)

@@ -29,8 +29,8 @@ def _conninfo(database_url: str) -> str:
     return f"host={url.host} port={url.port} user={url.username} dbname={url.database}"
 
 
-def test_postgres_and_redis_keep_their_data_across_a_restart(tmp_path: Path):
-    config = EmbeddedConfig.from_env({"EMBEDDED_DATA_DIR": str(tmp_path / "run")})
+def test_postgres_and_redis_keep_their_data_across_a_restart(data_root: Path):
+    config = EmbeddedConfig.from_env({"EMBEDDED_DATA_DIR": str(data_root / "run")})
 
     group, database_url, redis_url = _start_both(config)
     try:

@@ -54,7 +54,7 @@ def test_a_busy_api_port_exits_1_with_the_variable_to_change(tmp_path: Path):
     assert not (tmp_path / "run" / "postgres").exists()
 
 
-def test_ctrl_c_during_start_up_stops_what_was_started_and_exits_0(tmp_path: Path):
+def test_ctrl_c_during_start_up_stops_what_was_started_and_exits_0(data_root: Path):
     import json
     import signal
     import time
@@ -64,7 +64,7 @@ def test_ctrl_c_during_start_up_stops_what_was_started_and_exits_0(tmp_path: Pat
         for key, value in os.environ.items()
         if key not in ("DATABASE_URL", "REDIS_URL", "KUBECONFIG", "K8S_CONTEXT", "JWT_SECRET")
     }
-    environment.update(EMBEDDED_DATA_DIR=str(tmp_path / "run"), PORT="0", FLOWER_PORT="0")
+    environment.update(EMBEDDED_DATA_DIR=str(data_root / "run"), PORT="0", FLOWER_PORT="0")
     runner = subprocess.Popen(
         [sys.executable, "-m", "embedded"], cwd=REPO, env=environment, stdout=subprocess.PIPE,
         stderr=subprocess.PIPE, text=True,
@@ -87,7 +87,7 @@ def test_ctrl_c_during_start_up_stops_what_was_started_and_exits_0(tmp_path: Pat
     assert runner.returncode == 0, rest
     assert "stop requested during start-up" in rest
     assert "all processes stopped" in rest
-    children = json.loads((tmp_path / "run" / "embedded-children.json").read_text())
+    children = json.loads((data_root / "run" / "embedded-children.json").read_text())
     assert {"postgres", "redis"} <= {child["name"] for child in children}
     deadline = time.monotonic() + 10
     while time.monotonic() < deadline and any(Path(f"/proc/{child['pid']}").exists() for child in children):

@@ -17,6 +17,8 @@ import kubernetes
 import pytest
 
 from kubesim.cluster import SimCluster
+from kubesim.sim import Simulation
+from tests.kubesim.test_controllers_support import start_sim
 
 SMALL_SPEC = "2xnvidia-l40s:8,1xnvidia-h100-80gb:8"
 
@@ -89,3 +91,14 @@ def kubectl(sim_cluster: SimCluster, tmp_path: Path) -> Kubectl:
     cache = tmp_path / "kubecache"
     cache.mkdir()
     return Kubectl(sim_cluster.kubeconfig, cache)  # type: ignore[attr-defined]
+
+
+@pytest.fixture
+def sim() -> Iterator[Simulation]:
+    """A started Simulation without HTTP (apiserver admission installed), for controller unit tests."""
+    simulation = start_sim()
+    try:
+        yield simulation
+    finally:
+        simulation.stop()
+    assert simulation.errors == []

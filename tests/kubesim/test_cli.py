@@ -57,7 +57,8 @@ def test_cli_serves_client_and_kubectl_then_exits_cleanly_on_sigterm(tmp_path):
         result = subprocess.run([kubectl_binary(), "--kubeconfig", str(kubeconfig), "get", "nodes"],
                                 capture_output=True, text=True, env=env, timeout=60, check=False)
         assert result.returncode == 0, result.stderr
-        assert "l40s-0" in result.stdout and "Ready" in result.stdout
+        assert "l40s-0" in result.stdout
+        assert "Ready" in result.stdout
     finally:
         code = _stop(process)
     assert code == 0

@@ -28,11 +28,14 @@ def test_deployment_becomes_ready_through_the_client(sim_cluster, k8s):
     k8s.apps.create_namespaced_deployment("default", deployment("llama", replicas=2))
     sim_cluster.settle()
     pods = k8s.core.list_namespaced_pod("default", label_selector="app=llama").items
-    assert len(pods) == 2 and all(p.status.phase == "Pending" for p in pods)
+    assert len(pods) == 2
+    assert all(p.status.phase == "Pending" for p in pods)
     _wait_ready(sim_cluster, k8s, "llama")
     for pod in k8s.core.list_namespaced_pod("default", label_selector="app=llama").items:
-        assert pod.status.phase == "Running" and pod.spec.node_name
-        assert pod.status.container_statuses[0].ready and pod.status.pod_ip
+        assert pod.status.phase == "Running"
+        assert pod.spec.node_name
+        assert pod.status.container_statuses[0].ready
+        assert pod.status.pod_ip
 
 
 def test_rollout_restart_deadlocks_a_gpu_full_cluster(sim_cluster, k8s, kubectl):
@@ -48,7 +51,9 @@ def test_rollout_restart_deadlocks_a_gpu_full_cluster(sim_cluster, k8s, kubectl)
     assert scheduled.message.startswith("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
     events = k8s.core.list_namespaced_event(
         "default", field_selector=f"involvedObject.name={pending[0].metadata.name},reason=FailedScheduling").items
-    assert len(events) == 1 and events[0].type == "Warning" and events[0].source.component == "default-scheduler"
+    assert len(events) == 1
+    assert events[0].type == "Warning"
+    assert events[0].source.component == "default-scheduler"
     status = kubectl("rollout", "status", "deployment/full", "--timeout=2s", check=False)
     assert status.returncode != 0
 
@@ -99,9 +104,12 @@ def test_cascading_delete_policies(sim_cluster, k8s, policy):
     replicasets = k8s.apps.list_namespaced_replica_set("default").items
     pods = k8s.core.list_namespaced_pod("default").items
     if policy == "Orphan":
-        assert len(replicasets) == 1 and replicasets[0].metadata.owner_references is None and len(pods) == 1
+        assert len(replicasets) == 1
+        assert replicasets[0].metadata.owner_references is None
+        assert len(pods) == 1
     else:
-        assert replicasets == [] and pods == []
+        assert replicasets == []
+        assert pods == []
 
 
 def test_namespace_deletion_through_the_client(sim_cluster, k8s):

@@ -5,13 +5,12 @@ from __future__ import annotations
 import pytest
 
 from kubesim import stages
-from tests.kubesim.test_controllers_support import (  # noqa: F401  (sim is a fixture)
+from tests.kubesim.test_controllers_support import (
     bare_pod,
     condition,
     container,
     events,
     is_ready,
-    sim,
 )
 
 
@@ -36,11 +35,13 @@ def test_pod_goes_container_creating_then_running_not_ready_then_ready(sim):
     pod = _create(sim, "stages")
     assert pod["status"]["phase"] == "Pending"
     assert container(pod)["state"]["waiting"]["reason"] == "ContainerCreating"
-    assert pod["status"]["podIP"].startswith("10.244.") and pod["status"]["hostIP"].startswith("10.0.")
+    assert pod["status"]["podIP"].startswith("10.244.")
+    assert pod["status"]["hostIP"].startswith("10.0.")
     sim.advance(stages.STAGES["image-pull-first"].delay * 1.25)
     pod = _pod(sim, "stages")
     assert pod["status"]["phase"] == "Running"
-    assert container(pod)["started"] is True and container(pod)["ready"] is False
+    assert container(pod)["started"] is True
+    assert container(pod)["ready"] is False
     assert not is_ready(pod)
     sim.advance(stages.STAGES["model-load"].delay * 1.2)
     pod = _pod(sim, "stages")
@@ -48,7 +49,8 @@ def test_pod_goes_container_creating_then_running_not_ready_then_ready(sim):
     status = container(pod)
     assert status["containerID"].startswith("containerd://")
     assert status["imageID"].startswith("docker.io/vllm/vllm-openai@sha256:")
-    assert status["restartCount"] == 0 and "startedAt" in status["state"]["running"]
+    assert status["restartCount"] == 0
+    assert "startedAt" in status["state"]["running"]
     assert {c["type"] for c in pod["status"]["conditions"]} >= {
         "PodScheduled", "Initialized", "ContainersReady", "Ready"}
     assert _reasons(sim, "stages") == ["Scheduled", "Pulling", "Pulled", "Created", "Started"]
@@ -100,9 +102,11 @@ def test_crash_loop_backoff_grows_and_counts_restarts(sim):
     assert restarts_seen[:4] == [1, 2, 3, 4]
     assert backoffs[:4] == ["10s", "20s", "40s", "80s"]
     terminated = container(_pod(sim, "crash"))["lastState"]["terminated"]
-    assert terminated["exitCode"] == 1 and terminated["reason"] == "Error"
+    assert terminated["exitCode"] == 1
+    assert terminated["reason"] == "Error"
     backoff_event = next(e for e in events(sim, "BackOff") if e["involvedObject"]["name"] == "crash")
-    assert backoff_event["count"] >= 4 and backoff_event["message"].startswith(
+    assert backoff_event["count"] >= 4
+    assert backoff_event["message"].startswith(
         "Back-off restarting failed container vllm in pod crash_default(")
     assert stages.backoff(10) == 300
 
@@ -134,9 +138,11 @@ def test_never_ready_reports_unhealthy(sim):
     _create(sim, "never", annotations={"kubesim.io/failure": "NeverReady"})
     sim.advance(600)
     pod = _pod(sim, "never")
-    assert pod["status"]["phase"] == "Running" and not is_ready(pod)
+    assert pod["status"]["phase"] == "Running"
+    assert not is_ready(pod)
     unhealthy = [e for e in events(sim, "Unhealthy") if e["involvedObject"]["name"] == "never"]
-    assert unhealthy[0]["count"] > 5 and unhealthy[0]["message"].startswith("Readiness probe failed:")
+    assert unhealthy[0]["count"] > 5
+    assert unhealthy[0]["message"].startswith("Readiness probe failed:")
 
 
 def test_readiness_flaps(sim):

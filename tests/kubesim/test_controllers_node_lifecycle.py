@@ -5,15 +5,13 @@ from __future__ import annotations
 import pytest
 
 from kubesim.clock import parse_rfc3339
-from tests.kubesim.test_controllers_support import (  # noqa: F401  (sim is a fixture)
+from tests.kubesim.test_controllers_support import (
     bare_pod,
     condition,
     deployment,
     deployment_ready,
     events,
     is_ready,
-    pods,
-    sim,
 )
 
 
@@ -88,14 +86,16 @@ def test_deployment_loses_availability_on_node_failure(sim):
     sim.fail_node("l40s-0", "NotReady")
     sim.settle()
     status = sim.store.get("deployments", "default", "svc")["status"]
-    assert status["availableReplicas"] == 2 and status["unavailableReplicas"] == 1
+    assert status["availableReplicas"] == 2
+    assert status["unavailableReplicas"] == 1
 
 
 def test_cordon_adds_and_uncordon_removes_the_unschedulable_taint(sim):
     sim.store.mutate("nodes", "", "l40s-0", lambda n: n["spec"].__setitem__("unschedulable", True))
     sim.settle()
     taint = next(t for t in _node(sim)["spec"]["taints"] if t["key"] == "node.kubernetes.io/unschedulable")
-    assert taint["effect"] == "NoSchedule" and "timeAdded" in taint
+    assert taint["effect"] == "NoSchedule"
+    assert "timeAdded" in taint
     sim.store.mutate("nodes", "", "l40s-0", lambda n: n["spec"].__setitem__("unschedulable", False))
     sim.settle()
     assert _taints(sim) == {("nvidia.com/gpu", "NoSchedule")}

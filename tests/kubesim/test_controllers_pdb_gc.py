@@ -3,13 +3,12 @@
 from __future__ import annotations
 
 from kubesim.clock import rfc3339
-from tests.kubesim.test_controllers_support import (  # noqa: F401  (sim is a fixture)
+from tests.kubesim.test_controllers_support import (
     bare_pod,
     condition,
     deployment,
     deployment_ready,
     pods,
-    sim,
 )
 
 
@@ -57,11 +56,13 @@ def test_disrupted_pods_do_not_count_and_expire_after_two_minutes(sim):
     sim.store.mutate("poddisruptionbudgets", "default", "budget", disrupt)
     sim.settle()
     status = _status(sim, "budget")
-    assert status["currentHealthy"] == 1 and status["disruptionsAllowed"] == 0
+    assert status["currentHealthy"] == 1
+    assert status["disruptionsAllowed"] == 0
     assert victim in status["disruptedPods"]
     sim.advance(121)
     status = _status(sim, "budget")
-    assert "disruptedPods" not in status and status["currentHealthy"] == 2
+    assert "disruptedPods" not in status
+    assert status["currentHealthy"] == 2
 
 
 def test_background_cascade_deletes_replicasets_and_pods(sim):

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import pytest
 
-from kubesim.controllers.scheduler import Scheduler, matches_node_affinity, tolerates
-from tests.kubesim.test_controllers_support import (  # noqa: F401  (sim is a fixture)
+from kubesim.controllers.scheduler import matches_node_affinity, tolerates
+from tests.kubesim.test_controllers_support import (
     bare_pod,
     condition,
     events,
     pods,
-    sim,
 )
 
 
@@ -83,7 +82,8 @@ def test_failed_scheduling_event_is_aggregated_and_pod_retried_when_cluster_chan
     sim.store.create("pods", bare_pod("waiting", gpus=16))
     sim.settle()
     (event,) = events(sim, "FailedScheduling")
-    assert event["count"] == 1 and event["type"] == "Warning"
+    assert event["count"] == 1
+    assert event["type"] == "Warning"
     assert event["reportingComponent"] == "default-scheduler"
     sim.advance(301)  # the periodic flush retries unschedulable pods
     (event,) = events(sim, "FailedScheduling")
@@ -168,10 +168,11 @@ def test_cordoned_node_gets_no_new_pods_until_uncordoned(sim):
     assert _node_of(sim, "blocked") == "l40s-1"
 
 
-def test_feasible_node_count_follows_kube_scheduler():
-    assert Scheduler._feasible_to_find(50) == 50
-    assert Scheduler._feasible_to_find(1000) == 420
-    assert Scheduler._feasible_to_find(5000) == 500
+def test_ties_go_to_the_first_node_by_name(sim):
+    sim.add_nodes("3xnvidia-a10g:1")
+    sim.store.create("pods", bare_pod("tie", gpus=1, nodeSelector={"nvidia.com/gpu.product": "nvidia-a10g"}))
+    sim.settle()
+    assert _node_of(sim, "tie") == "a10g-0"
 
 
 def test_too_many_pods(sim):

@@ -7,13 +7,12 @@ import pytest
 from kubesim.clock import ScaledClock
 from kubesim.nodes import parse_spec
 from kubesim.sim import Simulation
-from tests.kubesim.test_controllers_support import (  # noqa: F401  (sim is a fixture)
+from tests.kubesim.test_controllers_support import (
     bare_pod,
     deployment,
     deployment_ready,
     is_ready,
     pods,
-    sim,
     start_sim,
 )
 
@@ -38,12 +37,14 @@ def test_nodes_look_like_real_gpu_nodes(sim):
     assert labels["node-role.kubernetes.io/gpu-worker"] == ""
     assert node["spec"]["taints"] == [{"key": "nvidia.com/gpu", "value": "present", "effect": "NoSchedule"}]
     status = node["status"]
-    assert status["capacity"]["nvidia.com/gpu"] == "8" and status["capacity"]["cpu"] == "192"
+    assert status["capacity"]["nvidia.com/gpu"] == "8"
+    assert status["capacity"]["cpu"] == "192"
     assert status["capacity"]["pods"] == "110"
     assert int(status["allocatable"]["memory"][:-2]) < int(status["capacity"]["memory"][:-2])
     assert {c["type"] for c in status["conditions"]} == {"Ready", "MemoryPressure", "DiskPressure", "PIDPressure"}
     assert {a["type"] for a in status["addresses"]} == {"InternalIP", "Hostname"}
-    assert len(status["nodeInfo"]) == 10 and status["nodeInfo"]["kubeletVersion"].startswith("v1.34.")
+    assert len(status["nodeInfo"]) == 10
+    assert status["nodeInfo"]["kubeletVersion"].startswith("v1.34.")
     assert status["nodeInfo"]["containerRuntimeVersion"].startswith("containerd://")
     assert status["daemonEndpoints"]["kubeletEndpoint"]["Port"] == 10250
     l40s = sim.store.get("nodes", "", "l40s-1")

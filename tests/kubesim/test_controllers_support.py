@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from typing import Any
-
-import pytest
 
 from kubesim.admission import StoreAdmission
 from kubesim.sim import Simulation
@@ -92,13 +89,3 @@ def start_sim(spec: str = "2xnvidia-l40s:8,1xnvidia-h100-80gb:8", seed: int = 7)
     sim.start()
     sim.settle()
     return sim
-
-
-@pytest.fixture
-def sim() -> Iterator[Simulation]:
-    simulation = start_sim()
-    try:
-        yield simulation
-    finally:
-        simulation.stop()
-    assert simulation.errors == []

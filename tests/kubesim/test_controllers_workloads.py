@@ -6,14 +6,13 @@ import pytest
 
 from kubesim.controllers.deployment import template_hash
 from kubesim.controllers.replicaset import deletion_rank
-from tests.kubesim.test_controllers_support import (  # noqa: F401  (sim is a fixture)
+from tests.kubesim.test_controllers_support import (
     condition,
     deployment,
     deployment_ready,
     events,
     is_ready,
     pods,
-    sim,
 )
 
 
@@ -79,7 +78,7 @@ def test_rolling_update_replaces_pods_within_surge_and_unavailability(sim):
         "deployment.kubernetes.io/revision"])
     assert new_rs["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
     assert new_rs["spec"]["replicas"] == 4
-    old_rs = [r for r in _replicasets(sim, "small") if r is not new_rs][0]
+    old_rs = next(r for r in _replicasets(sim, "small") if r is not new_rs)
     assert old_rs["spec"]["replicas"] == 0
     dep = sim.store.get("deployments", "default", "small")
     assert dep["metadata"]["annotations"]["deployment.kubernetes.io/revision"] == "2"
@@ -117,15 +116,19 @@ def test_gpu_rolling_restart_deadlocks_with_default_surge(sim):
     pending = [p for p in pods(sim, app="full") if not p["spec"].get("nodeName")]
     assert len(pending) == 1
     scheduled = condition(pending[0], "PodScheduled")
-    assert scheduled["status"] == "False" and scheduled["reason"] == "Unschedulable"
+    assert scheduled["status"] == "False"
+    assert scheduled["reason"] == "Unschedulable"
     assert scheduled["message"].startswith("0/3 nodes are available: 3 Insufficient nvidia.com/gpu.")
     failed = events(sim, "FailedScheduling")
-    assert failed and failed[0]["involvedObject"]["name"] == pending[0]["metadata"]["name"]
-    assert failed[0]["type"] == "Warning" and failed[0]["source"]["component"] == "default-scheduler"
+    assert failed
+    assert failed[0]["involvedObject"]["name"] == pending[0]["metadata"]["name"]
+    assert failed[0]["type"] == "Warning"
+    assert failed[0]["source"]["component"] == "default-scheduler"
     dep = sim.store.get("deployments", "default", "full")
     assert condition(dep, "Progressing")["reason"] == "ProgressDeadlineExceeded"
     assert condition(dep, "Progressing")["status"] == "False"
-    assert dep["status"]["updatedReplicas"] == 1 and dep["status"]["availableReplicas"] == 3
+    assert dep["status"]["updatedReplicas"] == 1
+    assert dep["status"]["availableReplicas"] == 3
 
 
 def test_max_surge_zero_restarts_a_full_gpu_cluster(sim):
@@ -151,7 +154,8 @@ def test_scale_down_prefers_unscheduled_then_not_ready_then_newest(sim):
     before = pods(sim, app="pref")
     unscheduled = [p["metadata"]["name"] for p in before if not p["spec"].get("nodeName")]
     loading = [p["metadata"]["name"] for p in before if p["spec"].get("nodeName") and not is_ready(p)]
-    assert len(unscheduled) == 1 and len(loading) == 1
+    assert len(unscheduled) == 1
+    assert len(loading) == 1
     sim.store.mutate("deployments", "default", "pref", lambda d: d["spec"].__setitem__("replicas", 3))
     sim.settle()
     gone = {p["metadata"]["name"] for p in before} - {
@@ -215,7 +219,8 @@ def test_min_ready_seconds_delays_availability(sim):
     sim.store.create("deployments", deployment("slow", replicas=1, gpus=1, minReadySeconds=60))
     assert sim.run_until(lambda: all(is_ready(p) for p in pods(sim, app="slow")), timeout=600)
     status = sim.store.get("deployments", "default", "slow")["status"]
-    assert status["readyReplicas"] == 1 and "availableReplicas" not in status
+    assert status["readyReplicas"] == 1
+    assert "availableReplicas" not in status
     sim.advance(61)
     assert sim.store.get("deployments", "default", "slow")["status"]["availableReplicas"] == 1
 

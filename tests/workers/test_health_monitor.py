@@ -175,3 +175,50 @@ def test_recovered_deployment_closes_its_episode(session, sim, redis_client):
     sim.advance(60)
     sweep(session, sim, redis_client)
     assert len(recovery_events(session, deployment_id)) == 2
+
+
+def test_creating_past_the_deadline_fails_with_the_reason(session, sim, redis_client):
+    sync_inventory(session)
+    sim.sim.set_node_gpus("l40s-1", 0)
+    sim.sim.set_node_gpus("l40s-0", 0)  # admitted from the rows synced above; then the GPUs vanish
+    deployment_id = create_deployment(session, sim, replicas=1, gpus=4)
+    short = HealthMonitorConfig(create_deadline_seconds=300, model_load_deadline_seconds=600,
+                                recovery_policy=CONFIG.recovery_policy, namespace="model-serving")
+    sim.advance(60)
+    sweep(session, sim, redis_client, config=short)
+    assert deployment_row(session, deployment_id).status_reason == "waiting_for_gpus"
+    assert deployment_row(session, deployment_id).status == "CREATING"
+    sim.advance(400)
+    sweep(session, sim, redis_client, config=short)
+    row = deployment_row(session, deployment_id)
+    assert (row.status, row.status_reason) == ("FAILED", "waiting_for_gpus")
+    assert "Insufficient nvidia.com/gpu" in row.status_message
+    [event] = recovery_events(session, deployment_id)
+    assert event.inputs["recovery_outcome"] == "gave_up"
+
+
+def test_each_sweep_exports_metrics_and_logs_one_summary_line(session, sim, redis_client, caplog):
+    from prometheus_client import REGISTRY
+
+    def runs(status):
+        value = REGISTRY.get_sample_value(
+            "orchestration_sweep_runs_total", {"sweep": "health_monitor", "status": status}
+        )
+        return value or 0.0
+
+    before = runs("succeeded")
+    seen_before = REGISTRY.get_sample_value(
+        "orchestration_sweep_items_seen_total", {"sweep": "health_monitor", "kind": "nodes"}
+    ) or 0.0
+    with caplog.at_level("INFO", logger="workers.sweeps"):
+        sweep(session, sim, redis_client)
+    assert runs("succeeded") == before + 1
+    seen_after = REGISTRY.get_sample_value(
+        "orchestration_sweep_items_seen_total", {"sweep": "health_monitor", "kind": "nodes"}
+    )
+    assert seen_after == seen_before + 2
+    assert REGISTRY.get_sample_value("orchestration_sweep_duration_seconds_count", {"sweep": "health_monitor"}) >= 1
+    lines = [record for record in caplog.records if record.name == "workers.sweeps"]
+    assert len(lines) == 1
+    assert lines[0].summary["status"] == "succeeded"
+    assert lines[0].summary["items"]["nodes"] == 2

@@ -1,0 +1,175 @@
+"""The sweeps end to end: a REAL ``celery beat`` schedules them and a REAL ``celery worker`` runs them.
+
+kubesim runs in this process on a fast real-time clock (60x); beat and the worker are subprocesses
+configured only through the environment (DATABASE_URL, KUBECONFIG, PROMETHEUS_URL, short sweep
+intervals, and a Celery config module adding a unique Redis key prefix, which also scopes the sweep locks).
+A deployment created through the job path becomes RUNNING; the sweep rows show each sweep ran; a model
+that starts crash-looping is diagnosed and gets a recorded recovery step, all without the test calling
+any sweep itself.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+import redis
+from celery import Celery
+from sqlalchemy import select
+
+import settings as settings_module
+from kubesim.cluster import SimCluster
+from models import Deployment, ScalingEvent, ScalingTrigger, SweepRun
+from models.db import get_sessionmaker
+from workers import k8s
+from workers.inventory import run_inventory_sweep
+from workers.queries import ensure_tenant
+from workers.queues import TASK_FOR_JOB_TYPE, Queues
+from workers.requests import CreateDeploymentSpec, request_create
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+WAIT_SECONDS = 120
+
+
+def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.3)
+    raise AssertionError(f"timed out waiting for {what}")
+
+
+class Stack:
+    def __init__(self, cluster: SimCluster, env: dict[str, str], sender: Celery, log_dir: Path) -> None:
+        self.cluster, self.env, self.sender, self.log_dir = cluster, env, sender, log_dir
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, name: str, *arguments: str) -> None:
+        log = (self.log_dir / f"{name}.log").open("w")
+        self.processes.append(subprocess.Popen(
+            [sys.executable, "-m", "celery", "-A", "workers.celery_app", *arguments],
+            cwd=REPOSITORY, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        ))
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGTERM)
+                try:
+                    process.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    os.killpg(process.pid, signal.SIGKILL)
+                    process.wait(timeout=5)
+
+
+@pytest.fixture
+def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
+    prefix = f"e2e-sweeps-{uuid.uuid4().hex[:10]}"
+    config_dir = tmp_path / "config"
+    config_dir.mkdir()
+    module = f"celeryconfig_{prefix.replace('-', '_')}"
+    (config_dir / f"{module}.py").write_text(
+        "from celeryconfig import *  # noqa: F403\n"
+        f"broker_transport_options = {{'visibility_timeout': 30, 'global_keyprefix': '{prefix}:'}}\n"
+    )
+    with SimCluster(nodes="2xnvidia-l40s:8", seed=3, virtual_clock=False, speed=60) as cluster:
+        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        settings_module.get_settings.cache_clear()
+        k8s.reset_client()
+        env = dict(os.environ)
+        env.update(
+            DATABASE_URL=database_url,
+            KUBECONFIG=str(kubeconfig),
+            PROMETHEUS_URL=f"{cluster.url}/prometheus",
+            CELERY_CONFIG_MODULE=module,
+            PYTHONPATH=os.pathsep.join([str(config_dir), str(REPOSITORY)]),
+            HEALTH_MONITOR_INTERVAL_SECONDS="1",
+            RESOURCE_TRACKER_INTERVAL_SECONDS="2",
+            AUTOSCALER_INTERVAL_SECONDS="2",
+            STATUS_POLL_INTERVAL_SECONDS="1",
+        )
+        redis_url = settings_module.get_settings().redis_url
+        sender = Celery("e2e-sweeps-sender", broker=redis_url)
+        sender.conf.broker_transport_options = {"global_keyprefix": f"{prefix}:"}
+        sender.conf.task_serializer = "json"
+        with get_sessionmaker().begin() as session:
+            ensure_tenant(session, "acme")
+        run_inventory_sweep()
+        state = Stack(cluster, env, sender, tmp_path)
+        try:
+            state.start("worker", "worker", "--queues", ",".join(Queues.all()), "--concurrency", "2",
+                        "--hostname", f"{prefix}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO")
+            state.start("beat", "beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "INFO")
+            yield state
+        finally:
+            state.stop()
+            sender.close()
+            client = redis.Redis.from_url(redis_url)
+            keys = list(client.scan_iter(match=f"{prefix}:*"))
+            if keys:
+                client.delete(*keys)
+            k8s.reset_client()
+            settings_module.get_settings.cache_clear()
+
+
+def sweep_run(name: str) -> SweepRun | None:
+    with get_sessionmaker()() as session:
+        return session.get(SweepRun, name)
+
+
+def deployment(deployment_id) -> Deployment:
+    with get_sessionmaker()() as session:
+        return session.get(Deployment, deployment_id)
+
+
+def recovery_events(deployment_id) -> list[ScalingEvent]:
+    with get_sessionmaker()() as session:
+        return list(session.scalars(select(ScalingEvent).where(
+            ScalingEvent.deployment_id == deployment_id, ScalingEvent.trigger == ScalingTrigger.RECOVERY
+        )))
+
+
+def test_beat_and_worker_run_the_sweeps(stack):
+    with get_sessionmaker().begin() as session:
+        submitted = request_create(
+            session, tenant_id="acme", requested_by="e2e",
+            spec=CreateDeploymentSpec(model_id="meta-llama/Llama-3.1-8B-Instruct", replicas=1, gpus_per_replica=1,
+                                      name="sweepy", autoscaling_enabled=True, min_replicas=1, max_replicas=2),
+        )
+        job, deployment_id = submitted.job, submitted.deployment.id
+    stack.sender.send_task(TASK_FOR_JOB_TYPE[job.type], args=[str(job.id)], task_id=job.celery_task_id,
+                           queue=Queues.JOBS)
+    wait_for(lambda: deployment(deployment_id).status == "RUNNING", "the deployment to be RUNNING")
+
+    def swept(name: str) -> bool:
+        run = sweep_run(name)
+        if run is None or run.last_status != "succeeded":
+            return False
+        return run.last_summary["items"].get("deployments", 0) >= 1
+
+    wait_for(lambda: swept("health_monitor"), "a health-monitor sweep that saw the deployment")
+    wait_for(lambda: swept("autoscaler"), "an autoscaler sweep that saw the deployment")
+    wait_for(lambda: (sweep_run("resource_tracker") or SweepRun(last_status=None)).last_status == "succeeded",
+             "a resource-tracker sweep")
+    assert sweep_run("resource_tracker").last_summary["metrics_sources"]["prometheus"] == "ok"
+
+    # The model starts crash-looping: the monitor (scheduled by beat) diagnoses it and takes a recovery step.
+    stack.cluster.sim.add_pod_behavior(
+        {"selector": {"labels": {"orchestration.ai/deployment-id": str(deployment_id)}}, "failure": "CrashLoopBackOff"}
+    )
+    for pod in stack.cluster.store.list("pods", "model-serving")[0]:
+        stack.cluster.store.delete("pods", "model-serving", pod["metadata"]["name"], grace_period_seconds=0)
+    wait_for(lambda: bool(recovery_events(deployment_id)), "a recovery step recorded by the health monitor")
+    [event] = recovery_events(deployment_id)[:1]
+    assert event.inputs["diagnosis"]["reason"] == "crash_loop"
+    assert event.inputs["step"] == "delete_pods"
+    assert deployment(deployment_id).status_reason == "crash_loop"
