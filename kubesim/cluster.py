@@ -72,7 +72,11 @@ class SimCluster:
 
         self.sim.start()
         self.faults = FaultInjector(seed=self.sim.seed)
-        self.server = make_server(self.sim, self.host, self.port, self.faults)
+        try:
+            self.server = make_server(self.sim, self.host, self.port, self.faults)
+        except Exception:
+            self.sim.stop()  # e.g. the port is taken: do not leave a controller thread behind
+            raise
         self.url = self.server.url
         # A short poll interval makes stop() (server.shutdown) return promptly in test teardown.
         self._serve_thread = threading.Thread(target=self.server.serve_forever, kwargs={"poll_interval": 0.05},

@@ -11,11 +11,14 @@
   not say). Evicted pods on an unreachable node stay Terminating: no kubelet confirms the kill.
 - `spec.unschedulable` (cordon) adds/removes `node.kubernetes.io/unschedulable:NoSchedule`.
 - When a node object disappears, pods bound to it are deleted (pod garbage collection).
+- Each node has a Lease in kube-node-lease (owned by the node, so it goes with it) that its kubelet
+  renews with every heartbeat; `kubectl describe node` shows it.
 """
 
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from datetime import UTC, datetime
 from typing import Any
 
 from kubesim import errors
@@ -33,6 +36,7 @@ UNREACHABLE = "node.kubernetes.io/unreachable"
 UNSCHEDULABLE = "node.kubernetes.io/unschedulable"
 MANAGED_TAINTS = {NOT_READY, UNREACHABLE, UNSCHEDULABLE}
 HEARTBEAT_KEY = ("heartbeat",)
+LEASE_NAMESPACE = "kube-node-lease"
 NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false reason:NetworkPluginNotReady "
                      "message:Network plugin returns error: cni plugin not initialized")
 
@@ -50,6 +54,7 @@ class NodeLifecycleController:
         """Rebuild failure state from the nodes' conditions (after a restore) and restart heartbeats."""
         self._failed: dict[str, tuple[str, float]] = {}
         self._noexecute: set[str] = set()
+        self._cordoned: dict[str, bool] = {}  # last unschedulable value seen, to report cordons once
         with self.store.lock:
             for node in self.store.list("nodes")[0]:
                 ready = get_condition(node, "Ready") or {}
@@ -59,6 +64,7 @@ class NodeLifecycleController:
                                                                    or rfc3339(self.sim.clock.now())))
                 elif ready.get("status") == "False" and ready.get("reason") == "KubeletNotReady":
                     self._failed[name] = ("NotReady", self.sim.clock.now())
+                self._cordoned[name] = bool((node.get("spec") or {}).get("unschedulable"))
                 if any(t.get("effect") == "NoExecute" for t in (node.get("spec") or {}).get("taints") or []):
                     self._noexecute.add(name)
         self.sim.schedule_in(HEARTBEAT_SECONDS, self.name, HEARTBEAT_KEY)
@@ -84,6 +90,7 @@ class NodeLifecycleController:
         with self.store.lock:
             self._failed.pop(name, None)
             self._noexecute.discard(name)
+            self._cordoned.pop(name, None)
 
     # ----------------------------------------------------------------- queueing
 
@@ -120,6 +127,7 @@ class NodeLifecycleController:
 
                 conditions = [dict(c, lastHeartbeatTime=stamp) for c in node["status"].get("conditions") or []]
                 write_fields(self.store, "nodes", node, status=dict(node["status"], conditions=conditions))
+                self._renew_lease(node, now)
         self.sim.schedule_at(now + HEARTBEAT_SECONDS, self.name, HEARTBEAT_KEY)
 
     def _sync_node(self, name: str) -> None:
@@ -144,7 +152,11 @@ class NodeLifecycleController:
                         obj["spec"].pop("taints", None)
                     obj["status"]["conditions"] = conditions
 
+                before = node
                 node = self.store.mutate("nodes", "", name, change)
+                self._status_events(before, node)
+            if self.store.try_get("leases", LEASE_NAMESPACE, name) is None and mode != "Unknown":
+                self._renew_lease(node, now)
             noexecute = [t for t in wanted_taints if t.get("effect") == "NoExecute"]
             if noexecute:
                 self._noexecute.add(name)
@@ -154,6 +166,43 @@ class NodeLifecycleController:
                 self._mark_pods_not_ready(name, now)
             if noexecute:
                 self._schedule_evictions(name, noexecute, now)
+
+    def _status_events(self, before: Obj, after: Obj) -> None:
+        """The events `kubectl describe node` lists when a node changes state."""
+        name = after["metadata"]["name"]
+        was = (get_condition(before, "Ready") or {}).get("status")
+        now = (get_condition(after, "Ready") or {}).get("status")
+        if was != now:
+            if now == "True":
+                self.sim.events.record(after, "NodeReady", f"Node {name} status is now: NodeReady",
+                                       component="kubelet", host=name)
+            else:
+                self.sim.events.record(after, "NodeNotReady", f"Node {name} status is now: NodeNotReady",
+                                       component="node-controller")
+        cordoned = bool((after.get("spec") or {}).get("unschedulable"))
+        if cordoned != self._cordoned.get(name, False):
+            self._cordoned[name] = cordoned
+            state = "NodeNotSchedulable" if cordoned else "NodeSchedulable"
+            self.sim.events.record(after, state, f"Node {name} status is now: {state}", component="kubelet",
+                                   host=name)
+
+    def _renew_lease(self, node: Obj, now: float) -> None:
+        """The kubelet's node Lease: created on first sight, renewTime moved on every heartbeat."""
+        name = node["metadata"]["name"]
+        renew = datetime.fromtimestamp(now, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        lease = self.store.try_get("leases", LEASE_NAMESPACE, name)
+        if lease is not None:
+            write_fields(self.store, "leases", lease, spec=dict(lease.get("spec") or {}, renewTime=renew))
+            return
+        try:
+            self.store.create("leases", {
+                "metadata": {"name": name, "namespace": LEASE_NAMESPACE, "ownerReferences": [{
+                    "apiVersion": "v1", "kind": "Node", "name": name, "uid": node["metadata"]["uid"]}]},
+                "spec": {"holderIdentity": name, "leaseDurationSeconds": int(NODE_MONITOR_GRACE_SECONDS),
+                         "renewTime": renew},
+            })
+        except errors.ApiError:
+            return  # kube-node-lease was deleted: nodes work without leases
 
     def _wanted_taints(self, node: Obj, mode: str | None, unreachable: bool, now: float) -> list[Obj]:
         current = (node.get("spec") or {}).get("taints") or []

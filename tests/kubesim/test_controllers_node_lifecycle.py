@@ -145,3 +145,28 @@ def test_fail_node_validates_its_arguments(sim):
         sim.fail_node("l40s-0", "Exploded")
     with pytest.raises(Exception, match="not found"):
         sim.fail_node("nope", "NotReady")
+
+
+def test_node_leases_are_renewed_by_heartbeats_and_go_with_the_node(sim):
+    lease = sim.store.get("leases", "kube-node-lease", "l40s-0")
+    assert lease["spec"]["holderIdentity"] == "l40s-0"
+    assert lease["metadata"]["ownerReferences"][0]["kind"] == "Node"
+    first = lease["spec"]["renewTime"]
+    sim.advance(41)
+    assert sim.store.get("leases", "kube-node-lease", "l40s-0")["spec"]["renewTime"] > first
+    sim.remove_node("l40s-0")
+    sim.settle()
+    assert sim.store.try_get("leases", "kube-node-lease", "l40s-0") is None
+
+
+def test_node_state_changes_are_recorded_as_events(sim):
+    sim.store.mutate("nodes", "", "l40s-0", lambda n: n["spec"].__setitem__("unschedulable", True))
+    sim.fail_node("l40s-0", "NotReady")
+    sim.settle()
+    sim.recover_node("l40s-0")
+    sim.settle()
+    reasons = [e["reason"] for e in sim.store.list("events", "default")[0]
+               if e["involvedObject"]["name"] == "l40s-0"]
+    assert reasons.count("NodeNotSchedulable") == 1
+    assert "NodeNotReady" in reasons
+    assert "NodeReady" in reasons
