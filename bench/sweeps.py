@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
@@ -136,19 +138,6 @@ def reserve_where_pods_run(session: Any) -> None:
     session.commit()
 
 
-def measure(cluster: Any, engine: Any, run: Callable[[], Any]) -> dict[str, Any]:
-    times, calls, statements = [], [], []
-    for _ in range(RUNS):
-        cluster.server.request_log.clear()
-        with StatementCounter(engine) as counter:
-            started = time.perf_counter()
-            run()
-            times.append(time.perf_counter() - started)
-        calls.append(len([e for e in cluster.server.request_log.entries() if not e.path.startswith(("/_sim",))]))
-        statements.append(counter.count)
-    return {"seconds": statistics.median(times), "calls": max(calls), "statements": max(statements)}
-
-
 def bare_health_monitor_lists(clients: Any) -> None:
     from workers.health_monitor import OUR_SELECTOR
     from workers.kube_calls import list_pages
@@ -171,10 +160,78 @@ def bare_resource_tracker_lists(clients: Any, prometheus: Any) -> None:
     prometheus.query(resource_tracker.VLLM_QUERY)
 
 
+class KubesimProcess:
+    """kubesim in its own process, as a real API server is: its work never competes with the sweep's
+    process for the interpreter, so the bare-list baseline and the sweep see the same server."""
+
+    def __init__(self, spec: str, kubeconfig: Path) -> None:
+        self.spec, self.kubeconfig = spec, kubeconfig
+        self.process: subprocess.Popen | None = None
+        self.url = ""
+
+    def __enter__(self) -> KubesimProcess:
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "kubesim", "--port", "0", "--nodes", self.spec, "--kubeconfig",
+             str(self.kubeconfig), "--virtual", "--seed", "1"],
+            cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.PIPE, text=True,
+        )
+        line = self.process.stdout.readline() if self.process.stdout else ""
+        if not line.startswith("kubesim ready:"):
+            raise RuntimeError(f"kubesim did not start: {line!r}")
+        self.url = line.split()[2]
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self.process is not None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+
+
+def build_cluster_state(spec: str, session: Any, deployments: int) -> dict[str, Any]:
+    """Deployments created and every pod Ready, in an in-process simulator; returned as a snapshot."""
+    from kubesim.cluster import SimCluster
+
+    with SimCluster(nodes=spec, seed=1) as cluster:
+        populate(cluster, session, deployments)
+        # Image pulls and model loads until every pod is Ready. Settle explicitly with a long timeout first:
+        # advance() settles between timers with a short one, meant for test-sized clusters.
+        for _ in range(20):
+            cluster.settle(timeout=900)
+            cluster.advance(20)
+        return cluster.sim.snapshot()
+
+
+def api_calls(admin: Any) -> tuple[int, int]:
+    """(Kubernetes API calls, Prometheus queries) in kubesim's request log."""
+    paths = [entry["path"] for entry in admin.requests()]
+    prometheus = sum(1 for path in paths if path.startswith("/prometheus"))
+    kubernetes = sum(1 for path in paths if not path.startswith(("/prometheus", "/_sim")))
+    return kubernetes, prometheus
+
+
+def measure(admin: Any, engine: Any, run: Callable[[], Any]) -> dict[str, Any]:
+    times, calls, queries, statements = [], [], [], []
+    for _ in range(RUNS):
+        admin.clear_requests()
+        with StatementCounter(engine) as counter:
+            started = time.perf_counter()
+            run()
+            times.append(time.perf_counter() - started)
+        kubernetes, prometheus = api_calls(admin)
+        calls.append(kubernetes)
+        queries.append(prometheus)
+        statements.append(counter.count)
+    return {"seconds": statistics.median(times), "calls": max(calls), "queries": max(queries),
+            "statements": max(statements)}
+
+
 def run_size(nodes: int) -> dict[str, dict[str, Any]]:
     import redis
 
-    from kubesim.cluster import SimCluster
+    from kubesim.admin_client import SimAdminClient
     from models.db import get_engine, get_sessionmaker
     from settings import get_settings
     from workers import inventory
@@ -184,63 +241,63 @@ def run_size(nodes: int) -> dict[str, dict[str, Any]]:
     from workers.resource_tracker import run_resource_tracker
 
     deployments = nodes * 2
-    results: dict[str, dict[str, Any]] = {}
     spec = f"{nodes}xnvidia-l40s:8"
-    with Database(), tempfile.TemporaryDirectory() as tmp, SimCluster(nodes=spec, seed=1) as cluster:
-        os.environ["KUBECONFIG"] = str(cluster.write_kubeconfig(Path(tmp) / "kubeconfig"))
-        os.environ["PROMETHEUS_URL"] = f"{cluster.url}/prometheus"
-        os.environ["K8S_NAMESPACE"] = NAMESPACE
-        get_settings.cache_clear()
-        reset_client()
-        clients = get_clients()
-        prometheus = PrometheusClient(f"{cluster.url}/prometheus", timeout=30)
-        redis_client = redis.Redis.from_url(get_settings().redis_url)
-        prefix = f"bench-sweeps-{uuid.uuid4().hex[:8]}:"
+    results: dict[str, dict[str, Any]] = {}
+    with Database(), tempfile.TemporaryDirectory() as tmp:
         session = get_sessionmaker()()
-        engine = get_engine()
-        try:
-            started = time.perf_counter()
-            populate(cluster, session, deployments)
-            # Image pulls and model loads until every pod is Ready. Settle explicitly with a long timeout first:
-            # advance() settles between timers with a short one, meant for test-sized clusters.
-            for _ in range(20):
-                cluster.settle(timeout=900)
-                cluster.advance(20)
-            inventory.sync_inventory(session, clients)
-            session.commit()
-            reserve_where_pods_run(session)
-            print(f"  setup: {nodes} nodes, {deployments} deployments, {deployments * REPLICAS} pods "
-                  f"in {time.perf_counter() - started:.1f} s")
-            config = HealthMonitorConfig(create_deadline_seconds=1800, model_load_deadline_seconds=1800,
-                                         namespace=NAMESPACE)
-            now = cluster.sim.clock.now()
-            recovery_jobs: list[Any] = []  # a healthy cluster needs none; collected rather than sent to Celery
-
-            def health_monitor() -> None:
-                report = run_health_monitor(
-                    session, now=now, clients=clients, config=config, enqueue=recovery_jobs.append,
-                    redis_client=redis_client, key_prefix=prefix,
-                )
-                assert report.status == "succeeded", report.summary()
-
-            def resource_tracker() -> None:
-                report = run_resource_tracker(session, now=now, clients=clients, prometheus=prometheus,
-                                              redis_client=redis_client, key_prefix=prefix)
-                assert report.status == "succeeded", report.summary()
-
-            health_monitor()  # warm-up (CREATING -> RUNNING for every deployment)
-            resource_tracker()
-            results["health_monitor"] = measure(cluster, engine, health_monitor)
-            results["health_monitor"]["bare"] = measure(cluster, engine, lambda: bare_health_monitor_lists(clients))
-            results["resource_tracker"] = measure(cluster, engine, resource_tracker)
-            results["resource_tracker"]["bare"] = measure(
-                cluster, engine, lambda: bare_resource_tracker_lists(clients, prometheus)
-            )
-        finally:
-            session.close()
-            for key in redis_client.scan_iter(f"{prefix}*"):
-                redis_client.delete(key)
+        started = time.perf_counter()
+        state = build_cluster_state(spec, session, deployments)
+        with KubesimProcess(spec, Path(tmp) / "kubeconfig") as kubesim:
+            admin = SimAdminClient(kubesim.url, timeout=900)
+            admin.restore(state)
+            admin.settle(timeout=900)
+            del state
+            os.environ["KUBECONFIG"] = str(kubesim.kubeconfig)
+            os.environ["PROMETHEUS_URL"] = f"{kubesim.url}/prometheus"
+            os.environ["K8S_NAMESPACE"] = NAMESPACE
+            get_settings.cache_clear()
             reset_client()
+            clients = get_clients()
+            prometheus = PrometheusClient(f"{kubesim.url}/prometheus", timeout=60)
+            redis_client = redis.Redis.from_url(get_settings().redis_url)
+            prefix = f"bench-sweeps-{uuid.uuid4().hex[:8]}:"
+            engine = get_engine()
+            try:
+                inventory.sync_inventory(session, clients)
+                session.commit()
+                reserve_where_pods_run(session)
+                print(f"  setup: {nodes} nodes, {deployments} deployments, {deployments * REPLICAS} pods "
+                      f"in {time.perf_counter() - started:.1f} s")
+                config = HealthMonitorConfig(create_deadline_seconds=1800, model_load_deadline_seconds=1800,
+                                             namespace=NAMESPACE)
+                now = admin.now()
+                recovery_jobs: list[Any] = []  # a healthy cluster needs none; collected rather than sent to Celery
+
+                def health_monitor() -> None:
+                    report = run_health_monitor(
+                        session, now=now, clients=clients, config=config, enqueue=recovery_jobs.append,
+                        redis_client=redis_client, key_prefix=prefix,
+                    )
+                    assert report.status == "succeeded", report.summary()
+
+                def resource_tracker() -> None:
+                    report = run_resource_tracker(session, now=now, clients=clients, prometheus=prometheus,
+                                                  redis_client=redis_client, key_prefix=prefix)
+                    assert report.status == "succeeded", report.summary()
+
+                health_monitor()  # warm-up (CREATING -> RUNNING for every deployment)
+                resource_tracker()
+                results["health_monitor"] = measure(admin, engine, health_monitor)
+                results["health_monitor"]["bare"] = measure(admin, engine, lambda: bare_health_monitor_lists(clients))
+                results["resource_tracker"] = measure(admin, engine, resource_tracker)
+                results["resource_tracker"]["bare"] = measure(
+                    admin, engine, lambda: bare_resource_tracker_lists(clients, prometheus)
+                )
+            finally:
+                session.close()
+                for key in redis_client.scan_iter(f"{prefix}*"):
+                    redis_client.delete(key)
+                reset_client()
     return results
 
 
@@ -254,12 +311,13 @@ def main() -> None:
         print(f"cluster of {nodes} nodes x 8 GPUs")
         table[nodes] = run_size(nodes)
     print()
-    print(f"{'sweep':<18}{'nodes':>7}{'time s':>9}{'bare s':>9}{'ratio':>8}{'k8s calls':>11}{'SQL stmts':>11}")
+    print(f"{'sweep':<18}{'nodes':>7}{'time s':>9}{'bare s':>9}{'ratio':>8}{'k8s calls':>11}{'PromQL':>8}"
+          f"{'SQL stmts':>11}")
     for nodes, results in table.items():
         for sweep, figures in results.items():
             ratio = figures["seconds"] / figures["bare"]["seconds"]
             print(f"{sweep:<18}{nodes:>7}{figures['seconds']:>9.3f}{figures['bare']['seconds']:>9.3f}"
-                  f"{ratio:>8.2f}{figures['calls']:>11}{figures['statements']:>11}")
+                  f"{ratio:>8.2f}{figures['calls']:>11}{figures['queries']:>8}{figures['statements']:>11}")
     print()
     for sweep in ("health_monitor", "resource_tracker"):
         statements = {table[n][sweep]["statements"] for n in table}

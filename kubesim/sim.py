@@ -360,7 +360,7 @@ class Simulation:
         meta = pod.get("metadata") or {}
         labels = meta.get("labels") or {}
         merged: dict = {}
-        for behavior in self._behaviors.values():
+        for behavior in tuple(self._behaviors.values()):  # a snapshot: the admin API may add one meanwhile
             selector = behavior["selector"]
             if selector.get("namespace") and selector["namespace"] != meta.get("namespace"):
                 continue

@@ -84,7 +84,8 @@ def current_capacity(session: Session) -> Capacity:
     )
     free_by_type: dict[str, dict[str, int]] = defaultdict(dict)
     max_node: dict[str, int] = defaultdict(int)
-    for name, product, allocatable in nodes:
+    for name, gpu_product, allocatable in nodes:
+        product = str(gpu_product)  # the query excludes NULL products
         free = allocatable - int(foreign.get(name) or 0) - int(reserved.get(name) or 0)
         free_by_type[product][name] = max(free, 0)
         max_node[product] = max(max_node[product], allocatable)
@@ -98,7 +99,7 @@ def known_gpu_types(session: Session) -> dict[str, int]:
         .where(GpuNode.present.is_(True), GpuNode.gpu_product.is_not(None))
         .group_by(GpuNode.gpu_product)
     ).all()
-    return {product: int(largest) for product, largest in rows}
+    return {str(product): int(largest) for product, largest in rows}
 
 
 def tenant_quota(session: Session, tenant_id: str) -> tuple[int, int]:
@@ -116,6 +117,12 @@ def tenant_quota(session: Session, tenant_id: str) -> tuple[int, int]:
 def validate_shape(session: Session, gpu_type: str, gpus_per_replica: int) -> None:
     """Refuse (422) a GPU type no node has, or more GPUs per replica than any node of the type holds."""
     known = known_gpu_types(session)
+    if not known:
+        raise InvalidRequestError(
+            "no_gpu_inventory",
+            "no GPU nodes are known yet: the resource tracker has not synced the cluster (is a worker running?)",
+            {"field": "gpu_type", "gpu_type": gpu_type, "known_gpu_types": []},
+        )
     if gpu_type not in known:
         raise InvalidRequestError(
             "unknown_gpu_type",

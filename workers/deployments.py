@@ -120,7 +120,8 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
     """Create ``desired``; if it already exists and is ours, patch it to desired (adopt). Returns the action."""
     namespace = desired["metadata"]["namespace"]
     name = desired["metadata"]["name"]
-    api = {
+    # Typed loosely: the generated client's methods carry validation decorators mypy cannot see through.
+    operations: dict[str, Any] = {
         "deployment": (
             clients.apps.create_namespaced_deployment,
             clients.apps.read_namespaced_deployment,
@@ -136,8 +137,8 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
             clients.policy.read_namespaced_pod_disruption_budget,
             clients.policy.patch_namespaced_pod_disruption_budget,
         ),
-    }[kind]
-    create, get, patch = api
+    }
+    create, get, patch = operations[kind]
     # Create first: the common case costs one call; AlreadyExists (a retry, a redelivery after a crash)
     # falls through to adopting the existing object.
     try:

@@ -170,6 +170,13 @@ _UPSERT_PODS = text(
         restarts = EXCLUDED.restarts, reason = EXCLUDED.reason, message = EXCLUDED.message,
         started_at = COALESCE(EXCLUDED.started_at, {SCHEMA}.pod_allocations.started_at),
         deployment_id = EXCLUDED.deployment_id, tenant_id = EXCLUDED.tenant_id, observed_at = EXCLUDED.observed_at
+    -- Unchanged pods are not rewritten: no new row versions (and WAL) for thousands of steady pods per sweep.
+    WHERE ({SCHEMA}.pod_allocations.node_name, {SCHEMA}.pod_allocations.phase, {SCHEMA}.pod_allocations.ready,
+           {SCHEMA}.pod_allocations.restarts, {SCHEMA}.pod_allocations.reason, {SCHEMA}.pod_allocations.message,
+           {SCHEMA}.pod_allocations.gpus, {SCHEMA}.pod_allocations.deployment_id)
+          IS DISTINCT FROM
+          (EXCLUDED.node_name, EXCLUDED.phase, EXCLUDED.ready, EXCLUDED.restarts, EXCLUDED.reason, EXCLUDED.message,
+           EXCLUDED.gpus, EXCLUDED.deployment_id)
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 

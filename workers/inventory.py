@@ -96,8 +96,8 @@ def node_row(node: dict[str, Any], now: datetime) -> dict[str, Any]:
     labels = metadata.get("labels") or {}
     capacity = status.get("capacity") or {}
     allocatable = status.get("allocatable") or {}
-    ready = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
-    ready_status = {"True": "Ready", "False": "NotReady"}.get(ready.get("status"), "Unknown")
+    ready: dict[str, Any] = next((c for c in status.get("conditions") or [] if c.get("type") == "Ready"), {})
+    ready_status = {"True": "Ready", "False": "NotReady"}.get(str(ready.get("status")), "Unknown")
     addresses = {a.get("type"): a.get("address") for a in status.get("addresses") or []}
     return {
         "name": metadata.get("name"),
@@ -173,11 +173,12 @@ def apply_snapshot(session: Session, snapshot: InventorySnapshot) -> InventoryRe
             )
         )
     seen_nodes = [row["name"] for row in node_rows]
-    missing = session.execute(
+    missing_result = session.execute(
         update(GpuNode)
         .where(GpuNode.present.is_(True), GpuNode.name.not_in(seen_nodes or [""]))
         .values(present=False, gpu_allocated=0)
-    ).rowcount
+    )
+    missing = int(getattr(missing_result, "rowcount", 0) or 0)
     for start in range(0, len(pod_rows), _BATCH):
         statement = insert(PodAllocation).values(pod_rows[start : start + _BATCH])
         excluded = statement.excluded
@@ -192,11 +193,12 @@ def apply_snapshot(session: Session, snapshot: InventorySnapshot) -> InventoryRe
             )
         )
     seen_pods = [row["pod_uid"] for row in pod_rows]
-    terminated = session.execute(
+    terminated_result = session.execute(
         update(PodAllocation)
         .where(PodAllocation.terminated_at.is_(None), PodAllocation.pod_uid.not_in(seen_pods or [""]))
         .values(terminated_at=func.now())
-    ).rowcount
+    )
+    terminated = int(getattr(terminated_result, "rowcount", 0) or 0)
     return InventoryResult(
         nodes_seen=len(node_rows),
         nodes_missing=int(missing or 0),

@@ -123,8 +123,11 @@ def run_job(
             logger.exception("job failed with an unexpected error")
             _fail(job_id, details, on_failure)
             raise
-        with session_scope() as session:
-            jobs.succeed(session, job_id, result)
+        # Follow-up work (the status poller) is enqueued BEFORE the job is marked done: if the worker dies in
+        # between, the redelivered job runs again (idempotently) and re-enqueues it, whereas in the other order
+        # a finished job would be skipped on redelivery and its follow-up lost.
         if after_success is not None:
             after_success(job_id, result)
+        with session_scope() as session:
+            jobs.succeed(session, job_id, result)
         return result

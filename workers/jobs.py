@@ -53,7 +53,7 @@ def mark_retrying(session: Session, job_id: uuid.UUID | str, error: dict[str, An
         .where(Job.id == _as_uuid(job_id), Job.state.in_(_RESTARTABLE))
         .values(state=JobState.RETRYING, error=error, updated_at=func.now())
     )
-    return bool(result.rowcount)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def _finish(session: Session, job_id: uuid.UUID | str, state: JobState, **values: Any) -> bool:
@@ -64,7 +64,7 @@ def _finish(session: Session, job_id: uuid.UUID | str, state: JobState, **values
         .values(state=state, finished_at=func.now(), updated_at=func.now(), **values)
     )
     session.execute(update(Deployment).where(Deployment.active_job_id == job_uuid).values(active_job_id=None))
-    return bool(result.rowcount)
+    return bool(getattr(result, "rowcount", 0))
 
 
 def succeed(session: Session, job_id: uuid.UUID | str, result: dict[str, Any] | None = None) -> bool:

@@ -151,7 +151,7 @@ def judge(
     metadata = k8s_deployment.get("metadata") or {}
     spec = k8s_deployment.get("spec") or {}
     status = k8s_deployment.get("status") or {}
-    spec_replicas = int(spec.get("replicas") if spec.get("replicas") is not None else 1)
+    spec_replicas = int(spec["replicas"]) if spec.get("replicas") is not None else 1
     ready = int(status.get("readyReplicas") or 0)
     generation_current = int(status.get("observedGeneration") or 0) >= int(metadata.get("generation") or 0)
     live_pods = [pod for pod in pods if not pod.terminating]
@@ -179,12 +179,13 @@ def judge(
     crash_looping = [pod for pod in live_pods if pod.reason == "CrashLoopBackOff" or pod.restarts > 0]
     worst = max(crash_looping, key=lambda pod: pod.restarts, default=None)
     if worst is not None and worst.restarts >= CRASH_LOOP_RESTART_LIMIT:
-        message = f"pod {worst.name} restarted {worst.restarts} times: {worst.message or worst.reason}"
+        detail = f"pod {worst.name} restarted {worst.restarts} times: {worst.message or worst.reason}"
         if ready == 0:
-            return Verdict(DeploymentStatus.FAILED, "crash_loop", message, ready, False, pods)
-        return Verdict(DeploymentStatus.DEGRADED, "crash_loop", message, ready, False, pods)
+            return Verdict(DeploymentStatus.FAILED, "crash_loop", detail, ready, False, pods)
+        return Verdict(DeploymentStatus.DEGRADED, "crash_loop", detail, ready, False, pods)
     waiting = next((pod for pod in live_pods if pod.unschedulable_message), None)
-    reason, message = (None, None)
+    reason: str | None = None
+    message: str | None = None
     if waiting is not None:
         reason, message = "waiting_for_gpus", waiting.unschedulable_message
     elif current in SETTLING_STATUSES or current == DeploymentStatus.FAILED:

@@ -1,6 +1,7 @@
 """The resource tracker sweep: inventory, utilization, drift between reservations and pods, cleanup.
 
-Built on :mod:`workers.inventory` (nodes -> ``gpu_nodes``, pods -> ``pod_allocations``), it adds:
+Built on :mod:`workers.inventory` (its paginated node and pod lists, and its row shapes: nodes ->
+``gpu_nodes``, pods -> ``pod_allocations``; written here as one array-based statement per table), it adds:
 - utilization: CPU/memory per pod from ``metrics.k8s.io``; GPU utilization and memory per GPU from
   Prometheus (DCGM exporter), rolled up per node and per pod; vLLM queue depth and KV-cache use per pod.
   A metrics source that is down is reported and skipped; the rest of the sweep still runs;

@@ -45,6 +45,10 @@ def _int_between(low: int, high: int) -> Validator:
     return check
 
 
+def _matches(pattern: re.Pattern[str]) -> Validator:
+    return lambda value: pattern.fullmatch(value) is not None
+
+
 def _one_of(*choices: str) -> Validator:
     return lambda value: value in choices
 
@@ -69,9 +73,9 @@ ALLOWED_VLLM_ARGS: dict[str, ArgSpec] = {
     ),
     "--kv-cache-dtype": ArgSpec(_one_of("auto", "fp8", "fp8_e4m3", "fp8_e5m2"), "auto, fp8, fp8_e4m3, fp8_e5m2"),
     "--trust-remote-code": ArgSpec(None, "flag"),
-    "--revision": ArgSpec(_REVISION_PATTERN.fullmatch, "a git revision, branch or tag"),
-    "--tokenizer-revision": ArgSpec(_REVISION_PATTERN.fullmatch, "a git revision, branch or tag"),
-    "--served-model-name": ArgSpec(_NAME_PATTERN.fullmatch, "a model name ([A-Za-z0-9._/-])"),
+    "--revision": ArgSpec(_matches(_REVISION_PATTERN), "a git revision, branch or tag"),
+    "--tokenizer-revision": ArgSpec(_matches(_REVISION_PATTERN), "a git revision, branch or tag"),
+    "--served-model-name": ArgSpec(_matches(_NAME_PATTERN), "a model name ([A-Za-z0-9._/-])"),
     "--enforce-eager": ArgSpec(None, "flag"),
     "--swap-space": ArgSpec(_float_between(0, 1024), "GiB, 0-1024"),
     "--seed": ArgSpec(_int_between(0, 2**31 - 1), "integer 0-2147483647"),

@@ -9,6 +9,7 @@ from typing import Any
 
 from kubesim.controllers.daemonset import DaemonSetController
 from kubesim.controllers.deployment import DeploymentController
+from kubesim.controllers.endpoints import EndpointsController
 from kubesim.controllers.gc import GarbageCollector
 from kubesim.controllers.kubelet import Kubelet
 from kubesim.controllers.namespace import NamespaceController
@@ -29,6 +30,7 @@ def build_controllers(sim: Any) -> list[Any]:
         DeploymentController(sim),
         DaemonSetController(sim),
         DisruptionController(sim),
+        EndpointsController(sim),
         GarbageCollector(sim),
         NamespaceController(sim),
     ]

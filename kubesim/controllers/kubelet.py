@@ -18,7 +18,16 @@ from typing import Any
 
 from kubesim import stages
 from kubesim.clock import rfc3339
-from kubesim.controllers.common import Obj, ObjKey, is_deleting, is_terminal, key_of, set_condition, write_fields
+from kubesim.controllers.common import (
+    Obj,
+    ObjKey,
+    is_deleting,
+    is_terminal,
+    key_of,
+    pod_requests,
+    set_condition,
+    write_fields,
+)
 from kubesim.store import WatchEvent
 
 FAILURE_ANNOTATION = "kubesim.io/failure"
@@ -121,7 +130,8 @@ class Kubelet:
             now = self.sim.clock.now()
             while run.due is not None and run.due <= now:
                 self._transition(pod, node, run, now)
-            self._write_status(pod, node, run)
+            if run.stage != "rejected":
+                self._write_status(pod, node, run)
 
     def _adopt(self, pod: Obj) -> PodRun:
         """Start tracking a pod: new pods start at image pull; restored running pods resume model load."""
@@ -186,8 +196,40 @@ class Kubelet:
     def _stage_new(self, pod: Obj, node: Obj, run: PodRun, now: float) -> None:
         node_name = node["metadata"]["name"]
         run.start_time = rfc3339(now)
+        shortage = self._admission_shortage(pod, node)
+        if shortage is not None:
+            self._reject(pod, node_name, run, shortage)
+            return
         run.pod_ip = self._allocate_ip(node)
         self._begin_pull(pod, node_name, run, now)
+
+    def _admission_shortage(self, pod: Obj, node: Obj) -> tuple[str, float, float, float] | None:
+        """kubelet admission: a pod bound past the scheduler (spec.nodeName set by hand) may not fit.
+
+        Uses the scheduler's per-node totals, which already include this pod, so the check is O(1).
+        """
+        usage = self.sim.controllers["scheduler"].node_usage(node["metadata"]["name"])
+        if usage is None:
+            return None
+        requested_total, pod_count, allocatable = usage
+        wanted = pod_requests(pod)
+        if pod_count > allocatable.get("pods", 110):
+            return "pods", 1, pod_count - 1, allocatable.get("pods", 110)
+        for resource, amount in sorted(wanted.items()):
+            total = requested_total.get(resource, 0.0)
+            if amount > 0 and total > allocatable.get(resource, 0.0):
+                return resource, amount, total - amount, allocatable.get(resource, 0.0)
+        return None
+
+    def _reject(self, pod: Obj, node_name: str, run: PodRun, shortage: tuple[str, float, float, float]) -> None:
+        resource, requested, used, capacity = shortage
+        detail = (f"Node didn't have enough resource: {resource}, requested: {_amount(resource, requested)}, "
+                  f"used: {_amount(resource, used)}, capacity: {_amount(resource, capacity)}")
+        run.stage, run.due, run.phase = "rejected", None, "Failed"
+        self._event(pod, f"OutOf{resource}", detail, node_name, "Warning")
+        status = {"phase": "Failed", "reason": f"OutOf{resource}", "message": f"Pod was rejected: {detail}",
+                  "startTime": run.start_time}
+        write_fields(self.store, "pods", pod, status=status)
 
     def _begin_pull(self, pod: Obj, node_name: str, run: PodRun, now: float) -> None:
         image = self._image(pod)
@@ -457,6 +499,13 @@ class Kubelet:
         elif "." not in repository.split("/", 1)[0]:
             repository = f"docker.io/{repository}"
         return f"{repository}@sha256:{hashlib.sha256(image.encode()).hexdigest()}"
+
+
+def _amount(resource: str, value: float) -> str:
+    """How kubelet prints quantities in admission messages: millicores for cpu, plain integers otherwise."""
+    if resource == "cpu":
+        return f"{int(value)}m" if value % 1000 else str(int(value // 1000))
+    return str(int(value))
 
 
 def qos_class(pod: Obj) -> str:

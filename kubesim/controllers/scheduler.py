@@ -172,6 +172,21 @@ def static_verdict(pod: Obj, node: NodeInfo) -> str | None:
     return None
 
 
+def _pinned_nodes(spec: Obj) -> set[str] | None:
+    """Node names a pod's required affinity restricts it to by `matchFields` metadata.name, if it does."""
+    required = (((spec.get("affinity") or {}).get("nodeAffinity") or {})
+                .get("requiredDuringSchedulingIgnoredDuringExecution") or {})
+    terms = required.get("nodeSelectorTerms") or []
+    names: set[str] = set()
+    for term in terms:
+        fields = term.get("matchFields") or []
+        pins = [f for f in fields if f.get("key") == "metadata.name" and f.get("operator") == "In"]
+        if not pins:
+            return None
+        names.update(pins[0].get("values") or [])
+    return names if terms else None
+
+
 def needs_scheduling(pod: Obj) -> bool:
     spec = pod.get("spec") or {}
     return (
@@ -291,6 +306,13 @@ class Scheduler:
             self._retry_at.pop(key, None)
         return released
 
+    def node_usage(self, name: str) -> tuple[dict[str, float], int, dict[str, float]] | None:
+        """(requested totals, pod count, allocatable) of a node, counting every bound non-terminal pod."""
+        info = self._nodes.get(name)
+        if info is None:
+            return None
+        return dict(info.requested), info.pods, dict(info.allocatable)
+
     def _cluster_changed(self) -> None:
         """Something that may make pending pods fit happened: retry them once their backoff ends."""
         now = self.sim.clock.now()
@@ -325,9 +347,11 @@ class Scheduler:
         if cached is not None and cached[0] == self._epoch:
             return cached[1], cached[2], cached[3]
         eligible, reasons = [], Counter()
+        pinned = _pinned_nodes(spec)
         for name in self._order:
             info = self._nodes[name]
-            verdict = static_verdict(pod, info)
+            # A pod pinned by name (DaemonSet pods) skips the full filter on every other node.
+            verdict = MSG_AFFINITY if pinned is not None and name not in pinned else static_verdict(pod, info)
             if verdict is None:
                 eligible.append(info)
             else:

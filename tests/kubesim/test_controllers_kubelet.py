@@ -179,3 +179,16 @@ def test_pod_behaviors_list_and_remove(sim):
     assert sim.pod_behaviors() == []
     with pytest.raises(KeyError):
         sim.remove_pod_behavior(behavior_id)
+
+
+def test_kubelet_rejects_a_hand_bound_pod_that_does_not_fit(sim):
+    _create(sim, "fits", nodeName="l40s-0")
+    body = bare_pod("too-big", gpus=8, nodeName="l40s-0")
+    sim.store.create("pods", body)
+    sim.settle()
+    pod = _pod(sim, "too-big")
+    assert pod["status"]["phase"] == "Failed"
+    assert pod["status"]["reason"] == "OutOfnvidia.com/gpu"
+    assert pod["status"]["message"] == ("Pod was rejected: Node didn't have enough resource: nvidia.com/gpu, "
+                                        "requested: 8, used: 1, capacity: 8")
+    assert _pod(sim, "fits")["status"]["phase"] == "Pending"  # the first one is pulling its image

@@ -224,3 +224,46 @@ def test_unschedulable_is_waiting_for_gpus_not_failed(harness):
     assert row.status == DeploymentStatus.CREATING
     assert row.status_reason == "waiting_for_gpus"
     assert "nvidia.com/gpu" in (row.status_message or "")
+
+
+def test_scale_up_then_down(harness):
+    from models import ScalingEvent, ScalingEventStatus
+    from workers.requests import request_scale
+
+    job_id, deployment_id = submit_create(replicas=1, gpus=2)
+    deployment_tasks.create.apply(args=[str(job_id)])
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    scale_job, _ = submit(
+        request_scale, tenant_id="acme", deployment_id=deployment_id, replicas=3, reason="load", requested_by="test"
+    )
+    assert reserved_gpus(deployment_id) == 6
+    deployment_tasks.scale.apply(args=[str(scale_job)])
+    assert job(scale_job).state == JobState.SUCCEEDED
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    assert deployment(deployment_id).replicas_ready == 3
+    assert k8s_deployment().spec.replicas == 3
+    down_job, _ = submit(
+        request_scale, tenant_id="acme", deployment_id=deployment_id, replicas=1, reason="quiet", requested_by="test"
+    )
+    deployment_tasks.scale.apply(args=[str(down_job)])
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    assert deployment(deployment_id).replicas_ready == 1
+    assert reserved_gpus(deployment_id) == 2
+    with get_sessionmaker()() as session:
+        statuses = session.execute(
+            select(ScalingEvent.replicas_before, ScalingEvent.replicas_after, ScalingEvent.status).order_by(
+                ScalingEvent.created_at
+            )
+        ).all()
+    assert statuses == [(1, 3, ScalingEventStatus.SUCCEEDED), (3, 1, ScalingEventStatus.SUCCEEDED)]
+
+
+def test_missing_image_ends_failed_with_the_pull_error(harness):
+    job_id, deployment_id = submit_create()
+    with get_sessionmaker().begin() as session:
+        session.get(Deployment, deployment_id).image = "registry.example/vllm/does-not-exist:1"
+    deployment_tasks.create.apply(args=[str(job_id)])
+    observe_until(harness, deployment_id, DeploymentStatus.FAILED, step=5)
+    row = deployment(deployment_id)
+    assert row.status_reason == "image_pull_failed"
+    assert "not found" in row.status_message

@@ -180,3 +180,10 @@ def test_admit_without_quota_check_for_surges(db_session):
     )
     assert _reserved(db_session, tenant_id="acme") == 2
     assert uuid.UUID(str(submitted.deployment.id))
+
+
+def test_empty_inventory_says_so(db_session):
+    add_tenant(db_session)
+    with pytest.raises(InvalidRequestError) as caught:
+        _create(db_session)
+    assert caught.value.code == "no_gpu_inventory"

@@ -6,7 +6,7 @@ import itertools
 
 from sqlalchemy import select
 
-from models import ScalingEvent, ScalingTrigger, SweepRun
+from models import PodAllocation, ScalingEvent, ScalingTrigger, SweepRun
 from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
     create_deployment,
     deployment_row,
@@ -58,6 +58,10 @@ def test_healthy_deployment_becomes_running(session, sim, redis_client):
     run = session.get(SweepRun, "health_monitor")
     assert run.last_status == "succeeded"
     assert run.last_summary["items"]["pods"] == 2
+    # The pods are kept current by the monitor itself (no resource-tracker run since they were created).
+    pods = session.scalars(select(PodAllocation).where(PodAllocation.deployment_id == deployment_id)).all()
+    assert sorted((p.ready, p.phase, p.gpus, p.terminated_at) for p in pods) == [(True, "Running", 1, None)] * 2
+    assert all(p.node_name for p in pods)
 
 
 def test_crash_loop_is_recovered_then_failed_after_max_attempts(session, sim, redis_client):

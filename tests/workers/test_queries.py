@@ -100,6 +100,10 @@ def test_status_view(seeded):
         {"name": "m-abc", "node": "l40s-1", "phase": "Running", "ready": True, "restarts": 0, "reason": None}
     ]
     assert view["active_job"] == {"id": str(submitted.job.id), "type": "deployment.create", "state": "PENDING"}
+    with pytest.raises(NotFoundError):
+        deployment_status(seeded, "other", deployment.id)
+    with pytest.raises(NotFoundError):
+        deployment_status(seeded, "acme", "00000000-0000-0000-0000-000000000000")
     jobs.start(seeded, submitted.job.id)
     jobs.succeed(seeded, submitted.job.id, {})
     deployment.status = DeploymentStatus.RUNNING
