@@ -100,6 +100,10 @@ def _strip_type(obj: Obj) -> Obj:
     return {k: v for k, v in obj.items() if k not in {"kind", "apiVersion"}}
 
 
+def _encode_list_item(obj: Obj) -> bytes:
+    return json.dumps(_strip_type(obj), separators=(",", ":")).encode()
+
+
 def _encode_continue(revision: int, key: tuple[str, str]) -> str:
     raw = json.dumps({"v": "meta.k8s.io/v1", "rv": revision, "start": f"{key[0]}/{key[1]}"}, separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
@@ -127,13 +131,15 @@ class KubeSimServer(ThreadingHTTPServer):
     allow_reuse_address = True
 
     def __init__(self, sim: Any, host: str = "127.0.0.1", port: int = 0, faults: FaultInjector | None = None) -> None:
-        super().__init__((host, port), KubeRequestHandler)
+        # Everything server_close() touches exists before the bind: when the port is taken, the base
+        # constructor calls server_close() and re-raises the OSError, which must reach the caller as is.
+        self.stopping = threading.Event()
         self.sim = sim
         self.faults = faults if faults is not None else FaultInjector(seed=getattr(sim, "seed", 0) or 0)
         self.request_log = RequestLog()
-        self.stopping = threading.Event()
-        self.url = f"http://{host}:{self.server_address[1]}"
         self.watch_rng = random.Random(f"kubesim-watch-{getattr(sim, 'seed', 0)}")
+        super().__init__((host, port), KubeRequestHandler)
+        self.url = f"http://{host}:{self.server_address[1]}"
 
     def server_close(self) -> None:
         self.stopping.set()
@@ -381,39 +387,30 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             token_rev, start_after = _decode_continue(token)
             if token_rev < store.oldest_available_revision:
                 raise errors.ApiError(410, "Expired", CONTINUE_TOO_OLD)
-        filtering = predicate is not None
-        if start_after is not None and predicate is not None:
-            # Skip the pages already served before running the (costlier) selector on an object.
-            selector_predicate, resume_after = predicate, start_after
-
-            def predicate(obj: Obj) -> bool:
-                return _object_key(obj) > resume_after and selector_predicate(obj)
-
-        items, revision = store.list(rtype.plural, namespace or None, predicate, node_name=node_name)
-        if start_after is not None:
-            lo, hi = 0, len(items)
-            while lo < hi:  # first item whose key sorts after the token's key
-                mid = (lo + hi) // 2
-                if _object_key(items[mid]) <= start_after:
-                    lo = mid + 1
-                else:
-                    hi = mid
-            items = items[lo:]
-        list_meta: Obj = {"resourceVersion": str(revision)}
-        if limit > 0 and len(items) > limit:
-            list_meta["continue"] = _encode_continue(revision, _object_key(items[limit - 1]))
-            if not filtering:  # as etcd3's lister: with selectors the remaining count is unknown
-                list_meta["remainingItemCount"] = len(items) - limit
-            items = items[:limit]
+        page = store.list_page(rtype.plural, namespace or None, predicate, node_name=node_name,
+                               start_after=start_after, limit=max(limit, 0))
+        items = page.items
+        list_meta: Obj = {"resourceVersion": str(page.revision)}
+        if page.more:
+            list_meta["continue"] = _encode_continue(page.revision, _object_key(items[-1]))
+            if page.remaining is not None:  # as etcd3's lister: with selectors the remaining count is unknown
+                list_meta["remainingItemCount"] = page.remaining
         accept = self.headers.get("Accept") or ""
         if tables.wants_table(accept):
             include = self.query.get("includeObject", "Metadata")
             self.send_json(200, tables.build_table(rtype.plural, items, self.server.sim.clock.now(), list_meta,
                                                    include))
             return
-        body = {"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": list_meta,
-                "items": [_strip_type(item) for item in items]}
-        self.send_json(200, body)
+        self._send(200, self._list_body(rtype, list_meta, items))
+
+    def _list_body(self, rtype: ResourceType, list_meta: Obj, items: list[Obj]) -> bytes:
+        """The List JSON, byte for byte what `send_json` would write, with each item's bytes cached."""
+        encode = self.server.sim.store.encoded.get
+        plural = rtype.plural
+        head = json.dumps({"kind": rtype.list_kind, "apiVersion": rtype.api_version, "metadata": list_meta},
+                          separators=(",", ":")).encode()
+        return b"".join((head[:-1], b',"items":[',
+                         b",".join([encode(plural, item, _encode_list_item) for item in items]), b"]}"))
 
     def _create(self, rtype: ResourceType, namespace: str | None) -> None:
         body = self.json_body()

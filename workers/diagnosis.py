@@ -26,7 +26,7 @@ class Reason(enum.StrEnum):
     PROGRESS_DEADLINE_EXCEEDED = "progress_deadline_exceeded"
     NODE_NOT_READY = "node_not_ready"
     CONFIG_ERROR = "config_error"
-    NOT_IN_CLUSTER = "not_in_cluster"
+    NOT_IN_CLUSTER = "missing_in_cluster"  # the name workers.observe uses too
 
 
 # When several pods are sick for different reasons, the deployment shows the most telling one: a dead

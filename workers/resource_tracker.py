@@ -277,10 +277,10 @@ _UPDATE_POD_USAGE = text(
         gpu_utilization = CASE WHEN :gpu_known THEN v.gpu ELSE p.gpu_utilization END,
         metrics = CASE WHEN :gpu_known THEN CAST(v.metrics AS jsonb) ELSE p.metrics END
     FROM unnest(
-        CAST(:namespaces AS text[]), CAST(:names AS text[]), CAST(:cpu AS int[]), CAST(:memory AS bigint[]),
-        CAST(:gpu AS float8[]), CAST(:metrics AS text[])
-    ) AS v(namespace, name, cpu, memory, gpu, metrics)
-    WHERE p.namespace = v.namespace AND p.pod_name = v.name AND p.terminated_at IS NULL
+        CAST(:uids AS text[]), CAST(:cpu AS int[]), CAST(:memory AS bigint[]), CAST(:gpu AS float8[]),
+        CAST(:metrics AS text[])
+    ) AS v(pod_uid, cpu, memory, gpu, metrics)
+    WHERE p.pod_uid = v.pod_uid AND p.terminated_at IS NULL
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 _CLOSE_CLEANED_PODS = text(
@@ -342,17 +342,19 @@ def write_utilization(session: Session, utilization: Utilization, pods: list[dic
         )
     if not (utilization.prometheus_ok or utilization.metrics_server_ok):
         return 0
-    rows: list[tuple[str, str, int | None, int | None, float | None, str]] = []
+    rows: list[tuple[str, int | None, int | None, float | None, str]] = []
     for pod in pods:
         metadata = pod.get("metadata") or {}
         key = (metadata.get("namespace", ""), metadata.get("name", ""))
+        if not metadata.get("uid"):
+            continue
         usage = utilization.pod_usage.get(key)
         gpu = utilization.pod_gpu_util.get(key)
         metrics = utilization.pod_metrics.get(key, {})
         if usage is None and gpu is None and not metrics:
             continue
         rows.append((
-            key[0], key[1],
+            str(metadata["uid"]),
             usage["cpu_millicores"] if usage else None,
             usage["memory_bytes"] if usage else None,
             None if gpu is None else round(gpu, 2),
@@ -364,8 +366,8 @@ def write_utilization(session: Session, utilization: Utilization, pods: list[dic
             _UPDATE_POD_USAGE,
             {
                 "gpu_known": utilization.prometheus_ok,
-                "namespaces": list(columns[0]), "names": list(columns[1]), "cpu": list(columns[2]),
-                "memory": list(columns[3]), "gpu": list(columns[4]), "metrics": list(columns[5]),
+                "uids": list(columns[0]), "cpu": list(columns[1]), "memory": list(columns[2]),
+                "gpu": list(columns[3]), "metrics": list(columns[4]),
             },
         )
     return len(rows)

@@ -8,6 +8,7 @@ The TTL bounds how long a crashed worker can block the next runs.
 
 from __future__ import annotations
 
+import logging
 import secrets
 import threading
 from collections.abc import Iterator
@@ -20,6 +21,7 @@ import redis
 from settings import get_settings
 
 DEFAULT_KEY_PREFIX = "orchestration:"
+log = logging.getLogger(__name__)
 
 # Delete the key only if it still holds our token (another holder's lock is left alone).
 _RELEASE_SCRIPT = """
@@ -92,9 +94,13 @@ class SweepLock:
         """Give the lock back; False if it had expired and (maybe) passed to another run."""
         if self.token is None:
             return False
-        released = bool(self.client.eval(_RELEASE_SCRIPT, 1, self.key, self.token))
-        self.token = None
-        return released
+        token, self.token = self.token, None
+        try:
+            return bool(self.client.eval(_RELEASE_SCRIPT, 1, self.key, token))
+        except redis.RedisError:
+            # Redis went away mid-sweep: the work is done and committed, and the TTL frees the lock anyway.
+            log.warning("could not release sweep lock %s; it expires on its own", self.key, exc_info=True)
+            return False
 
     @property
     def held(self) -> bool:
