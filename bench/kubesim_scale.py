@@ -10,9 +10,13 @@ It starts a SimCluster (virtual clock) with N `nvidia-h100-80gb:8` nodes, create
   figure includes the API, the Deployment and ReplicaSet controllers and the scheduler — the path a
   real rollout takes (kube-scheduler's own CI gates at 100 and 400 pods/s);
 - the time to list all pods page by page (`limit=500` + `continue`) through the official client, both
-  as raw JSON (`_preload_content=False`: the server and the wire) and as typed `V1Pod` models (what a
-  service calling `list_pod_for_all_namespaces` waits for, dominated by the client's deserialisation);
-- the process's resident memory (server, store and client share this process).
+  as raw JSON (`_preload_content=False` + `json.loads`: the server and the wire) and as typed `V1Pod`
+  models (what a service calling `list_pod_for_all_namespaces` waits for, dominated by the client's
+  deserialisation). The lists run in a separate client process, as a real client does: in this process
+  every full garbage collection triggered by the client's freshly parsed pods would also traverse the
+  simulator's store and event log (over a million objects, ~0.5 s per collection), a cost no real
+  client pays. The same raw list from inside this process is printed too, for reference;
+- the process's resident memory (server, store and controllers share this process).
 
 Each figure is printed with one comparison line against its goal (≥ 400 pods/s, full list < 2 s).
 """
@@ -22,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import resource
+import subprocess
 import sys
 import tempfile
 import time
@@ -108,6 +113,26 @@ def list_all_pods(core: client.CoreV1Api, typed: bool) -> tuple[int, int, float]
             return total, pages, time.perf_counter() - start
 
 
+def list_in_client_process(kubeconfig: Path, typed: bool) -> tuple[int, int, float]:
+    """`list_all_pods` run by a fresh Python process (its import time is not measured)."""
+    command = [sys.executable, str(Path(__file__).resolve()), "--list-only", str(kubeconfig)]
+    if typed:
+        command.append("--typed")
+    result = subprocess.run(command, capture_output=True, text=True, check=True)
+    figures = json.loads(result.stdout.strip().splitlines()[-1])
+    return figures["pods"], figures["pages"], figures["seconds"]
+
+
+def list_only(kubeconfig: str, typed: bool) -> int:
+    """The client side of `list_in_client_process`: one timed full list, as a JSON line on stdout."""
+    api_client = config.new_client_from_config(config_file=kubeconfig)
+    core = client.CoreV1Api(api_client)
+    core.get_api_resources()  # open the connection and warm the client before timing
+    pods, pages, seconds = list_all_pods(core, typed)
+    print(json.dumps({"pods": pods, "pages": pages, "seconds": seconds}))
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--nodes", type=int, default=1000, help="H100 nodes with 8 GPUs each (default 1000)")
@@ -115,7 +140,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="shorthand for --nodes 100 --pods 1000")
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--timeout", type=float, default=600.0, help="give up waiting for binding after this")
+    parser.add_argument("--list-only", metavar="KUBECONFIG", help=argparse.SUPPRESS)  # the client process
+    parser.add_argument("--typed", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.list_only:
+        return list_only(args.list_only, args.typed)
     if args.quick:
         args.nodes, args.pods = 100, 1000
     if args.nodes <= 0 or args.pods <= 0:
@@ -167,8 +196,9 @@ def main(argv: list[str] | None = None) -> int:
         settle_started = time.perf_counter()
         cluster.settle(timeout=args.timeout)
         print(f"  controllers settled {time.perf_counter() - settle_started:.2f} s later")
-        raw_pods, pages, raw_seconds = list_all_pods(core, typed=False)
-        typed_pods, _, typed_seconds = list_all_pods(core, typed=True)
+        raw_pods, pages, raw_seconds = list_in_client_process(kubeconfig, typed=False)
+        typed_pods, _, typed_seconds = list_in_client_process(kubeconfig, typed=True)
+        _, _, in_process_seconds = list_all_pods(core, typed=False)
         current, peak = rss_mib()
 
     complete = bound >= args.pods
@@ -178,9 +208,12 @@ def main(argv: list[str] | None = None) -> int:
     print(f"full pod list, raw JSON   : {raw_seconds:8.2f} s        goal <  {GOAL_LIST_SECONDS:.0f} s   "
           f"{verdict(raw_seconds < GOAL_LIST_SECONDS)}   ({raw_pods} pods, {pages} pages of 500)")
     print(f"full pod list, V1Pod typed: {typed_seconds:8.2f} s        goal <  {GOAL_LIST_SECONDS:.0f} s   "
-          f"{verdict(typed_seconds < GOAL_LIST_SECONDS)}   ({typed_pods} pods; client deserialisation included)")
+          f"{verdict(typed_seconds < GOAL_LIST_SECONDS)}   ({typed_pods} pods; the client's V1Pod deserialisation "
+          "included: reported, the goal is for the raw pages)")
+    print(f"  (the raw list again from inside the simulator's process: {in_process_seconds:.2f} s — its full "
+          "garbage collections also walk the store)")
     print(f"process memory (RSS)      : {current:8.0f} MiB      peak {peak:.0f} MiB (no goal; server, store and "
-          "client in one process)")
+          "controllers in one process)")
     return 0 if complete else 1
 
 

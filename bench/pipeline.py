@@ -6,20 +6,30 @@ Everything runs side by side in one process tree on the same broker (Redis, unde
 the same worker process and the same concurrency:
 - pipeline: POST /internal/deployments/create (Flask test client of ``web.app.create_app()``) -> Postgres ->
   Celery -> kubesim, until every create job is SUCCEEDED; vs N no-op Celery tasks sent and completed.
-- API: GET /internal/deployments/{id}/status (auth, tenant check, three small queries) vs a bare Flask
-  endpoint registered on the same app.
-Goals: pipeline ratio >= 0.25, API ratio >= 0.5. A cProfile of the status requests shows where API time goes.
+- API: GET /internal/deployments/{id}/status (auth, tenant check, one query) vs a bare Flask endpoint
+  registered on the same app, in alternating rounds, measured twice with one sequential client: in-process
+  (Flask test client: framework cost only) and over HTTP behind gunicorn running ``web.wsgi`` (what a
+  caller sees). The worker and kubesim are stopped first, so both endpoints see the same machine.
+  Warm-ups (one create per worker slot, 200 requests per endpoint) are not timed, as for the no-op side.
+Both sides of each pair share the broker, the worker (same process, same concurrency), the client and the
+way completion is seen: jobs are sent back to back, then the sender polls until all of them have finished
+(the no-op counter in Redis, the create jobs' rows in Postgres; both polled every 20 ms).
+Goals: pipeline ratio >= 0.25, API ratio >= 0.5; each is printed with PASS/MISS and the machine's load
+average (``os.getloadavg()``, what ``uptime`` shows) before and after, since a loaded machine skews both.
+A cProfile of the status requests shows where API time goes.
 """
 
 from __future__ import annotations
 
 import argparse
 import cProfile
+import http.client
 import io
 import os
 import pstats
 import secrets
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -59,6 +69,51 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+CLUSTER_NODES, GPUS_PER_NODE = 8, 8
+CLUSTER_GPUS = CLUSTER_NODES * GPUS_PER_NODE
+PIPELINE_GOAL = 0.25
+API_GOAL = 0.5
+
+
+def load_average() -> str:
+    one, five, fifteen = os.getloadavg()
+    return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f} on {os.cpu_count()} CPUs"
+
+
+def verdict(ratio: float, goal: float) -> str:
+    return f"(goal >= {goal}) {'PASS' if ratio >= goal else 'MISS'}"
+
+
+WSGI_MODULE = """
+from web.wsgi import app
+
+app.add_url_rule("/bench/bare", "bench_bare", lambda: {"ok": True})
+"""
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def http_timer(port: int):
+    """Sequential GETs over one kept-alive HTTP/1.1 connection (the same client for both endpoints)."""
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+
+    def timed(path: str, headers: dict[str, str], count: int) -> float:
+        begin = time.perf_counter()
+        for _ in range(count):
+            connection.request("GET", path, headers=headers)
+            answer = connection.getresponse()
+            answer.read()
+            if answer.status != 200:
+                raise SystemExit(f"{path} answered {answer.status} over HTTP")
+        return time.perf_counter() - begin
+
+    return timed
+
+
 def sweep_finished(get_sessionmaker) -> bool:
     from models import SweepRun
 
@@ -73,6 +128,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--status-requests", type=int, default=2000)
     args = parser.parse_args(argv)
+    if args.jobs + args.concurrency > CLUSTER_GPUS:
+        # Every create (warm-ups included) holds one GPU; more would be refused with 409 insufficient_gpu.
+        parser.error(f"--jobs + --concurrency must not exceed the simulated cluster's {CLUSTER_GPUS} GPUs")
+    load_before = load_average()
 
     admin_url = os.environ.get("TEST_DATABASE_ADMIN_URL", DEFAULT_ADMIN_URL).replace(
         "postgresql://", "postgresql+psycopg://", 1
@@ -91,6 +150,7 @@ def main(argv: list[str] | None = None) -> int:
         "imports = ['bench_noop_tasks']\n"
     )
     (workdir / "bench_noop_tasks.py").write_text(NOOP_MODULE)
+    (workdir / "bench_wsgi.py").write_text(WSGI_MODULE)
     os.environ.update(
         DATABASE_URL=database_url,
         CELERY_CONFIG_MODULE=config_module,
@@ -101,6 +161,7 @@ def main(argv: list[str] | None = None) -> int:
     sys.path.insert(0, str(workdir))
 
     worker = None
+    server = None
     # kubesim in its own process, like a real API server: sharing this process's GIL would slow both sides.
     kubeconfig = workdir / "kubeconfig"
     cluster = subprocess.Popen(
@@ -111,7 +172,7 @@ def main(argv: list[str] | None = None) -> int:
             "--port",
             "0",
             "--nodes",
-            "8xnvidia-l40s:8",
+            f"{CLUSTER_NODES}xnvidia-l40s:{GPUS_PER_NODE}",
             "--kubeconfig",
             str(kubeconfig),
             "--speed",
@@ -192,29 +253,38 @@ def main(argv: list[str] | None = None) -> int:
         client = flask_app.test_client()
         token = mint_token(settings, subject="bench", scopes=["internal"], tenant_id="bench")
         headers = {"Authorization": f"Bearer {token}"}
-        job_ids = []
-        started = time.perf_counter()
-        for index in range(args.jobs):
-            response = client.post(
-                "/internal/deployments/create",
-                json={"model_id": "org/bench-model", "replicas": 1, "gpus_per_replica": 1, "name": f"bench-{index}"},
-                headers=headers,
-            )
-            if response.status_code != 202:
-                raise SystemExit(f"create answered {response.status_code}: {response.get_json()}")
-            job_ids.append(uuid.UUID(response.get_json()["job_id"]))
-        submit_seconds = time.perf_counter() - started
 
-        def all_succeeded() -> bool:
+        def submit_creates(names: list[str]) -> tuple[list[uuid.UUID], str]:
+            job_ids, deployment_id = [], ""
+            for name in names:
+                response = client.post(
+                    "/internal/deployments/create",
+                    json={"model_id": "org/bench-model", "replicas": 1, "gpus_per_replica": 1, "name": name},
+                    headers=headers,
+                )
+                if response.status_code != 202:
+                    raise SystemExit(f"create answered {response.status_code}: {response.get_json()}")
+                job_ids.append(uuid.UUID(response.get_json()["job_id"]))
+                deployment_id = response.get_json()["deployment_id"]
+            return job_ids, deployment_id
+
+        def all_succeeded(job_ids: list[uuid.UUID]) -> bool:
             with get_sessionmaker()() as session:
                 done = session.execute(
                     select(func.count()).where(Job.id.in_(job_ids), Job.state == JobState.SUCCEEDED)
                 ).scalar_one()
-            return done >= args.jobs
+            return done >= len(job_ids)
 
-        wait_until(all_succeeded, 600, "create jobs")
+        # Warm-up, as the no-op side had: one create per worker slot, not timed (first requests and first
+        # tasks of a process pay one-time costs: statement compilation, connections, the kubeconfig).
+        warm_ids, _ = submit_creates([f"bench-warm-{index}" for index in range(args.concurrency)])
+        wait_until(lambda: all_succeeded(warm_ids), 120, "warm-up create jobs")
+
+        started = time.perf_counter()
+        job_ids, deployment_id = submit_creates([f"bench-{index}" for index in range(args.jobs)])
+        submit_seconds = time.perf_counter() - started
+        wait_until(lambda: all_succeeded(job_ids), 600, "create jobs")
         pipeline_seconds = time.perf_counter() - started
-        deployment_id = response.get_json()["deployment_id"]
 
         # --- API: status vs bare --------------------------------------------------------------------------------
         # Measured with the worker and the simulated cluster stopped, so both endpoints see the same idle machine.
@@ -223,38 +293,93 @@ def main(argv: list[str] | None = None) -> int:
         cluster.terminate()
         cluster.wait(timeout=30)
 
-        def timed(path: str, request_headers: dict[str, str]) -> float:
+        def timed(path: str, request_headers: dict[str, str], count: int) -> float:
             begin = time.perf_counter()
-            for _ in range(args.status_requests):
+            for _ in range(count):
                 answer = client.get(path, headers=request_headers)
                 if answer.status_code != 200:
                     raise SystemExit(f"{path} answered {answer.status_code}")
             return time.perf_counter() - begin
 
-        timed("/bench/bare", {})  # warm-up
-        bare_seconds = timed("/bench/bare", {})
         status_path = f"/internal/deployments/{deployment_id}/status"
+        timed("/bench/bare", {}, 200)  # warm-up: routing, caches (token, tenant), a pooled connection
+        timed(status_path, headers, 200)
+        # Both endpoints in alternating rounds, so a change in machine load during the run hits both alike;
+        # neither is timed under the profiler (cProfile slows Python code several-fold).
+        rounds = 4
+        per_round = max(args.status_requests // rounds, 1)
+        bare_seconds = status_seconds = 0.0
+        for _ in range(rounds):
+            bare_seconds += timed("/bench/bare", {}, per_round)
+            status_seconds += timed(status_path, headers, per_round)
         profiler = cProfile.Profile()
         profiler.enable()
-        status_seconds = timed(status_path, headers)
+        timed(status_path, headers, per_round)
         profiler.disable()
 
         pipeline_rate = args.jobs / pipeline_seconds
         noop_rate = args.jobs / noop_seconds
-        status_rate = args.status_requests / status_seconds
-        bare_rate = args.status_requests / bare_seconds
+        status_rate = rounds * per_round / status_seconds
+        bare_rate = rounds * per_round / bare_seconds
+
+        # The same pair behind a real server: gunicorn (one gthread worker, one thread, keep-alive) running the
+        # production entry point ``web.wsgi`` plus the bare route, one sequential HTTP/1.1 client.
+        port = free_port()
+        server = subprocess.Popen(
+            [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
+             "--worker-class", "gthread", "--threads", "1", "--keep-alive", "60", "bench_wsgi:app"],
+            cwd=REPOSITORY,
+            env=env,
+            stdout=subprocess.DEVNULL,
+            start_new_session=True,
+        )  # fmt: skip
+
+        def server_answers() -> bool:
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=1):
+                    return True
+            except OSError:
+                return False
+
+        wait_until(server_answers, 60, "gunicorn to listen")
+        http_timed = http_timer(port)
+        http_timed("/bench/bare", {}, 200)
+        http_timed(status_path, headers, 200)
+        http_bare_seconds = http_status_seconds = 0.0
+        for _ in range(rounds):
+            http_bare_seconds += http_timed("/bench/bare", {}, per_round)
+            http_status_seconds += http_timed(status_path, headers, per_round)
+        http_status_rate = rounds * per_round / http_status_seconds
+        http_bare_rate = rounds * per_round / http_bare_seconds
+        http_ratio = http_status_rate / http_bare_rate
+        pipeline_ratio = pipeline_rate / noop_rate
+        api_ratio = status_rate / bare_rate
         print(f"workers: 1 process x concurrency {args.concurrency}; jobs: {args.jobs}; broker prefix {prefix}")
+        print(f"machine before: {load_before}")
+        print(f"machine after:  {load_average()}")
         print(f"{'':32}{'per second':>12}")
         print(f"{'bare Celery no-op round trip':32}{noop_rate:12.1f}")
         print(f"{'pipeline API->PG->Celery->k8s':32}{pipeline_rate:12.1f}   (API submit phase {submit_seconds:.2f}s)")
-        print(f"{'  ratio (goal >= 0.25)':32}{pipeline_rate / noop_rate:12.2f}")
-        print(f"{'bare Flask endpoint':32}{bare_rate:12.1f}")
-        print(f"{'GET .../status':32}{status_rate:12.1f}")
-        print(f"{'  ratio (goal >= 0.5)':32}{status_rate / bare_rate:12.2f}")
+        print(f"{'  pipeline ratio':32}{pipeline_ratio:12.2f}   {verdict(pipeline_ratio, PIPELINE_GOAL)}")
+        print("API, sequential client, in-process (Flask test client, no HTTP):")
+        print(f"{'  bare Flask endpoint':32}{bare_rate:12.1f}")
+        print(f"{'  GET .../status':32}{status_rate:12.1f}")
+        print(f"{'  API ratio':32}{api_ratio:12.2f}   {verdict(api_ratio, API_GOAL)}")
+        print("API, sequential client, over HTTP (gunicorn gthread, 1 worker x 1 thread, keep-alive):")
+        print(f"{'  bare Flask endpoint':32}{http_bare_rate:12.1f}")
+        print(f"{'  GET .../status':32}{http_status_rate:12.1f}")
+        print(f"{'  API ratio':32}{http_ratio:12.2f}   {verdict(http_ratio, API_GOAL)}")
         report = io.StringIO()
-        pstats.Stats(profiler, stream=report).sort_stats("tottime").print_stats(14)
-        print("\nwhere GET .../status spends its time (cProfile, by own time):")
-        print("\n".join(report.getvalue().splitlines()[:40]))
+        stats = pstats.Stats(profiler, stream=report)
+        stats.sort_stats("cumulative").print_stats(
+            r"(web|workers|models)/|flask_smorest|marshmallow|sqlalchemy/orm/session|psycopg/cursor|werkzeug/test", 24
+        )
+        stats.sort_stats("tottime").print_stats(12)
+        print(
+            f"\nwhere GET .../status spends its time (cProfile of {per_round} more in-process requests; "
+            "cumulative, then own time):"
+        )
+        print("\n".join(line for line in report.getvalue().splitlines() if line.strip())[:12000])
         return 0
     finally:
         if worker is not None and worker.poll() is None:
@@ -263,6 +388,9 @@ def main(argv: list[str] | None = None) -> int:
                 worker.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 os.killpg(worker.pid, signal.SIGKILL)
+        if server is not None and server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=30)
         if cluster.poll() is None:
             cluster.terminate()
             cluster.wait(timeout=30)

@@ -10,6 +10,9 @@ are required, not merely checked when present.
 from __future__ import annotations
 
 import logging
+import threading
+import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any
 
@@ -26,6 +29,11 @@ REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub"]
 MAX_TOKEN_LENGTH = 8192
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_HMAC_SECRET_BYTES = 32
+# Verified tokens are remembered (see VerifiedTokenCache): clients send the same token on every request,
+# and a signature check plus claim validation costs more than the rest of a cached-tenant status read.
+VERIFIED_TOKEN_CACHE_SIZE = 1024
+# Even a long-lived token is re-verified this often, so a key removed from the JWKS stops working soon.
+VERIFIED_TOKEN_CACHE_MAX_SECONDS = 300
 
 logger = logging.getLogger(__name__)
 
@@ -51,8 +59,47 @@ def _unauthorized(code: str, message: str) -> ApiError:
     return ApiError(401, code, message, headers={"WWW-Authenticate": challenge})
 
 
+class VerifiedTokenCache:
+    """Bounded LRU of token string -> Principal, each entry valid until the token's ``exp`` (and at most
+    ``max_seconds``). Only tokens that passed full verification are stored, so a cache hit can never accept a
+    token that verification would refuse, except one whose ``exp`` passed: that is checked on every hit."""
+
+    def __init__(self, size: int = VERIFIED_TOKEN_CACHE_SIZE, max_seconds: float = VERIFIED_TOKEN_CACHE_MAX_SECONDS):
+        self.size = size
+        self.max_seconds = max_seconds
+        self._entries: OrderedDict[str, tuple[float, float, Principal]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, token: str) -> Principal | None:
+        """The principal of a cached token, or ``None``; a cached token whose ``exp`` has passed is a 401."""
+        now_wall, now = time.time(), time.monotonic()
+        with self._lock:
+            entry = self._entries.get(token)
+            if entry is None:
+                return None
+            expires_wall, refresh_at, principal = entry
+            if now_wall >= expires_wall:
+                del self._entries[token]
+                raise _unauthorized("token_expired", "Token has expired.")
+            if now >= refresh_at:
+                del self._entries[token]
+                return None
+            self._entries.move_to_end(token)
+            return principal
+
+    def put(self, token: str, principal: Principal) -> None:
+        exp = principal.claims.get("exp")
+        if not isinstance(exp, int | float) or isinstance(exp, bool):
+            return
+        with self._lock:
+            self._entries[token] = (float(exp), time.monotonic() + self.max_seconds, principal)
+            self._entries.move_to_end(token)
+            while len(self._entries) > self.size:
+                self._entries.popitem(last=False)
+
+
 class TokenVerifier:
-    """Verifies bearer tokens against the key material named in settings."""
+    """Verifies bearer tokens against the key material named in settings (verified ones are cached)."""
 
     def __init__(self, settings: Settings) -> None:
         algorithm = settings.jwt_algorithm.upper()
@@ -62,6 +109,7 @@ class TokenVerifier:
         self.audience = settings.jwt_audience
         self.issuer = settings.jwt_issuer
         self._key: Any = None
+        self._verified = VerifiedTokenCache()
         self._jwks_client: jwt.PyJWKClient | None = None
         if algorithm in SYMMETRIC_ALGORITHMS:
             if not settings.jwt_secret:
@@ -92,6 +140,14 @@ class TokenVerifier:
         """Return the principal of a valid token; raise a 401 ``ApiError`` naming what is wrong."""
         if len(token) > MAX_TOKEN_LENGTH:
             raise _unauthorized("invalid_token", "Token is too long.")
+        cached = self._verified.get(token)
+        if cached is not None:
+            return cached
+        principal = self._verify_uncached(token)
+        self._verified.put(token, principal)
+        return principal
+
+    def _verify_uncached(self, token: str) -> Principal:
         try:
             header = jwt.get_unverified_header(token)
         except jwt.InvalidTokenError as error:

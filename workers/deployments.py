@@ -26,7 +26,7 @@ from models import (
     ScalingEvent,
     ScalingEventStatus,
 )
-from models.db import session_scope
+from models.db import autocommit_session, session_scope
 from settings import get_settings
 from workers import admission
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
@@ -61,7 +61,8 @@ class Target:
 
 
 def _load_target(job_id: uuid.UUID | str) -> Target:
-    with session_scope() as session:
+    # Two primary-key reads; no transaction needed (the job's deployment is fixed once the job exists).
+    with autocommit_session() as session:
         job = session.get(Job, uuid.UUID(str(job_id)))
         if job is None:
             raise PermanentClusterError("job_not_found", f"job {job_id} does not exist")
@@ -184,7 +185,7 @@ def execute_create(job_id: uuid.UUID | str) -> dict[str, Any]:
     clients = get_clients()
     ensure_namespace(clients, target.k8s_namespace)
     actions = {kind: _apply(clients, kind, target.manifests[kind]) for kind in ("deployment", "service", "pdb")}
-    with session_scope() as session:
+    with autocommit_session() as session:  # one guarded UPDATE
         session.execute(
             update(Deployment)
             .where(

@@ -13,6 +13,7 @@ import time
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Mapping
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -67,21 +68,38 @@ class ClusterView:
 
 
 def read_cluster(clients: Any, *, namespace: str, nodes: bool = True) -> ClusterView:
-    """Our Deployments and pods (label selector) and the nodes: three paginated list calls."""
+    """Our Deployments and pods (label selector) and the nodes: three paginated list calls.
+
+    The three run on their own threads: the pod list, by far the largest, overlaps with the other two,
+    and the client decodes one page while the server encodes another.
+    """
+    calls: dict[str, Callable[[], list[dict]]] = {
+        "deployments": lambda: list(
+            list_pages(clients, clients.apps.list_namespaced_deployment, namespace, label_selector=OUR_SELECTOR)
+        ),
+        "pods": lambda: list(
+            list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR)
+        ),
+    }
+    if nodes:
+        calls["nodes"] = lambda: list(list_pages(clients, clients.core.list_node))
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="health-monitor-list") as pool:
+        futures = {name: pool.submit(call) for name, call in calls.items()}
+        # .result() re-raises a list's ClusterError here, in the caller's thread.
+        items = {name: future.result() for name, future in futures.items()}
     view = ClusterView()
-    for item in list_pages(clients, clients.apps.list_namespaced_deployment, namespace, label_selector=OUR_SELECTOR):
+    for item in items["deployments"]:
         deployment_id = ((item.get("metadata") or {}).get("labels") or {}).get(DEPLOYMENT_ID_LABEL)
         if deployment_id:
             view.deployments[deployment_id] = item
-    for item in list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR):
+    for item in items["pods"]:
         pod = pod_view(item)
         view.pod_count += 1
         deployment_id = pod.labels.get(DEPLOYMENT_ID_LABEL)
         if deployment_id:
             view.pods[deployment_id].append(pod)
-    if nodes:
-        for item in list_pages(clients, clients.core.list_node):
-            view.node_ready[(item.get("metadata") or {}).get("name", "")] = node_ready_status(item)
+    for item in items.get("nodes", []):
+        view.node_ready[(item.get("metadata") or {}).get("name", "")] = node_ready_status(item)
     return view
 
 

@@ -19,7 +19,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from models.db import session_scope
+from models.db import autocommit_session, session_scope
 from workers import jobs
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
 from workers.domain import DomainError
@@ -68,7 +68,8 @@ def _error_of(error: BaseException) -> dict[str, Any]:
 
 
 def _fail(job_id: str, error: dict[str, Any], on_failure: FailureHook | None) -> None:
-    with session_scope() as session:
+    # Each job transition is one statement (see workers.jobs): no explicit transaction needed.
+    with autocommit_session() as session:
         jobs.fail(session, job_id, error)
     if on_failure is not None:
         on_failure(job_id, error)
@@ -91,10 +92,11 @@ def run_job(
     attempt = int(getattr(task.request, "retries", 0) or 0)
     last_attempt = attempt >= int(task.max_retries if task.max_retries is not None else MAX_RETRIES)
     with log_context(job_id=str(job_id)):
-        with session_scope() as session:
+        with autocommit_session() as session:
             job = jobs.start(session, job_id)
-            cancelled = job is not None and job.cancel_requested
-            if cancelled:
+        cancelled = job is not None and job.cancel_requested
+        if cancelled:
+            with session_scope() as session:
                 jobs.cancel(session, job_id, "cancelled before it started")
         if job is None or cancelled:
             return {"skipped": "job already finished"}
@@ -107,7 +109,7 @@ def run_job(
                 logger.warning("job failed: retries exhausted", extra={"error": details})
                 _fail(job_id, details, on_failure)
                 return {"failed": details}
-            with session_scope() as session:
+            with autocommit_session() as session:
                 jobs.mark_retrying(session, job_id, details)
             retry_after = getattr(error, "retry_after", None)
             if retry_after:
@@ -128,6 +130,6 @@ def run_job(
         # a finished job would be skipped on redelivery and its follow-up lost.
         if after_success is not None:
             after_success(job_id, result)
-        with session_scope() as session:
+        with autocommit_session() as session:
             jobs.succeed(session, job_id, result)
         return result

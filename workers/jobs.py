@@ -28,22 +28,27 @@ def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
 
 
 def start(session: Session, job_id: uuid.UUID | str) -> Job | None:
-    """Mark the job RUNNING and count the attempt; ``None`` if it is already terminal (nothing to do)."""
+    """Mark the job RUNNING and count the attempt; ``None`` if it is already terminal (nothing to do).
+
+    One statement: the UPDATE returns the whole row, loaded into the session (``populate_existing`` so an
+    instance already in the session shows the new state)."""
     job_uuid = _as_uuid(job_id)
-    row = session.execute(
-        update(Job)
-        .where(Job.id == job_uuid, Job.state.in_(_RESTARTABLE))
-        .values(
-            state=JobState.RUNNING,
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, func.now()),
-            updated_at=func.now(),
+    return (
+        session.execute(
+            update(Job)
+            .where(Job.id == job_uuid, Job.state.in_(_RESTARTABLE))
+            .values(
+                state=JobState.RUNNING,
+                attempts=Job.attempts + 1,
+                started_at=func.coalesce(Job.started_at, func.now()),
+                updated_at=func.now(),
+            )
+            .returning(Job),
+            execution_options={"populate_existing": True, "synchronize_session": False},
         )
-        .returning(Job.id)
-    ).first()
-    if row is None:
-        return None
-    return session.execute(select(Job).where(Job.id == job_uuid).execution_options(populate_existing=True)).scalar_one()
+        .scalars()
+        .first()
+    )
 
 
 def mark_retrying(session: Session, job_id: uuid.UUID | str, error: dict[str, Any]) -> bool:
@@ -57,14 +62,27 @@ def mark_retrying(session: Session, job_id: uuid.UUID | str, error: dict[str, An
 
 
 def _finish(session: Session, job_id: uuid.UUID | str, state: JobState, **values: Any) -> bool:
+    """End the job and release the deployment it held, as ONE statement (two data-modifying CTEs), so the
+    pair is atomic even outside a transaction and costs one round trip."""
     job_uuid = _as_uuid(job_id)
-    result = session.execute(
+    finished = (
         update(Job)
         .where(Job.id == job_uuid, Job.state.in_(tuple(ACTIVE_JOB_STATES)))
         .values(state=state, finished_at=func.now(), updated_at=func.now(), **values)
+        .returning(Job.id)
+        .cte("finished_job")
     )
-    session.execute(update(Deployment).where(Deployment.active_job_id == job_uuid).values(active_job_id=None))
-    return bool(getattr(result, "rowcount", 0))
+    released = (
+        update(Deployment)
+        .where(Deployment.active_job_id == job_uuid)
+        .values(active_job_id=None)
+        .returning(Deployment.id)
+        .cte("released_deployment")
+    )
+    count = session.execute(
+        select(select(func.count()).select_from(finished).scalar_subquery()).add_cte(released)
+    ).scalar_one()
+    return bool(count)
 
 
 def succeed(session: Session, job_id: uuid.UUID | str, result: dict[str, Any] | None = None) -> bool:

@@ -28,7 +28,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 
 from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation
-from models.db import session_scope
+from models.db import autocommit_session, session_scope
 from workers import admission
 from workers.k8s import get_clients
 from workers.kube_calls import list_pages, read
@@ -233,14 +233,12 @@ def poll_delay(seconds_since_change: float, interval: float) -> float:
 
 def next_poll_delay(deployment_id: uuid.UUID | str) -> float:
     """:func:`poll_delay` for the deployment's most recent job (the change being followed)."""
-    from models.db import session_scope as scope
     from settings import get_settings
 
-    with scope() as session:
-        started = session.execute(
-            select(func.max(Job.created_at)).where(Job.target_id == str(deployment_id))
-        ).scalar_one_or_none()
-        now = session.execute(select(func.now())).scalar_one()
+    with autocommit_session() as session:  # one read: the latest change and the database clock together
+        started, now = session.execute(
+            select(func.max(Job.created_at), func.now()).where(Job.target_id == str(deployment_id))
+        ).one()
     elapsed = (now - started).total_seconds() if started is not None else 0.0
     return poll_delay(elapsed, get_settings().status_poll_interval_seconds)
 
@@ -248,7 +246,7 @@ def next_poll_delay(deployment_id: uuid.UUID | str) -> float:
 def observe_deployment(deployment_id: uuid.UUID | str) -> bool:
     """Observe once and record; returns True while the deployment is still converging (poll again)."""
     deployment_uuid = uuid.UUID(str(deployment_id))
-    with session_scope() as session:
+    with autocommit_session() as session:  # one read; the write below re-checks under a row lock
         deployment = session.get(Deployment, deployment_uuid)
         if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
             return False

@@ -154,7 +154,9 @@ def deployment_status(session: Session, tenant_id: str | None, deployment_id: uu
     its live pods aggregated to JSON by a correlated subquery, read as plain rows (no ORM objects built).
     """
     deployment_uuid = _uuid_or_404(deployment_id, "deployment_not_found", "deployment")
-    row = session.execute(_status_query(), {"deployment_id": deployment_uuid}).first()
+    # Core execution on the session's connection: the statement returns plain columns, so the ORM execution
+    # layer (which costs more than the query's own round trip here) has nothing to add.
+    row = session.connection().execute(_status_query(), {"deployment_id": deployment_uuid}).first()
     if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
         raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
     return {

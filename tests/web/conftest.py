@@ -78,9 +78,9 @@ def web_settings(database_url: str) -> Settings:
 
 
 @pytest.fixture
-def make_app(web_settings: Settings, broker_prefix: str) -> Callable[..., Flask]:
-    """Apps on the session database. Tests that count or seed rows also request ``clean_tables``
-    (``seed_nodes`` does); pure request-shape tests skip the truncation."""
+def make_app(web_settings: Settings, broker_prefix: str, clean_tables: Engine) -> Callable[..., Flask]:
+    """Apps on the session database, with every table emptied before and after the test: an
+    authenticated request provisions its tenant row, which would otherwise leak into later tests."""
 
     def build(**overrides: Any) -> Flask:
         return create_app(dataclasses.replace(web_settings, **overrides))

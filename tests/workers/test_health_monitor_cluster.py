@@ -182,3 +182,15 @@ def test_calls_and_statements_do_not_grow_with_deployments(session, sim, redis_c
     large = measure(session, sim, redis_client)
     assert small[0] == large[0] == 3  # deployments, pods, nodes
     assert small[1] == large[1]
+
+
+def test_redis_down_skips_and_says_so(session, sim):
+    import redis
+
+    unreachable = redis.Redis(host="127.0.0.1", port=9, socket_connect_timeout=0.5)
+    report = run_health_monitor(session, now=sim_now(sim), config=CONFIG, redis_client=unreachable,
+                                key_prefix="unused:", enqueue=lambda job: None)
+    assert report.status == "skipped"
+    assert report.skip_reason.startswith("redis_unavailable")
+    session.expire_all()
+    assert session.get(SweepRun, "health_monitor").last_status == "skipped"

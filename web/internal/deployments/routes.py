@@ -12,7 +12,7 @@ from typing import Any
 from flask import g, request
 from flask.views import MethodView
 
-from web.database import request_session
+from web.database import read_session, request_session
 from web.errors import ApiError
 from web.extensions import Blueprint
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
@@ -105,7 +105,7 @@ class Deployments(MethodView):
     @blp.response(200, DeploymentPageSchema)
     def get(self, args: dict[str, Any]):
         """List the tenant's deployments, filtered, newest first, one cursor page at a time"""
-        items, next_cursor = queries.list_deployments(request_session(), current_tenant_id(), **args)
+        items, next_cursor = queries.list_deployments(read_session(), current_tenant_id(), **args)
         return {"items": items, "next_cursor": next_cursor}
 
 
@@ -115,7 +115,7 @@ class DeploymentById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, deployment_id: uuid.UUID):
         """Get a deployment's desired shape and last observed state"""
-        return queries.get_deployment(request_session(), current_tenant_id(), deployment_id)
+        return queries.get_deployment(read_session(), current_tenant_id(), deployment_id)
 
     @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
     @blp.alt_response(400, response="BAD_REQUEST")
@@ -142,7 +142,7 @@ class DeploymentStatusById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, deployment_id: uuid.UUID):
         """Get status, reason, replicas, endpoint, pods, last observation time and the job in flight"""
-        return queries.deployment_status(request_session(), current_tenant_id(), deployment_id)
+        return queries.deployment_status(read_session(), current_tenant_id(), deployment_id)
 
 
 @blp.route("/<uuid:deployment_id>/restart")

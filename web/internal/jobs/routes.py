@@ -6,7 +6,7 @@ import uuid
 
 from flask.views import MethodView
 
-from web.database import request_session
+from web.database import read_session
 from web.extensions import Blueprint
 from web.internal.jobs.schemas import JobSchema
 from web.tenancy import current_tenant_id
@@ -27,4 +27,4 @@ class JobById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     def get(self, job_id: uuid.UUID):
         """Get a job's state, type, target, attempts, progress, error and timestamps"""
-        return queries.get_job(request_session(), current_tenant_id(), job_id)
+        return queries.get_job(read_session(), current_tenant_id(), job_id)
