@@ -102,7 +102,8 @@ def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
     (config_dir / f"{module}.py").write_text(
         "from celeryconfig import *  # noqa: F403\n"
         # Short visibility timeout: a SIGKILLed worker's unacked (waiting) step comes back within seconds.
-        f"broker_transport_options = {{'visibility_timeout': 10, 'global_keyprefix': '{prefix}:'}}\n"
+        "broker_transport_options = {'visibility_timeout': 10, 'unacked_restore_interval': 1, "
+        f"'global_keyprefix': '{prefix}:'}}\n"
     )
     import workers.celery_app as celery_app_module
 
