@@ -327,7 +327,8 @@ def main(argv: list[str] | None = None) -> int:
         port = free_port()
         server = subprocess.Popen(
             [sys.executable, "-m", "gunicorn", "--bind", f"127.0.0.1:{port}", "--workers", "1",
-             "--worker-class", "gthread", "--threads", "1", "--keep-alive", "60", "bench_wsgi:app"],
+             "--worker-class", "gthread", "--threads", "1", "--keep-alive", "60", "--log-level", "warning",
+             "bench_wsgi:app"],
             cwd=REPOSITORY,
             env=env,
             stdout=subprocess.DEVNULL,

@@ -83,9 +83,8 @@ def render_banner(info: BannerInfo) -> str:
         ]
     if info.kubesim_url is not None:
         lines += [
-            " The simulated cluster lives in memory: every run starts it empty. Postgres keeps its data, and the",
-            " service's next sweep reconciles Postgres with the cluster (deployments from an earlier run show",
-            " their pods as lost until you delete or recreate them).",
+            " The simulated cluster is saved to the data directory (kubesim-state.json) every 10 s and at exit,",
+            " so a restart serves the same nodes, deployments and pods, like Postgres and Redis keep theirs.",
         ]
     lines += [
         "",

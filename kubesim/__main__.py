@@ -1,4 +1,4 @@
-"""`python -m kubesim --port PORT --nodes SPEC --kubeconfig FILE [--speed X] [--seed N] [--virtual]`.
+"""`python -m kubesim --port PORT --nodes SPEC --kubeconfig FILE [--speed X] [--seed N] [--virtual] [--state FILE]`.
 
 Serves a simulated GPU cluster until SIGTERM/SIGINT (exit code 0). Once it is listening it writes the
 kubeconfig and prints one flushed line, `kubesim ready: URL kubeconfig=PATH`, for scripts to wait on.
@@ -7,9 +7,12 @@ kubeconfig and prints one flushed line, `kubesim ready: URL kubeconfig=PATH`, fo
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import signal
 import sys
 import threading
+from pathlib import Path
 from types import FrameType
 
 from kubesim.cluster import SimCluster
@@ -27,6 +30,8 @@ def _parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, default=0, help="seed for names, uids and stage jitter")
     parser.add_argument("--virtual", action="store_true",
                         help="virtual clock: time moves only through POST /_sim/clock/advance")
+    parser.add_argument("--state", metavar="FILE",
+                        help="keep the cluster in FILE: restored at start, saved every 10 s and at exit")
     parser.add_argument("--with-daemonsets", action="store_true",
                         help="run an NVIDIA device-plugin DaemonSet pod on every GPU node")
     args = parser.parse_args(argv)
@@ -57,15 +62,51 @@ def main(argv: list[str] | None = None) -> int:
     except OSError as exc:
         sys.stderr.write(f"kubesim: cannot listen on {args.host}:{args.port}: {exc}\n")
         return 1
+    state = StateFile(Path(args.state)) if args.state else None
     try:
+        if state is not None:
+            state.restore_into(cluster)
         path = cluster.write_kubeconfig(args.kubeconfig)
         sys.stdout.write(f"kubesim ready: {cluster.url} kubeconfig={path}\n")
         sys.stdout.flush()
-        while not stop.wait(0.5):
-            pass
+        while not stop.wait(STATE_SAVE_SECONDS if state is not None else 0.5):
+            if state is not None:
+                state.save(cluster)
     finally:
+        if state is not None:
+            state.save(cluster)
         cluster.stop()
     return 0
+
+
+STATE_SAVE_SECONDS = 10.0
+
+
+class StateFile:
+    """The cluster's objects on disk, so a restarted simulator serves what the service last saw.
+
+    Saved periodically as well as at exit, so a killed simulator loses at most a few seconds.
+    """
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def restore_into(self, cluster: SimCluster) -> None:
+        if not self.path.exists():
+            return
+        try:
+            snapshot = json.loads(self.path.read_text())
+            clock = snapshot.get("clock")
+            if clock and hasattr(cluster.sim.clock, "advance_to"):
+                cluster.sim.clock.advance_to(float(clock))
+            cluster.sim.restore(snapshot)
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            sys.stderr.write(f"kubesim: ignoring unreadable state file {self.path}: {exc}\n")
+
+    def save(self, cluster: SimCluster) -> None:
+        partial = self.path.with_suffix(self.path.suffix + ".partial")
+        partial.write_text(json.dumps(cluster.sim.snapshot()))
+        os.replace(partial, self.path)
 
 
 if __name__ == "__main__":

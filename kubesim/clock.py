@@ -54,6 +54,12 @@ class ScaledClock:
     def now(self) -> float:
         return self._wall_start + (time.monotonic() - self._mono_start) * self.speed
 
+    def advance_to(self, instant: float) -> None:
+        """Jump forward to `instant` (never back): a restored cluster's timestamps stay in the past."""
+        ahead = instant - self.now()
+        if ahead > 0:
+            self._wall_start += ahead
+
     def real_seconds_until(self, instant: float) -> float:
         return max(0.0, (instant - self.now()) / self.speed)
 

@@ -412,6 +412,26 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
                                                    include))
             return
         self._send(200, self._list_body(rtype, list_meta, items))
+        if page.more:
+            self._read_ahead(rtype, namespace, predicate, node_name, _object_key(items[-1]), limit)
+
+    def _read_ahead(self, rtype: ResourceType, namespace: str | None, predicate: Callable[[Obj], bool] | None,
+                    node_name: str | None, last_key: tuple[str, str], limit: int) -> None:
+        """Encode the next page's items into the cache while the client is still parsing this page.
+
+        A paginating client spends as long decoding a page as the server spends encoding one; doing
+        the next page's encoding now overlaps the two (the client is another process), so the
+        request for it finds cached bytes. Only objects not yet cached cost anything.
+        """
+        store = self.server.sim.store
+        # This page's answer is already out, so nothing may reach _handle's error path (it would write
+        # a second response); whatever fails here fails again, and is answered, on the next request.
+        with contextlib.suppress(Exception):
+            page = store.list_page(rtype.plural, namespace or None, predicate, node_name=node_name,
+                                   start_after=last_key, limit=limit)
+            encode = store.encoded.get
+            for item in page.items:
+                encode(rtype.plural, item, _encode_list_item)
 
     def _list_body(self, rtype: ResourceType, list_meta: Obj, items: list[Obj]) -> bytes:
         """The List JSON, byte for byte what `send_json` would write, with each item's bytes cached."""

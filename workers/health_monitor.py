@@ -19,10 +19,10 @@ from datetime import UTC, datetime
 from typing import Any
 
 import redis
-from sqlalchemy import insert, select, text
+from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
-from models import SCHEMA, Deployment, DeploymentStatus, Job, ScalingEvent, ScalingEventStatus, SweepName
+from models import SCHEMA, Deployment, DeploymentStatus, GpuNode, Job, ScalingEvent, ScalingEventStatus, SweepName
 from models.job import TERMINAL_JOB_STATES
 from settings import get_settings
 from workers import recovery
@@ -387,7 +387,10 @@ def _sweep(
             deployment.status in MONITORED_STATUSES or deployment.status == DeploymentStatus.SCALING
         )
         if may_set_status and deployment.status in MONITORED_STATUSES:
-            _recover(session, report, clients, deployment, diagnosis, states.get(deployment.id), now, config, actions)
+            _recover(
+                session, report, clients, deployment, diagnosis, states.get(deployment.id), now, config, actions,
+                view.node_ready,
+            )
         status, reason, message = actions.status_overrides.get(
             deployment.id,
             (diagnosis.status, diagnosis.reason.value if diagnosis.reason else None, diagnosis.message),
@@ -423,6 +426,7 @@ def _recover(
     now: float,
     config: HealthMonitorConfig,
     actions: _Actions,
+    node_ready: Mapping[str, str],
 ) -> None:
     """Decide and carry out this sweep's recovery step for one deployment, recording it."""
     state = state or recovery.RecoveryState()
@@ -463,7 +467,7 @@ def _recover(
             recovery.delete_pods(clients, decision.pods)
             event_status, outcome, extra, job = ScalingEventStatus.SUCCEEDED, recovery.Outcome.ATTEMPTED, {}, None
         elif decision.step == recovery.Step.MOVE_PODS:
-            event_status, outcome, extra, job = _move_pods(session, clients, deployment, decision)
+            event_status, outcome, extra, job = _move_pods(session, clients, deployment, decision, node_ready)
         else:
             event_status, outcome, extra, job = _restart(session, deployment)
     except ClusterError as error:
@@ -481,9 +485,20 @@ def _recover(
 
 
 def _move_pods(
-    session: Session, clients: Any, deployment: MonitoredDeployment, decision: recovery.Decision
+    session: Session,
+    clients: Any,
+    deployment: MonitoredDeployment,
+    decision: recovery.Decision,
+    node_ready: Mapping[str, str],
 ) -> tuple[ScalingEventStatus, recovery.Outcome, dict[str, Any], Job | None]:
     savepoint = session.begin_nested()
+    # Admission places by the gpu_nodes rows, which the resource tracker refreshes less often than this
+    # sweep runs: record the failed nodes' state first, so the moved replicas are never placed back on them.
+    for state in sorted({state for state in node_ready.values() if state != "Ready"}):
+        names = sorted(name for name, seen in node_ready.items() if seen == state)
+        session.execute(
+            update(GpuNode).where(GpuNode.name.in_(names), GpuNode.ready_status == "Ready").values(ready_status=state)
+        )
     try:
         placed = recovery.reserve_moved_replicas(session, deployment, decision.pods)
     except DomainError as error:

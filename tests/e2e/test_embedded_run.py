@@ -227,6 +227,7 @@ def test_make_run_serves_a_deployment_end_to_end_and_keeps_its_data(data_dir: Pa
 
         _stop_and_check_every_child_exited(run)
         assert (data_dir / "secret").exists()
+        assert (data_dir / "kubesim-state.json").exists()  # the simulated cluster is kept too
 
         run = EmbeddedRun(data_dir)
         second_banner = run.wait_for_banner()

@@ -144,8 +144,7 @@ def test_the_banner_shows_urls_tokens_kubeconfig_and_a_curl_example(tmp_path: Pa
     assert "export ADMIN_TOKEN=admin.jwt.value" in text
     assert f"kubectl --kubeconfig {tmp_path / '.run' / 'kubeconfig'} get nodes" in text
     assert "curl -s -X POST http://127.0.0.1:8000/internal/deployments/create" in text
-    assert "every run starts it empty" in text
-    assert "next sweep reconciles Postgres" in text
+    assert "kubesim-state.json" in text
 
 
 def test_the_banner_hides_passwords_of_external_servers(tmp_path: Path):
@@ -168,4 +167,4 @@ def test_the_banner_hides_passwords_of_external_servers(tmp_path: Path):
     assert "hunter2" not in text
     assert "postgresql://orch:***@db.internal:5432/orchestration   (external)" in text
     assert "external cluster (gpu-prod)" in text
-    assert "every run starts it empty" not in text
+    assert "kubesim-state.json" not in text

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import socket
+import time
 from urllib.parse import quote
 
 import pytest
@@ -126,3 +127,22 @@ def test_restore_keeps_the_key_index_in_step(api):
     api.store.restore(clone(snapshot))
     keys, _ = _page_through(api, "/api/v1/pods", limit=8)
     assert keys == sorted((ns, f"p-{i}") for ns in ("default", "team-a", "team-ab") for i in range(10))
+
+
+def test_a_page_with_more_to_come_encodes_the_next_page_ahead(api):
+    _fill(api)
+    status, first, _ = api.request("GET", "/api/v1/namespaces/team-a/pods?limit=4")
+    assert status == 200
+    # The read-ahead runs after the answer went out, on the server's thread: wait for it to finish.
+    deadline = time.monotonic() + 10
+    while len(api.store.encoded) < 8 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert len(api.store.encoded) == 8  # this page's 4 items and the next page's 4
+    status, second, _ = api.request("GET", f"/api/v1/namespaces/team-a/pods?limit=4&continue="
+                                           f"{quote(first['metadata']['continue'])}")
+    assert _keys(second["items"]) == [("team-a", f"p-{i}") for i in range(4, 8)]
+    status, last, _ = api.request("GET", f"/api/v1/namespaces/team-a/pods?limit=4&continue="
+                                         f"{quote(second['metadata']['continue'])}")
+    assert _keys(last["items"]) == [("team-a", "p-8"), ("team-a", "p-9")]
+    assert "continue" not in last["metadata"]
+    assert len(api.store.encoded) == 10  # the last page has no next page to read ahead

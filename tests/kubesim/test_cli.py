@@ -88,3 +88,29 @@ def test_cli_rejects_bad_arguments(tmp_path, args):
     )
     assert result.returncode == 2
     assert "error" in result.stderr
+
+
+def test_cli_state_file_keeps_the_cluster_across_a_restart(tmp_path):
+    state = tmp_path / "state.json"
+    process, _, kubeconfig = _start(tmp_path, "--speed", "200", "--state", str(state))
+    try:
+        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        core = kubernetes.client.CoreV1Api(api)
+        core.create_namespace({"metadata": {"name": "kept"}})
+        core.create_namespaced_pod("kept", {
+            "metadata": {"name": "survivor"},
+            "spec": {"containers": [{"name": "c", "image": "busybox"}]},
+        })
+        api.close()
+    finally:
+        assert _stop(process) == 0
+    assert state.exists()
+
+    process, _, kubeconfig = _start(tmp_path, "--speed", "200", "--state", str(state))
+    try:
+        api = kubernetes.config.new_client_from_config(config_file=str(kubeconfig))
+        pod = kubernetes.client.CoreV1Api(api).read_namespaced_pod("survivor", "kept")
+        assert pod.metadata.namespace == "kept"
+        api.close()
+    finally:
+        assert _stop(process) == 0

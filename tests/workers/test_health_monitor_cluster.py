@@ -72,7 +72,8 @@ def test_node_not_ready_moves_replicas_within_the_admitted_gpus(session, sim, re
 
     sim.sim.fail_node(node, mode="Unknown")
     sim.advance(60)
-    sync_inventory(session)  # the resource tracker's view of the node, which admission reads
+    # No resource-tracker run since the failure: the gpu_nodes rows admission reads still say Ready, and the
+    # monitor must not place the moved replicas back on the dead node.
     sweep(session, sim, redis_client)
     row = deployment_row(session, deployment_id)
     assert row.status in ("DEGRADED", "RUNNING")
