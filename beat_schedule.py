@@ -16,4 +16,5 @@ BEAT_SCHEDULE: dict[str, dict] = {
     "resource-tracker": every(TaskNames.RESOURCE_TRACKER, _settings.resource_tracker_interval_seconds),
     "health-monitor": every(TaskNames.HEALTH_MONITOR, _settings.health_monitor_interval_seconds),
     "autoscaler": every(TaskNames.AUTOSCALER, _settings.autoscaler_interval_seconds),
+    "requeue-lost-jobs": every(TaskNames.REQUEUE_LOST_JOBS, 60),
 }

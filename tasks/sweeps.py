@@ -7,6 +7,7 @@ from typing import Any
 from workers.autoscaler import autoscaler_sweep
 from workers.celery_app import app
 from workers.health_monitor import health_monitor_sweep
+from workers.lost_jobs import lost_jobs_sweep
 from workers.queues import Queues, TaskNames
 from workers.resource_tracker import resource_tracker_sweep
 
@@ -39,3 +40,9 @@ def health_monitor() -> dict[str, Any]:
 def autoscaler() -> dict[str, Any]:
     """Scale autoscaled deployments from GPU utilization, queue depth and KV-cache use (through scale jobs)."""
     return autoscaler_sweep()
+
+
+@app.task(name=TaskNames.REQUEUE_LOST_JOBS, **SWEEP_TASK_OPTIONS)
+def requeue_lost_jobs() -> dict[str, Any]:
+    """Re-send PENDING jobs whose message never reached the broker (enqueue failed after the commit)."""
+    return lost_jobs_sweep()

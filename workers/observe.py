@@ -174,8 +174,8 @@ def judge(
     for pod in live_pods:
         if pod.reason in ("ErrImagePull", "ImagePullBackOff") and _PERMANENT_PULL_ERROR.search(pod.message or ""):
             if ready == 0:
-                return Verdict(DeploymentStatus.FAILED, "image_pull_failed", pod.message, ready, False, pods)
-            return Verdict(DeploymentStatus.DEGRADED, "image_pull_failed", pod.message, ready, False, pods)
+                return Verdict(DeploymentStatus.FAILED, "image_pull_failure", pod.message, ready, False, pods)
+            return Verdict(DeploymentStatus.DEGRADED, "image_pull_failure", pod.message, ready, False, pods)
     crash_looping = [pod for pod in live_pods if pod.reason == "CrashLoopBackOff" or pod.restarts > 0]
     worst = max(crash_looping, key=lambda pod: pod.restarts, default=None)
     if worst is not None and worst.restarts >= CRASH_LOOP_RESTART_LIMIT:

@@ -29,6 +29,7 @@ class TaskNames:
     HEALTH_MONITOR = "sweeps.health_monitor"
     RESOURCE_TRACKER = "sweeps.resource_tracker"
     AUTOSCALER = "sweeps.autoscaler"
+    REQUEUE_LOST_JOBS = "sweeps.requeue_lost_jobs"
 
 
 TASK_FOR_JOB_TYPE: dict[JobType, str] = {

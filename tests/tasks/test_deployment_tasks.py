@@ -265,5 +265,5 @@ def test_missing_image_ends_failed_with_the_pull_error(harness):
     deployment_tasks.create.apply(args=[str(job_id)])
     observe_until(harness, deployment_id, DeploymentStatus.FAILED, step=5)
     row = deployment(deployment_id)
-    assert row.status_reason == "image_pull_failed"
+    assert row.status_reason == "image_pull_failure"
     assert "not found" in row.status_message

@@ -87,7 +87,7 @@ def test_missing_image_fails():
         [pod("a", ready=False, phase="Pending", waiting="ErrImagePull", message=detail)],
     )
     assert verdict.status == DeploymentStatus.FAILED
-    assert verdict.reason == "image_pull_failed"
+    assert verdict.reason == "image_pull_failure"
 
 
 def test_transient_pull_backoff_keeps_waiting():

@@ -1,0 +1,106 @@
+"""Re-send jobs that were committed but never reached the broker.
+
+A POST commits the job row and then enqueues its task. If Redis refused the message, or the API process
+died between the two, the job would stay PENDING forever and keep its deployment claimed ("one operation
+at a time"), so nothing else could touch it. This sweep finds PENDING jobs older than a grace period whose
+task id is neither waiting in a queue nor held unacknowledged by a worker, and sends them again with the
+same task id. Tasks are idempotent and skip terminal jobs, so a message that turns up late anyway is harmless.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Iterable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import redis
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from models import Job, JobState
+from workers import dispatch
+from workers.queues import Queues
+from workers.sweep_metrics import SweepReport, observed_sweep
+
+SWEEP_NAME = "lost_jobs"
+DEFAULT_GRACE_SECONDS = 120
+UNACKED_KEY = "unacked"  # kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash
+
+log = logging.getLogger(__name__)
+
+
+def stale_pending_jobs(session: Session, now: datetime, grace_seconds: float) -> list[Job]:
+    """PENDING jobs created more than ``grace_seconds`` ago, oldest first."""
+    cutoff = now - timedelta(seconds=grace_seconds)
+    query = select(Job).where(Job.state == JobState.PENDING, Job.created_at < cutoff).order_by(Job.created_at)
+    return list(session.execute(query).scalars())
+
+
+def _task_id(raw_message: bytes | str) -> str | None:
+    try:
+        message = json.loads(raw_message)
+    except ValueError:
+        return None
+    if isinstance(message, list) and message:  # unacked entries are [message, exchange, routing_key]
+        message = message[0]
+    if not isinstance(message, dict):
+        return None
+    return (message.get("headers") or {}).get("id")
+
+
+def broker_task_ids(client: redis.Redis, key_prefix: str, queues: Iterable[str] = Queues.all()) -> set[str]:
+    """Task ids the broker still holds: waiting in a queue, or delivered to a worker and not yet acked."""
+    found: set[str] = set()
+    for queue in queues:
+        found.update(filter(None, (_task_id(raw) for raw in client.lrange(f"{key_prefix}{queue}", 0, -1))))
+    found.update(filter(None, (_task_id(raw) for raw in client.hvals(f"{key_prefix}{UNACKED_KEY}"))))
+    return found
+
+
+def requeue_lost_jobs(
+    session: Session,
+    *,
+    redis_client: redis.Redis,
+    key_prefix: str = "",
+    now: datetime | None = None,
+    grace_seconds: float = DEFAULT_GRACE_SECONDS,
+    enqueue: Callable[[Job], None] = dispatch.enqueue,
+) -> SweepReport:
+    """One sweep: re-send every stale PENDING job the broker no longer knows about."""
+    now = now or datetime.now(UTC)
+    with observed_sweep(session, SWEEP_NAME) as report:
+        stale = stale_pending_jobs(session, now, grace_seconds)
+        report.items["stale_pending_jobs"] = len(stale)
+        if not stale:
+            return report
+        try:
+            in_broker = broker_task_ids(redis_client, key_prefix)
+        except redis.RedisError as error:
+            report.skip(f"redis_unavailable: {error}")
+            return report
+        requeued: list[str] = []
+        for job in stale:
+            if job.celery_task_id in in_broker:
+                continue
+            enqueue(job)
+            requeued.append(str(job.id))
+            log.warning("re-sent lost job", extra={"job_id": str(job.id), "job_type": str(job.type)})
+        report.actions["requeued"] = len(requeued)
+        report.details["requeued_job_ids"] = requeued
+    return report
+
+
+def lost_jobs_sweep() -> dict[str, Any]:
+    """The ``sweeps.requeue_lost_jobs`` task's body: one run in a fresh session."""
+    from models.db import get_sessionmaker
+    from workers.celery_app import app
+    from workers.sweep_lock import default_redis
+
+    broker_prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+    session = get_sessionmaker()()
+    try:
+        return requeue_lost_jobs(session, redis_client=default_redis(), key_prefix=broker_prefix).summary()
+    finally:
+        session.close()
