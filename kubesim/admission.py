@@ -9,6 +9,7 @@ the GPU request-without-limit rejection is a real-cluster failure the service mu
 from __future__ import annotations
 
 import ipaddress
+import math
 import re
 from fractions import Fraction
 from typing import Any
@@ -166,6 +167,53 @@ def default_pod_spec(spec: Obj) -> None:
             for port in container.get("ports") or []:
                 if isinstance(port, dict):
                     port.setdefault("protocol", "TCP")
+            for probe_field in ("livenessProbe", "readinessProbe", "startupProbe"):
+                _default_probe(container.get(probe_field))
+            for group in ("limits", "requests"):
+                _canonicalize_quantities(resources.get(group))
+    for volume in spec.get("volumes") or []:
+        empty_dir = volume.get("emptyDir") if isinstance(volume, dict) else None
+        if isinstance(empty_dir, dict) and _is_number(empty_dir.get("sizeLimit")):
+            empty_dir["sizeLimit"] = canonical_quantity(empty_dir["sizeLimit"])
+
+
+def _default_probe(probe: Any) -> None:
+    """SetDefaults_Probe and SetDefaults_HTTPGetAction: kubectl describe and clients read these fields."""
+    if not isinstance(probe, dict):
+        return
+    probe.setdefault("timeoutSeconds", 1)
+    probe.setdefault("periodSeconds", 10)
+    probe.setdefault("successThreshold", 1)
+    probe.setdefault("failureThreshold", 3)
+    http_get = probe.get("httpGet")
+    if isinstance(http_get, dict):
+        http_get.setdefault("path", "/")
+        http_get.setdefault("scheme", "HTTP")
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def canonical_quantity(value: int | float) -> str:
+    """A JSON number given as a resource.Quantity, as the apiserver stores it: always a string.
+
+    YAML `nvidia.com/gpu: 1` arrives as the number 1; the apiserver answers "1" (and 0.5 as "500m"),
+    and the typed Python client refuses a number where its model declares a string.
+    """
+    number = Fraction(str(value))
+    for scale, suffix in ((1, ""), (1000, "m"), (10**6, "u")):
+        scaled = number * scale
+        if scaled.denominator == 1:
+            return f"{scaled.numerator}{suffix}"
+    return f"{math.ceil(number * 10**9)}n"
+
+
+def _canonicalize_quantities(values: Any) -> None:
+    if isinstance(values, dict):
+        for name, value in values.items():
+            if _is_number(value):
+                values[name] = canonical_quantity(value)
 
 
 def validate_pod_spec(spec: Obj, path: str, causes: list[Cause]) -> None:

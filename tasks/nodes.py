@@ -23,6 +23,17 @@ NODE_JOB_BACKOFF_CAP_SECONDS = 60
 # A single step is a few list/scale/evict calls; the limit stops a hung connection from pinning a slot.
 STEP_SOFT_TIME_LIMIT = 120
 STEP_TIME_LIMIT = 150
+# Shared by every node task: acknowledged only once done (a lost worker's job is redelivered), on the jobs queue.
+NODE_TASK_OPTIONS = {
+    "bind": True,
+    "acks_late": True,
+    "reject_on_worker_lost": True,
+    "queue": Queues.JOBS,
+    "ignore_result": True,
+    "soft_time_limit": STEP_SOFT_TIME_LIMIT,
+    "time_limit": STEP_TIME_LIMIT,
+    "max_retries": NODE_JOB_MAX_RETRIES,
+}
 
 
 def _backoff(retries: int) -> float:
@@ -30,17 +41,7 @@ def _backoff(retries: int) -> float:
     return random.uniform(0, min(NODE_JOB_BACKOFF_CAP_SECONDS, 2 ** (retries + 1)))
 
 
-@app.task(
-    name=TaskNames.NODE_DRAIN,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    queue=Queues.JOBS,
-    ignore_result=True,
-    soft_time_limit=STEP_SOFT_TIME_LIMIT,
-    time_limit=STEP_TIME_LIMIT,
-    max_retries=NODE_JOB_MAX_RETRIES,
-)
+@app.task(name=TaskNames.NODE_DRAIN, **NODE_TASK_OPTIONS)
 def drain_node(self: Task, job_id: str) -> str:
     """Run one step of a drain; schedule the next step when the drain has to wait."""
     session = get_sessionmaker()()
@@ -82,33 +83,13 @@ def _run_node_job(task: Task, job_id: str) -> str:
         session.close()
 
 
-@app.task(
-    name=TaskNames.NODE_CORDON,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    queue=Queues.JOBS,
-    ignore_result=True,
-    soft_time_limit=STEP_SOFT_TIME_LIMIT,
-    time_limit=STEP_TIME_LIMIT,
-    max_retries=NODE_JOB_MAX_RETRIES,
-)
+@app.task(name=TaskNames.NODE_CORDON, **NODE_TASK_OPTIONS)
 def cordon_node(self: Task, job_id: str) -> str:
     """Mark the node unschedulable and record who asked and why."""
     return _run_node_job(self, job_id)
 
 
-@app.task(
-    name=TaskNames.NODE_UNCORDON,
-    bind=True,
-    acks_late=True,
-    reject_on_worker_lost=True,
-    queue=Queues.JOBS,
-    ignore_result=True,
-    soft_time_limit=STEP_SOFT_TIME_LIMIT,
-    time_limit=STEP_TIME_LIMIT,
-    max_retries=NODE_JOB_MAX_RETRIES,
-)
+@app.task(name=TaskNames.NODE_UNCORDON, **NODE_TASK_OPTIONS)
 def uncordon_node(self: Task, job_id: str) -> str:
     """Make the node schedulable again and clear the cordon record."""
     return _run_node_job(self, job_id)

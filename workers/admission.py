@@ -213,25 +213,34 @@ def release(session: Session, deployment_id: uuid.UUID, *, job_id: uuid.UUID | N
     return sum(freed)
 
 
-def release_replicas(session: Session, deployment_id: uuid.UUID, count: int) -> int:
+def release_replicas(
+    session: Session,
+    deployment_id: uuid.UUID,
+    count: int,
+    *,
+    node_name: str | None = None,
+    job_id: uuid.UUID | None = None,
+) -> int:
     """Give back ``count`` replicas' worth of reservations (scale-down); returns replicas released.
 
-    Which pod Kubernetes removes is not known here, so the nodes holding the fewest replicas are released
-    first (their GPUs become whole blocks again soonest); the resource tracker later reconciles any drift
-    between reservations and where pods actually run.
+    ``node_name`` / ``job_id`` limit it to the reservations on one node or written by one job (a drain
+    moving replicas off a node). Otherwise which pod Kubernetes removes is not known here, so the nodes
+    holding the fewest replicas are released first (their GPUs become whole blocks again soonest); the
+    resource tracker later reconciles any drift between reservations and where pods actually run.
     """
     if count <= 0:
         return 0
-    rows = (
-        session.execute(
-            select(GpuReservation)
-            .where(GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None))
-            .order_by(GpuReservation.replicas, GpuReservation.node_name)
-            .with_for_update()
-        )
-        .scalars()
-        .all()
-    )
+    conditions = [GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None)]
+    if node_name is not None:
+        conditions.append(GpuReservation.node_name == node_name)
+    if job_id is not None:
+        conditions.append(GpuReservation.job_id == job_id)
+    rows = session.scalars(
+        select(GpuReservation)
+        .where(and_(*conditions))
+        .order_by(GpuReservation.replicas, GpuReservation.node_name)
+        .with_for_update()
+    ).all()
     remaining = count
     for row in rows:
         if remaining == 0:

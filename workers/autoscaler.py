@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-import redis
 from sqlalchemy import insert, select
 from sqlalchemy.dialects.postgresql import distinct_on
 from sqlalchemy.orm import Session
@@ -48,8 +47,8 @@ from workers.health_monitor import OUR_SELECTOR
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
-from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, default_redis, lock_key_prefix
-from workers.sweep_metrics import SweepReport, observed_sweep
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, default_redis, lock_key_prefix, run_locked
+from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
 
 AUTOSCALER_ACTOR = "autoscaler"
 LOCK_TTL_SECONDS = 300.0
@@ -268,24 +267,16 @@ def run_autoscaler(
     config = config or AutoscalerConfig.from_settings()
     redis_client = redis_client if redis_client is not None else default_redis()
     with observed_sweep(session, SweepName.AUTOSCALER.value) as report:
-        lock = SweepLock(SweepName.AUTOSCALER.value, LOCK_TTL_SECONDS, client=redis_client, key_prefix=key_prefix)
-        try:
-            acquired = lock.acquire()
-        except redis.RedisError as error:
-            report.skip(f"redis_unavailable: {error}")
-            return report
-        if not acquired:
-            report.skip("another autoscaler run holds the lock")
-            return report
-        try:
-            _sweep(
+        run_locked(
+            report, SweepName.AUTOSCALER.value, LOCK_TTL_SECONDS,
+            lambda: _sweep(
                 session, report, now if now is not None else time.time(), config,
                 clients=clients, prometheus=prometheus,
                 enqueue=enqueue if enqueue is not None else _default_enqueue,
                 redis_client=redis_client, key_prefix=key_prefix,
-            )
-        finally:
-            lock.release()
+            ),
+            client=redis_client, key_prefix=key_prefix,
+        )
     return report
 
 
@@ -415,10 +406,4 @@ def _blocked_event(
 
 def autoscaler_sweep() -> dict[str, Any]:
     """The ``sweeps.autoscaler`` task's body: one run in a fresh session; returns the run's summary."""
-    from models.db import get_sessionmaker
-
-    session = get_sessionmaker()()
-    try:
-        return run_autoscaler(session, key_prefix=lock_key_prefix()).summary()
-    finally:
-        session.close()
+    return summary_in_new_session(run_autoscaler, key_prefix=lock_key_prefix())

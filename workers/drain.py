@@ -32,14 +32,13 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from models import (
     TERMINAL_JOB_STATES,
     Deployment,
     GpuNode,
-    GpuReservation,
     Job,
     JobState,
     JobType,
@@ -696,7 +695,7 @@ class DrainStep:
             )
         # The replicas now run where the surge reserved room: the surge rows stay (they now describe the
         # moved replicas) and the reservations that pointed at the drained node are given back.
-        _release_replicas_on(self.session, uuid.UUID(item["deployment_id"]), item["k"], node_name=self.node)
+        admission.release_replicas(self.session, uuid.UUID(item["deployment_id"]), item["k"], node_name=self.node)
         item["returned"] = True
 
     def node_empty(self) -> bool:
@@ -731,8 +730,8 @@ class DrainStep:
                 )
                 undone.append(item["name"])
             deployment_id = uuid.UUID(item["deployment_id"])
-            _release_replicas_on(self.session, deployment_id, moved, node_name=self.node)
-            _release_replicas_on(self.session, deployment_id, item["k"] - moved, job_id=self.job.id)
+            admission.release_replicas(self.session, deployment_id, moved, node_name=self.node)
+            admission.release_replicas(self.session, deployment_id, item["k"] - moved, job_id=self.job.id)
             item["returned"] = True
         return undone
 
@@ -791,43 +790,6 @@ def _budget_message(error: cluster_errors.ClusterError) -> str:
             if item.get("reason") == "DisruptionBudget" and item.get("message"):
                 return f"{payload.get('message', error.message)} {item['message']}"
     return error.message
-
-
-def _release_replicas_on(
-    session: Session,
-    deployment_id: uuid.UUID,
-    count: int,
-    *,
-    node_name: str | None = None,
-    job_id: uuid.UUID | None = None,
-) -> int:
-    """Release ``count`` replicas' worth of the deployment's reservations, limited to a node or a job."""
-    if count <= 0:
-        return 0
-    conditions = [GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None)]
-    if node_name is not None:
-        conditions.append(GpuReservation.node_name == node_name)
-    if job_id is not None:
-        conditions.append(GpuReservation.job_id == job_id)
-    rows = session.scalars(
-        select(GpuReservation).where(and_(*conditions)).order_by(GpuReservation.replicas).with_for_update()
-    ).all()
-    remaining = count
-    for row in rows:
-        if remaining == 0:
-            break
-        take = min(row.replicas, remaining)
-        remaining -= take
-        per_replica = row.gpus // row.replicas
-        row.released_at = func.now()
-        if take < row.replicas:
-            session.add(GpuReservation(
-                deployment_id=row.deployment_id, tenant_id=row.tenant_id, job_id=row.job_id,
-                node_name=row.node_name, gpu_type=row.gpu_type,
-                gpus=(row.replicas - take) * per_replica, replicas=row.replicas - take,
-            ))
-    session.flush()
-    return count - remaining
 
 
 def _now() -> datetime:

@@ -18,7 +18,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from sqlalchemy import insert, select, text, update
 from sqlalchemy.orm import Session
 
@@ -31,8 +30,8 @@ from workers.diagnosis import Diagnosis, PodView, diagnose_deployment, pod_view
 from workers.domain import DomainError
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
-from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, lock_key_prefix
-from workers.sweep_metrics import SweepReport, observed_sweep
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, lock_key_prefix, run_locked
+from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
 
 OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 # A sweep normally takes well under a second; the TTL only bounds how long a crashed run blocks the next.
@@ -329,20 +328,12 @@ def run_health_monitor(
     """One health-monitor sweep (see the module doc). ``now`` is epoch seconds (the cluster's clock in tests)."""
     config = config or HealthMonitorConfig.from_settings()
     with observed_sweep(session, SweepName.HEALTH_MONITOR.value) as report:
-        lock = SweepLock(SweepName.HEALTH_MONITOR.value, LOCK_TTL_SECONDS, client=redis_client, key_prefix=key_prefix)
-        try:
-            acquired = lock.acquire()
-        except redis.RedisError as error:
-            report.skip(f"redis_unavailable: {error}")
-            return report
-        if not acquired:
-            report.skip("another health-monitor run holds the lock")
-            return report
-        try:
-            _sweep(session, report, now if now is not None else time.time(), clients or _default_clients(), config,
-                   enqueue if enqueue is not None else _default_enqueue)
-        finally:
-            lock.release()
+        run_locked(
+            report, SweepName.HEALTH_MONITOR.value, LOCK_TTL_SECONDS,
+            lambda: _sweep(session, report, now if now is not None else time.time(), clients or _default_clients(),
+                           config, enqueue if enqueue is not None else _default_enqueue),
+            client=redis_client, key_prefix=key_prefix,
+        )
     return report
 
 
@@ -532,10 +523,4 @@ def _restart(
 
 def health_monitor_sweep() -> dict[str, Any]:
     """The ``sweeps.health_monitor`` task's body: one run in a fresh session; returns the run's summary."""
-    from models.db import get_sessionmaker
-
-    session = get_sessionmaker()()
-    try:
-        return run_health_monitor(session, key_prefix=lock_key_prefix()).summary()
-    finally:
-        session.close()
+    return summary_in_new_session(run_health_monitor, key_prefix=lock_key_prefix())

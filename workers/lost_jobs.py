@@ -22,7 +22,8 @@ from sqlalchemy.orm import Session
 from models import Job, JobState
 from workers import dispatch
 from workers.queues import Queues
-from workers.sweep_metrics import SweepReport, observed_sweep
+from workers.sweep_lock import broker_key_prefix, default_redis
+from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
 
 SWEEP_NAME = "lost_jobs"
 DEFAULT_GRACE_SECONDS = 120
@@ -94,13 +95,4 @@ def requeue_lost_jobs(
 
 def lost_jobs_sweep() -> dict[str, Any]:
     """The ``sweeps.requeue_lost_jobs`` task's body: one run in a fresh session."""
-    from models.db import get_sessionmaker
-    from workers.celery_app import app
-    from workers.sweep_lock import default_redis
-
-    broker_prefix = (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
-    session = get_sessionmaker()()
-    try:
-        return requeue_lost_jobs(session, redis_client=default_redis(), key_prefix=broker_prefix).summary()
-    finally:
-        session.close()
+    return summary_in_new_session(requeue_lost_jobs, redis_client=default_redis(), key_prefix=broker_key_prefix())

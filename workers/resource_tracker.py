@@ -28,7 +28,6 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-import redis
 from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
@@ -39,8 +38,8 @@ from workers.cluster_errors import ClusterError, call, is_status
 from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TENANT_LABEL
 from workers.observe import pod_view as observe_pod_view
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
-from workers.sweep_lock import DEFAULT_KEY_PREFIX, SweepLock, lock_key_prefix
-from workers.sweep_metrics import GPU_DRIFT_DEPLOYMENTS, SweepReport, observed_sweep
+from workers.sweep_lock import DEFAULT_KEY_PREFIX, lock_key_prefix, run_locked
+from workers.sweep_metrics import GPU_DRIFT_DEPLOYMENTS, SweepReport, observed_sweep, summary_in_new_session
 
 LOCK_TTL_SECONDS = 300.0
 FINISHED_PHASES = ("Failed", "Succeeded")
@@ -468,21 +467,13 @@ def run_resource_tracker(
 ) -> SweepReport:
     """One resource-tracker sweep (see the module doc). ``prometheus`` defaults to PROMETHEUS_URL's client."""
     with observed_sweep(session, SweepName.RESOURCE_TRACKER.value) as report:
-        lock = SweepLock(
-            SweepName.RESOURCE_TRACKER.value, LOCK_TTL_SECONDS, client=redis_client, key_prefix=key_prefix
+        ran = run_locked(
+            report, SweepName.RESOURCE_TRACKER.value, LOCK_TTL_SECONDS,
+            lambda: _sweep(session, report, clients or _default_clients(), prometheus),
+            client=redis_client, key_prefix=key_prefix,
         )
-        try:
-            acquired = lock.acquire()
-        except redis.RedisError as error:
-            report.skip(f"redis_unavailable: {error}")
+        if not ran:
             return report
-        if not acquired:
-            report.skip("another resource-tracker run holds the lock")
-            return report
-        try:
-            _sweep(session, report, clients or _default_clients(), prometheus)
-        finally:
-            lock.release()
         report.details["observed_at"] = datetime.fromtimestamp(now if now is not None else time.time(), UTC).isoformat()
     return report
 
@@ -546,10 +537,4 @@ def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any 
 
 def resource_tracker_sweep() -> dict[str, Any]:
     """The ``sweeps.resource_tracker`` task's body: one run in a fresh session; returns the run's summary."""
-    from models.db import get_sessionmaker
-
-    session = get_sessionmaker()()
-    try:
-        return run_resource_tracker(session, key_prefix=lock_key_prefix()).summary()
-    finally:
-        session.close()
+    return summary_in_new_session(run_resource_tracker, key_prefix=lock_key_prefix())

@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Any
@@ -48,13 +48,17 @@ def default_redis() -> redis.Redis:
         return redis.Redis.from_url(get_settings().redis_url, socket_timeout=5, socket_connect_timeout=5)
 
 
+def broker_key_prefix() -> str:
+    """The broker's own ``global_keyprefix`` ("" when unset): where its queues and unacked hash live."""
+    from workers.celery_app import app
+
+    return (app.conf.broker_transport_options or {}).get("global_keyprefix", "")
+
+
 def lock_key_prefix() -> str:
     """The key prefix for sweep state in a Celery worker: under the broker's own ``global_keyprefix`` if one
     is set, so installs (or test runs) sharing one Redis keep their queues and their sweep locks apart."""
-    from workers.celery_app import app
-
-    options = app.conf.broker_transport_options or {}
-    return f"{options.get('global_keyprefix', '')}{DEFAULT_KEY_PREFIX}"
+    return f"{broker_key_prefix()}{DEFAULT_KEY_PREFIX}"
 
 
 class SweepLock:
@@ -119,3 +123,34 @@ def sweep_lock(
     finally:
         if lock.held:
             lock.release()
+
+
+def run_locked(
+    report: Any,
+    name: str,
+    ttl_seconds: float,
+    work: Callable[[], None],
+    *,
+    client: Any | None = None,
+    key_prefix: str = DEFAULT_KEY_PREFIX,
+) -> bool:
+    """Run one sweep's ``work`` under its lock; True if it ran.
+
+    When Redis is down or another run holds the lock, the sweep is recorded as skipped on ``report`` (a
+    :class:`~workers.sweep_metrics.SweepReport`) rather than failed: the next beat tick simply tries again.
+    Errors raised by ``work`` itself propagate, after the lock is given back.
+    """
+    lock = SweepLock(name, ttl_seconds, client=client, key_prefix=key_prefix)
+    try:
+        acquired = lock.acquire()
+    except redis.RedisError as error:
+        report.skip(f"redis_unavailable: {error}")
+        return False
+    if not acquired:
+        report.skip(f"another {name.replace('_', '-')} run holds the lock")
+        return False
+    try:
+        work()
+    finally:
+        lock.release()
+    return True

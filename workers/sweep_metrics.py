@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter as TallyCounter
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
@@ -164,3 +164,17 @@ def observed_sweep(session: Session, name: str) -> Iterator[SweepReport]:
             # The database itself may be what failed; the metrics and the log line already tell the story.
             session.rollback()
             log.exception("could not record the outcome of sweep %s", name)
+
+
+def summary_in_new_session(run_sweep: Callable[..., SweepReport], **options: Any) -> dict[str, Any]:
+    """A sweep task's body: one ``run_sweep(session, **options)`` in a session of its own; its summary.
+
+    The session factory is imported here, not at module level, so importing a sweep never builds an engine.
+    """
+    from models.db import get_sessionmaker
+
+    session = get_sessionmaker()()
+    try:
+        return run_sweep(session, **options).summary()
+    finally:
+        session.close()

@@ -184,6 +184,38 @@ def resync_all(store: Any, plural: str) -> list[Hashable]:
     return [key_of(obj) for obj in store.list(plural)[0]]
 
 
+def own_keys(event: Any) -> tuple[Hashable, ...]:
+    """The event's object as a work key, unless it was deleted: a deleted object has nothing to reconcile."""
+    return () if event.type == "DELETED" else (key_of(event.obj),)
+
+
+def controller_keys(event: Any, kind: str) -> tuple[Hashable, ...]:
+    """The key of the event object's controlling owner when that owner is a `kind`, else nothing."""
+    ref = controller_ref(event.obj)
+    if ref is not None and ref.get("kind") == kind:
+        return ((event.namespace, ref["name"]),)
+    return ()
+
+
+class Controller:
+    """What every controller shares: the simulation, its store, and a `reset` run at start and after a restore.
+
+    Subclasses set `name` (the work-queue name) and override `reset` when they keep caches that a restore
+    must rebuild; `ignores_own_writes` opts out of being re-queued by the controller's own writes.
+    """
+
+    name = ""
+    ignores_own_writes = False
+
+    def __init__(self, sim: Any) -> None:
+        self.sim = sim
+        self.store = sim.store
+        self.reset()
+
+    def reset(self) -> None:
+        return None
+
+
 def int_or_percent(value: Any, total: int, round_up: bool) -> int:
     """intstr.GetScaledValueFromIntOrPercent."""
     if value is None:

@@ -16,13 +16,15 @@ from typing import Any
 
 from kubesim import errors
 from kubesim.controllers.common import (
+    Controller,
     Obj,
+    controller_keys,
     controller_ref,
     is_active,
     is_deleting,
     is_pod_available,
     is_pod_ready,
-    key_of,
+    own_keys,
     owner_reference,
     resync_all,
     write_fields,
@@ -62,24 +64,15 @@ DEVICE_PLUGIN = {
 }
 
 
-class DaemonSetController:
+class DaemonSetController(Controller):
     name = "daemonset"
     ignores_own_writes = True
 
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-
-    def reset(self) -> None:
-        return None
-
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "daemonsets":
-            return () if event.type == "DELETED" else (key_of(event.obj),)
+            return own_keys(event)
         if event.plural == "pods":
-            ref = controller_ref(event.obj)
-            if ref is not None and ref.get("kind") == "DaemonSet":
-                return ((event.namespace, ref["name"]),)
+            return controller_keys(event, "DaemonSet")
         if event.plural == "nodes" and event.type in ("ADDED", "DELETED"):
             return resync_all(self.store, "daemonsets")
         return ()

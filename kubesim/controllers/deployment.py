@@ -16,12 +16,15 @@ from typing import Any
 from kubesim import errors
 from kubesim.clock import parse_rfc3339, rfc3339
 from kubesim.controllers.common import (
+    Controller,
     Obj,
+    controller_keys,
     controller_ref,
     int_or_percent,
     is_deleting,
     is_terminal,
     key_of,
+    own_keys,
     owner_reference,
     resync_all,
     write_fields,
@@ -47,6 +50,27 @@ def template_hash(template: Obj, collision_count: int = 0) -> str:
     return "".join(SAFE_ALPHABET[b % len(SAFE_ALPHABET)] for b in str(value).encode())
 
 
+def _without_hash_and_nulls(value: Any) -> Any:
+    """A template as Go's typed structs see it: JSON nulls are unset fields, and the hash label is ignored."""
+    if isinstance(value, dict):
+        return {k: _without_hash_and_nulls(v) for k, v in value.items() if v is not None and k != HASH_LABEL}
+    if isinstance(value, list):
+        return [_without_hash_and_nulls(v) for v in value]
+    return value
+
+
+def _find_equal_template(owned: list[Obj], template: Obj) -> Obj | None:
+    """FindNewReplicaSet's EqualIgnoreHash fallback: the oldest owned RS whose template equals the Deployment's.
+
+    `kubectl rollout undo` copies an old RS's template back, and kubectl sends `creationTimestamp: null` in
+    template metadata, so the hash differs while the template is the same: the old RS must be reused.
+    """
+    wanted = _without_hash_and_nulls(template)
+    candidates = sorted(owned, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))
+    return next((rs for rs in candidates
+                 if _without_hash_and_nulls((rs.get("spec") or {}).get("template") or {}) == wanted), None)
+
+
 def _revision(rs: Obj) -> int:
     try:
         return int((rs["metadata"].get("annotations") or {}).get(REVISION, "0"))
@@ -62,14 +86,9 @@ def _status(obj: Obj, field: str) -> int:
     return int((obj.get("status") or {}).get(field) or 0)
 
 
-class DeploymentController:
+class DeploymentController(Controller):
     name = "deployment"
     ignores_own_writes = True
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-        self.reset()
 
     def reset(self) -> None:
         self._hashes: dict[tuple[str, int, int], str] = {}
@@ -88,11 +107,9 @@ class DeploymentController:
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "deployments":
-            return () if event.type == "DELETED" else (key_of(event.obj),)
+            return own_keys(event)
         if event.plural == "replicasets":
-            ref = controller_ref(event.obj)
-            if ref is not None and ref.get("kind") == "Deployment":
-                return ((event.namespace, ref["name"]),)
+            return controller_keys(event, "Deployment")
         if event.plural == "pods" and (event.type == "DELETED" or is_terminal(event.obj)):
             ref = controller_ref(event.obj)  # Recreate waits for the old pods to be gone
             if ref is not None and ref.get("kind") == "ReplicaSet":
@@ -119,7 +136,7 @@ class DeploymentController:
             spec = deployment.get("spec") or {}
             pod_hash = self._hash(deployment)
             new_rs = next((rs for rs in owned if (rs["metadata"].get("labels") or {}).get(HASH_LABEL) == pod_hash),
-                          None)
+                          None) or _find_equal_template(owned, spec.get("template") or {})
             old_rss = sorted((rs for rs in owned if rs is not new_rs),
                              key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))
             created_message = None

@@ -9,23 +9,23 @@ Service sets `publishNotReadyAddresses`. Named target ports are resolved from ea
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from kubesim import errors
-from kubesim.controllers.common import Obj, is_deleting, is_pod_ready, is_terminal, key_of, resync_all
+from kubesim.controllers.common import (
+    Controller,
+    Obj,
+    is_deleting,
+    is_pod_ready,
+    is_terminal,
+    key_of,
+    resync_all,
+)
 from kubesim.store import WatchEvent
 
 
-class EndpointsController:
+class EndpointsController(Controller):
     name = "endpoints"
     ignores_own_writes = True
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-
-    def reset(self) -> None:
-        return None
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "services":

@@ -11,25 +11,26 @@
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from kubesim import errors
-from kubesim.controllers.common import Obj, is_deleting
+from kubesim.controllers.common import (
+    Controller,
+    Obj,
+    is_deleting,
+)
 from kubesim.resources import BY_KIND
 from kubesim.store import WatchEvent
 
 GC_FINALIZERS = ("foregroundDeletion", "orphan")
 
 
-class GarbageCollector:
+def _awaits_collection(meta: Obj) -> bool:
+    """Being deleted and held by a finalizer the garbage collector itself removes."""
+    return bool(meta.get("deletionTimestamp")) and any(f in (meta.get("finalizers") or []) for f in GC_FINALIZERS)
+
+
+class GarbageCollector(Controller):
     name = "garbage-collector"
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-
-    def reset(self) -> None:
-        return None
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         meta = event.obj["metadata"]
@@ -41,7 +42,7 @@ class GarbageCollector:
                 rtype = BY_KIND.get(ref.get("kind", ""))
                 if rtype is not None:
                     keys.append(("owner", rtype.plural, event.namespace if rtype.namespaced else "", ref["name"]))
-        elif meta.get("deletionTimestamp") and any(f in (meta.get("finalizers") or []) for f in GC_FINALIZERS):
+        elif _awaits_collection(meta):
             keys.append(("owner", event.plural, event.namespace, meta["name"]))
         return keys
 
@@ -50,7 +51,7 @@ class GarbageCollector:
         for plural in ("deployments", "replicasets", "daemonsets", "pods", "services"):
             for obj in self.store.list(plural)[0]:
                 meta = obj["metadata"]
-                if meta.get("deletionTimestamp") and any(f in (meta.get("finalizers") or []) for f in GC_FINALIZERS):
+                if _awaits_collection(meta):
                     keys.append(("owner", plural, meta.get("namespace", ""), meta["name"]))
         return keys
 

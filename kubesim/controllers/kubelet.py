@@ -14,11 +14,11 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
-from typing import Any
 
 from kubesim import stages
 from kubesim.clock import rfc3339
 from kubesim.controllers.common import (
+    Controller,
     Obj,
     ObjKey,
     is_deleting,
@@ -63,14 +63,9 @@ class PodRun:
     started_at: str = ""
 
 
-class Kubelet:
+class Kubelet(Controller):
     name = "kubelet"
     ignores_own_writes = True
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-        self.reset()
 
     def reset(self) -> None:
         self._runs: dict[ObjKey, PodRun] = {}

@@ -9,25 +9,20 @@ as on a real cluster.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from kubesim import errors
-from kubesim.controllers.common import is_deleting
+from kubesim.controllers.common import (
+    Controller,
+    is_deleting,
+)
 from kubesim.resources import TYPES
 from kubesim.store import WatchEvent
 
 NAMESPACED = [t.plural for t in TYPES if t.namespaced]
 
 
-class NamespaceController:
+class NamespaceController(Controller):
     name = "namespace"
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-
-    def reset(self) -> None:
-        return None
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "namespaces":

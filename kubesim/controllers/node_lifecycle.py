@@ -19,11 +19,17 @@ from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
 from datetime import UTC, datetime
-from typing import Any
 
 from kubesim import errors
 from kubesim.clock import parse_rfc3339, rfc3339
-from kubesim.controllers.common import Obj, get_condition, is_deleting, key_of, write_fields
+from kubesim.controllers.common import (
+    Controller,
+    Obj,
+    get_condition,
+    is_deleting,
+    key_of,
+    write_fields,
+)
 from kubesim.controllers.scheduler import tolerates
 from kubesim.nodes import healthy_conditions
 from kubesim.store import WatchEvent
@@ -41,14 +47,9 @@ NOT_READY_MESSAGE = ("container runtime network not ready: NetworkReady=false re
                      "message:Network plugin returns error: cni plugin not initialized")
 
 
-class NodeLifecycleController:
+class NodeLifecycleController(Controller):
     name = "node-lifecycle"
     ignores_own_writes = True
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-        self.reset()
 
     def reset(self) -> None:
         """Rebuild failure state from the nodes' conditions (after a restore) and restart heartbeats."""

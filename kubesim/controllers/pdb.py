@@ -9,16 +9,17 @@ minutes have passed, so two quick evictions cannot both spend the same budget.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from kubesim.clock import parse_rfc3339
 from kubesim.controllers.common import (
+    Controller,
     Obj,
     controller_ref,
     int_or_percent,
     is_deleting,
     is_pod_ready,
     key_of,
+    own_keys,
     resync_all,
     set_condition,
 )
@@ -28,20 +29,13 @@ from kubesim.store import WatchEvent
 DISRUPTED_POD_TIMEOUT_SECONDS = 120.0
 
 
-class DisruptionController:
+class DisruptionController(Controller):
     name = "disruption"
     ignores_own_writes = True
 
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-
-    def reset(self) -> None:
-        return None
-
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "poddisruptionbudgets":
-            return () if event.type == "DELETED" else (key_of(event.obj),)
+            return own_keys(event)
         if event.plural in ("pods", "replicasets", "deployments"):
             labels = event.obj["metadata"].get("labels") or {}
             if event.plural != "pods":

@@ -9,17 +9,19 @@ longer, more restarts before fewer, newer before older.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from kubesim import errors
 from kubesim.controllers.common import (
+    Controller,
     Obj,
+    controller_keys,
     controller_ref,
     is_active,
     is_deleting,
     is_pod_available,
     is_pod_ready,
     key_of,
+    own_keys,
     owner_reference,
     ready_since,
     resync_all,
@@ -52,24 +54,15 @@ def _negated(stamp: str) -> tuple[int, ...]:
     return tuple(-ord(ch) for ch in stamp)
 
 
-class ReplicaSetController:
+class ReplicaSetController(Controller):
     name = "replicaset"
     ignores_own_writes = True
 
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-
-    def reset(self) -> None:
-        return None
-
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "replicasets":
-            return () if event.type == "DELETED" else (key_of(event.obj),)
+            return own_keys(event)
         if event.plural == "pods":
-            ref = controller_ref(event.obj)
-            if ref is not None and ref.get("kind") == "ReplicaSet":
-                return ((event.namespace, ref["name"]),)
+            return controller_keys(event, "ReplicaSet")
         return ()
 
     def resync_keys(self) -> Iterable[Hashable]:

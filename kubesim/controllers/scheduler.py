@@ -22,10 +22,10 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Hashable, Iterable
-from typing import Any
 
 from kubesim.clock import rfc3339
 from kubesim.controllers.common import (
+    Controller,
     Obj,
     ObjKey,
     is_deleting,
@@ -197,14 +197,9 @@ def needs_scheduling(pod: Obj) -> bool:
     )
 
 
-class Scheduler:
+class Scheduler(Controller):
     name = "scheduler"
     ignores_own_writes = True
-
-    def __init__(self, sim: Any) -> None:
-        self.sim = sim
-        self.store = sim.store
-        self.reset()
 
     def reset(self) -> None:
         self._nodes: dict[str, NodeInfo] = {}

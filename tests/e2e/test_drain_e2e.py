@@ -11,18 +11,11 @@ replicas per deployment recorded.
 from __future__ import annotations
 
 import dataclasses
-import os
-import signal
-import subprocess
-import sys
 import time
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-import redis
-from celery import Celery
 
 import settings as settings_module
 from bench.drain import (
@@ -38,31 +31,29 @@ from bench.drain import (
 from kubesim.cluster import SimCluster
 from models import Job, JobState
 from models.db import get_sessionmaker, session_scope
+from tests.e2e.worker_support import CeleryProcesses
 from web.app import create_app
 from web.tokens import mint_token
 from workers import inventory, k8s
-from workers.queues import Queues
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 120
 JWT_SECRET = "drain-e2e-secret-of-at-least-32-bytes!"
 NODES_API = "/admin/v1/infrastructure/nodes"
 
 
 class Stack:
-    def __init__(self, cluster: SimCluster, client, headers: dict[str, str], namespace: str) -> None:
+    def __init__(self, cluster: SimCluster, celery: CeleryProcesses, client, headers: dict[str, str],
+                 namespace: str) -> None:
         self.cluster = cluster
+        self.celery = celery
         self.client = client
         self.headers = headers
         self.namespace = namespace
-        self.workers: list[subprocess.Popen] = []
-        self.start_worker: Callable[[], None] = lambda: None
+        self.start_worker = celery.start_worker
 
     def kill_worker(self) -> None:
-        """SIGKILL the worker and its pool children: no warm shutdown, no ack, no requeue."""
-        worker = self.workers[-1]
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait(timeout=10)
+        """SIGKILL the newest worker and its pool children: no warm shutdown, no ack, no requeue."""
+        self.celery.kill(self.celery.processes[-1])
 
     def drain(self, node: str = DRAINED_NODE, **body):
         return self.client.post(f"{NODES_API}/{node}/drain", json=body, headers=self.headers)
@@ -85,26 +76,8 @@ class Stack:
         raise AssertionError(f"job {job_id} did not reach {states}: {self.job(job_id)}")
 
 
-def _wait_for_worker(sender: Celery) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        if sender.control.inspect(timeout=1).ping():
-            return
-    raise AssertionError("the worker did not start")
-
-
 @pytest.fixture
 def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
-    prefix = f"drain-e2e-{uuid.uuid4().hex[:10]}"
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    module = f"celeryconfig_{prefix.replace('-', '_')}"
-    (config_dir / f"{module}.py").write_text(
-        "from celeryconfig import *  # noqa: F403\n"
-        # Short visibility timeout: a SIGKILLed worker's unacked (waiting) step comes back within seconds.
-        "broker_transport_options = {'visibility_timeout': 10, 'unacked_restore_interval': 1, "
-        f"'global_keyprefix': '{prefix}:'}}\n"
-    )
     import workers.celery_app as celery_app_module
 
     with SimCluster(nodes="3xnvidia-l40s:8", seed=5, virtual_clock=False, speed=60) as cluster:
@@ -113,46 +86,20 @@ def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         point_service_at(cluster, kubeconfig)
         settings = settings_module.get_settings()
-        redis_url = settings.redis_url
-        sender = Celery("drain-e2e-sender", broker=redis_url, set_as_current=False)
-        sender.conf.broker_transport_options = {"global_keyprefix": f"{prefix}:"}
-        sender.conf.task_serializer = "json"
-        monkeypatch.setattr(celery_app_module, "app", sender)  # the API's dispatch publishes through it
-        env = dict(os.environ)
-        env.update(DATABASE_URL=database_url, KUBECONFIG=str(kubeconfig), CELERY_CONFIG_MODULE=module,
-                   PYTHONPATH=os.pathsep.join([str(config_dir), str(REPOSITORY)]), K8S_REQUEST_TIMEOUT_SECONDS="5")
-        workers: list[subprocess.Popen] = []
-
-        def start_worker() -> None:
-            log = (tmp_path / f"worker-{len(workers)}.log").open("w")
-            workers.append(subprocess.Popen(
-                [sys.executable, "-m", "celery", "-A", "workers.celery_app", "worker", "--queues",
-                 ",".join(Queues.all()), "--concurrency", "2", "--hostname", f"{prefix}-{len(workers)}@%h",
-                 "--without-mingle", "--without-gossip", "--loglevel", "INFO"],
-                cwd=REPOSITORY, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-            ))
-
-        start_worker()
+        # Short visibility timeout: a SIGKILLed worker's unacked (waiting) step comes back within seconds.
+        celery = CeleryProcesses("drain-e2e", tmp_path, settings.redis_url,
+                                 {"visibility_timeout": 10, "unacked_restore_interval": 1})
+        monkeypatch.setattr(celery_app_module, "app", celery.sender)  # the API's dispatch publishes through it
+        celery.configure(database_url, kubeconfig, K8S_REQUEST_TIMEOUT_SECONDS="5")
+        celery.start_worker()
         app = create_app(dataclasses.replace(settings, jwt_secret=JWT_SECRET, jwt_algorithm="HS256"))
         token = mint_token(app.extensions["orchestration_settings"], subject="ops-e2e", scopes=["admin"])
         try:
-            _wait_for_worker(sender)
-            stack = Stack(cluster, app.test_client(), {"Authorization": f"Bearer {token}"}, settings.k8s_namespace)
-            stack.workers, stack.start_worker = workers, start_worker
-            yield stack
+            celery.wait_for_worker()
+            yield Stack(cluster, celery, app.test_client(), {"Authorization": f"Bearer {token}"},
+                        settings.k8s_namespace)
         finally:
-            for worker in workers:
-                if worker.poll() is None:
-                    os.killpg(worker.pid, signal.SIGTERM)
-                    try:
-                        worker.wait(timeout=20)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(worker.pid, signal.SIGKILL)
-            sender.close()
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
+            celery.close()
             k8s.reset_client()
             settings_module.get_settings.cache_clear()
 

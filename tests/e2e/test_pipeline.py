@@ -8,79 +8,37 @@ parallel test runs never share queues. Jobs are sent the way the API sends them,
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
+import functools
 import uuid
 from collections.abc import Callable, Iterator
-from pathlib import Path
 
 import pytest
-import redis
-from celery import Celery
 
 import settings as settings_module
 from kubesim.cluster import SimCluster
 from models import Deployment, DeploymentStatus, Job, JobState
 from models.db import get_sessionmaker
+from tests.e2e import worker_support
+from tests.e2e.worker_support import CeleryProcesses
 from workers import k8s
 from workers.inventory import run_inventory_sweep
 from workers.queries import ensure_tenant
 from workers.queues import TASK_FOR_JOB_TYPE, Queues
 from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 90
+wait_for = functools.partial(worker_support.wait_for, timeout=WAIT_SECONDS)
 
 
 class Pipeline:
-    def __init__(self, cluster: SimCluster, env: dict[str, str], prefix: str, sender: Celery, log_dir: Path) -> None:
+    def __init__(self, cluster: SimCluster, celery: CeleryProcesses) -> None:
         self.cluster = cluster
-        self.env = env
-        self.prefix = prefix
-        self.sender = sender
-        self.log_dir = log_dir
-        self.workers: list[subprocess.Popen] = []
-
-    def start_worker(self) -> subprocess.Popen:
-        log = (self.log_dir / f"worker-{len(self.workers)}.log").open("w")
-        process = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "celery",
-                "-A",
-                "workers.celery_app",
-                "worker",
-                "--queues",
-                ",".join(Queues.all()),
-                "--concurrency",
-                "2",
-                "--hostname",
-                f"{self.prefix}{len(self.workers)}@%h",
-                "--without-mingle",
-                "--without-gossip",
-                "--loglevel",
-                "INFO",
-            ],
-            cwd=REPOSITORY,
-            env=self.env,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-        self.workers.append(process)
-        return process
-
-    def kill(self, process: subprocess.Popen) -> None:
-        """SIGKILL the worker and its pool children: no warm shutdown, no chance to ack or requeue."""
-        os.killpg(process.pid, signal.SIGKILL)
-        process.wait(timeout=10)
+        self.celery = celery
+        self.start_worker = celery.start_worker
+        self.kill = celery.kill
 
     def enqueue(self, job: Job) -> None:
-        self.sender.send_task(
+        self.celery.sender.send_task(
             TASK_FOR_JOB_TYPE[job.type], args=[str(job.id)], task_id=job.celery_task_id, queue=Queues.JOBS
         )
 
@@ -90,15 +48,6 @@ class Pipeline:
             job = submitted.job
         self.enqueue(job)  # commit, then enqueue
         return job.id, submitted.deployment.id
-
-
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def job_state(job_id) -> JobState:
@@ -113,53 +62,24 @@ def deployment_row(deployment_id) -> Deployment:
 
 @pytest.fixture
 def pipeline(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Pipeline]:
-    prefix = f"e2e-{uuid.uuid4().hex[:10]}"
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    module = f"celeryconfig_{prefix.replace('-', '_')}"
-    (config_dir / f"{module}.py").write_text(
-        "from celeryconfig import *  # noqa: F403\n"
-        # Short visibility timeout: a SIGKILLed worker's unacked task comes back within seconds.
-        "broker_transport_options = {'visibility_timeout': 8, 'unacked_restore_interval': 1, "
-        f"'unacked_restore_throttle': 1, 'global_keyprefix': '{prefix}:'}}\n"
-    )
     with SimCluster(nodes="2xnvidia-l40s:8", seed=5, virtual_clock=False, speed=60) as cluster:
         kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         settings_module.get_settings.cache_clear()
         k8s.reset_client()
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url,
-            KUBECONFIG=str(kubeconfig),
-            CELERY_CONFIG_MODULE=module,
-            PYTHONPATH=os.pathsep.join([str(config_dir), str(REPOSITORY)]),
-            STATUS_POLL_INTERVAL_SECONDS="1",
-            K8S_REQUEST_TIMEOUT_SECONDS="5",
+        # Short visibility timeout: a SIGKILLed worker's unacked task comes back within seconds.
+        celery = CeleryProcesses(
+            "e2e", tmp_path, settings_module.get_settings().redis_url,
+            {"visibility_timeout": 8, "unacked_restore_interval": 1, "unacked_restore_throttle": 1},
         )
-        redis_url = settings_module.get_settings().redis_url
-        sender = Celery("e2e-sender", broker=redis_url)
-        sender.conf.broker_transport_options = {"global_keyprefix": f"{prefix}:"}
-        sender.conf.task_serializer = "json"
+        celery.configure(database_url, kubeconfig, STATUS_POLL_INTERVAL_SECONDS="1", K8S_REQUEST_TIMEOUT_SECONDS="5")
         with get_sessionmaker().begin() as session:
             ensure_tenant(session, "acme")
         run_inventory_sweep()
-        state = Pipeline(cluster, env, prefix, sender, tmp_path)
         try:
-            yield state
+            yield Pipeline(cluster, celery)
         finally:
-            for process in state.workers:
-                if process.poll() is None:
-                    os.killpg(process.pid, signal.SIGTERM)
-                    try:
-                        process.wait(timeout=15)
-                    except subprocess.TimeoutExpired:
-                        os.killpg(process.pid, signal.SIGKILL)
-            sender.close()
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
+            celery.close()
             k8s.reset_client()
             settings_module.get_settings.cache_clear()
 

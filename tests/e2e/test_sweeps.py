@@ -10,17 +10,11 @@ any sweep itself.
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
-import sys
-import time
-import uuid
-from collections.abc import Callable, Iterator
-from pathlib import Path
+import functools
+from collections.abc import Iterator
+from dataclasses import dataclass
 
 import pytest
-import redis
 from celery import Celery
 from sqlalchemy import select
 
@@ -28,95 +22,50 @@ import settings as settings_module
 from kubesim.cluster import SimCluster
 from models import Deployment, ScalingEvent, ScalingTrigger, SweepRun
 from models.db import get_sessionmaker
+from tests.e2e import worker_support
+from tests.e2e.worker_support import CeleryProcesses
 from workers import k8s
 from workers.inventory import run_inventory_sweep
 from workers.queries import ensure_tenant
 from workers.queues import TASK_FOR_JOB_TYPE, Queues
 from workers.requests import CreateDeploymentSpec, request_create
 
-REPOSITORY = Path(__file__).resolve().parents[2]
 WAIT_SECONDS = 120
+wait_for = functools.partial(worker_support.wait_for, timeout=WAIT_SECONDS, interval=0.3)
 
 
-def wait_for(predicate: Callable[[], bool], what: str, timeout: float = WAIT_SECONDS) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.3)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
+@dataclass
 class Stack:
-    def __init__(self, cluster: SimCluster, env: dict[str, str], sender: Celery, log_dir: Path) -> None:
-        self.cluster, self.env, self.sender, self.log_dir = cluster, env, sender, log_dir
-        self.processes: list[subprocess.Popen] = []
-
-    def start(self, name: str, *arguments: str) -> None:
-        log = (self.log_dir / f"{name}.log").open("w")
-        self.processes.append(subprocess.Popen(
-            [sys.executable, "-m", "celery", "-A", "workers.celery_app", *arguments],
-            cwd=REPOSITORY, env=self.env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
-        ))
-
-    def stop(self) -> None:
-        for process in self.processes:
-            if process.poll() is None:
-                os.killpg(process.pid, signal.SIGTERM)
-                try:
-                    process.wait(timeout=15)
-                except subprocess.TimeoutExpired:
-                    os.killpg(process.pid, signal.SIGKILL)
-                    process.wait(timeout=5)
+    cluster: SimCluster
+    sender: Celery
 
 
 @pytest.fixture
 def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
-    prefix = f"e2e-sweeps-{uuid.uuid4().hex[:10]}"
-    config_dir = tmp_path / "config"
-    config_dir.mkdir()
-    module = f"celeryconfig_{prefix.replace('-', '_')}"
-    (config_dir / f"{module}.py").write_text(
-        "from celeryconfig import *  # noqa: F403\n"
-        f"broker_transport_options = {{'visibility_timeout': 30, 'global_keyprefix': '{prefix}:'}}\n"
-    )
     with SimCluster(nodes="2xnvidia-l40s:8", seed=3, virtual_clock=False, speed=60) as cluster:
         kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
         monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
         settings_module.get_settings.cache_clear()
         k8s.reset_client()
-        env = dict(os.environ)
-        env.update(
-            DATABASE_URL=database_url,
-            KUBECONFIG=str(kubeconfig),
+        celery = CeleryProcesses("e2e-sweeps", tmp_path, settings_module.get_settings().redis_url,
+                                 {"visibility_timeout": 30})
+        celery.configure(
+            database_url, kubeconfig,
             PROMETHEUS_URL=f"{cluster.url}/prometheus",
-            CELERY_CONFIG_MODULE=module,
-            PYTHONPATH=os.pathsep.join([str(config_dir), str(REPOSITORY)]),
             HEALTH_MONITOR_INTERVAL_SECONDS="1",
             RESOURCE_TRACKER_INTERVAL_SECONDS="2",
             AUTOSCALER_INTERVAL_SECONDS="2",
             STATUS_POLL_INTERVAL_SECONDS="1",
         )
-        redis_url = settings_module.get_settings().redis_url
-        sender = Celery("e2e-sweeps-sender", broker=redis_url)
-        sender.conf.broker_transport_options = {"global_keyprefix": f"{prefix}:"}
-        sender.conf.task_serializer = "json"
         with get_sessionmaker().begin() as session:
             ensure_tenant(session, "acme")
         run_inventory_sweep()
-        state = Stack(cluster, env, sender, tmp_path)
         try:
-            state.start("worker", "worker", "--queues", ",".join(Queues.all()), "--concurrency", "2",
-                        "--hostname", f"{prefix}@%h", "--without-mingle", "--without-gossip", "--loglevel", "INFO")
-            state.start("beat", "beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "INFO")
-            yield state
+            celery.start_worker()
+            celery.start("beat", "beat", "--schedule", str(tmp_path / "beat-schedule"), "--loglevel", "INFO")
+            yield Stack(cluster, celery.sender)
         finally:
-            state.stop()
-            sender.close()
-            client = redis.Redis.from_url(redis_url)
-            keys = list(client.scan_iter(match=f"{prefix}:*"))
-            if keys:
-                client.delete(*keys)
+            celery.close()
             k8s.reset_client()
             settings_module.get_settings.cache_clear()
 

@@ -5,13 +5,12 @@ from __future__ import annotations
 import marshmallow as ma
 
 from web.extensions import Schema
-from web.internal.jobs.schemas import JobSchema
+from web.internal.jobs.schemas import JobErrorSchema, JobSchema
 
 
-class AdminJobErrorSchema(Schema):
-    code = ma.fields.String(dump_only=True)
-    message = ma.fields.String(dump_only=True)
-    retryable = ma.fields.Boolean(dump_only=True)
+class AdminJobErrorSchema(JobErrorSchema):
+    """The job error with its ``details`` (a drain lists the pods that blocked it)."""
+
     details = ma.fields.Dict(dump_only=True)
 
 

@@ -5,19 +5,18 @@ from __future__ import annotations
 import marshmallow as ma
 
 from models import NODE_READY_STATUSES
+from web.admin.schemas import AdminPageArgsSchema, AdminPageSchema
 from web.extensions import Schema
 from workers.drain import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 
 
-class NodeQueryArgsSchema(Schema):
+class NodeQueryArgsSchema(AdminPageArgsSchema):
     gpu_type = ma.fields.String(metadata={"description": "GPU product label, e.g. nvidia-l40s"})
     status = ma.fields.String(
         validate=ma.validate.OneOf(NODE_READY_STATUSES),
         metadata={"description": "Ready state: Ready, NotReady or Unknown"},
     )
     schedulable = ma.fields.Boolean(metadata={"description": "false: only cordoned nodes"})
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
 
 
 class NodeGpuSchema(Schema):
@@ -76,9 +75,8 @@ class NodeSchema(Schema):
     active_drain_job_id = ma.fields.String(allow_none=True)
 
 
-class NodePageSchema(Schema):
+class NodePageSchema(AdminPageSchema):
     items = ma.fields.List(ma.fields.Nested(NodeSchema))
-    next_cursor = ma.fields.String(allow_none=True)
 
 
 class DrainRequestSchema(Schema):

@@ -5,10 +5,11 @@ from __future__ import annotations
 import marshmallow as ma
 
 from models import ScalingEventStatus, ScalingTrigger
+from web.admin.schemas import AdminPageArgsSchema, AdminPageSchema
 from web.extensions import Schema
 
 
-class ScalingEventQueryArgsSchema(Schema):
+class ScalingEventQueryArgsSchema(AdminPageArgsSchema):
     deployment_id = ma.fields.UUID()
     model_id = ma.fields.String()
     tenant_id = ma.fields.String()
@@ -16,8 +17,6 @@ class ScalingEventQueryArgsSchema(Schema):
     status = ma.fields.String(validate=ma.validate.OneOf([status.value for status in ScalingEventStatus]))
     since = ma.fields.AwareDateTime(metadata={"description": "events at or after this time (ISO 8601 with zone)"})
     until = ma.fields.AwareDateTime(metadata={"description": "events before this time"})
-    limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String()
 
 
 class ScalingEventSchema(Schema):
@@ -36,6 +35,5 @@ class ScalingEventSchema(Schema):
     created_at = ma.fields.AwareDateTime()
 
 
-class ScalingEventPageSchema(Schema):
+class ScalingEventPageSchema(AdminPageSchema):
     items = ma.fields.List(ma.fields.Nested(ScalingEventSchema))
-    next_cursor = ma.fields.String(allow_none=True)
