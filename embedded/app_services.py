@@ -55,6 +55,16 @@ def service_environment(
     return environment
 
 
+def point_metrics_at_cluster(environment: dict[str, str], kubesim_url: str) -> None:
+    """Give the services kubesim's Prometheus-compatible query API as PROMETHEUS_URL, unless one is set.
+
+    The autoscaler and the GPU-utilization view read DCGM and vLLM series from PROMETHEUS_URL; without it
+    the embedded run answered ``metrics_available: false`` and never autoscaled.
+    """
+    if not environment.get("PROMETHEUS_URL", "").strip():
+        environment["PROMETHEUS_URL"] = f"{kubesim_url.rstrip('/')}/prometheus"
+
+
 def run_migrations(group: ProcessGroup, config: EmbeddedConfig, env: Mapping[str, str]) -> None:
     """Bring the database schema up to date (``python -m models.migrate``) before anything uses it."""
     group.run_once(

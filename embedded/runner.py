@@ -17,6 +17,7 @@ from pathlib import Path
 from embedded.app_services import (
     DEMO_TENANT,
     mint_token,
+    point_metrics_at_cluster,
     run_migrations,
     service_environment,
     start_api,
@@ -69,6 +70,7 @@ def start_everything(config: EmbeddedConfig, service_settings: Settings, group: 
     if config.uses_embedded_cluster:
         say(f"starting kubesim ({config.kubesim_nodes}) …")
         cluster = start_kubesim(group, config, env=env, cwd=config.data_dir)
+        point_metrics_at_cluster(env, cluster.url)
         ensure_namespace(cluster, service_settings.k8s_namespace)
 
     say("running migrations …")

@@ -31,7 +31,7 @@ MERGE_KEYS: dict[str, str] = {
     "imagePullSecrets": "name",
     "volumeMounts": "mountPath",
     "volumeDevices": "devicePath",
-    "ports": "containerPort",
+    "ports": "containerPort",  # a Container's; a ServiceSpec's ports merge on `port` (SERVICE_PORT_KEY)
     "conditions": "type",
     "ownerReferences": "uid",
     "hostAliases": "ip",
@@ -40,6 +40,10 @@ MERGE_KEYS: dict[str, str] = {
     "containerStatuses": "name",
     "initContainerStatuses": "name",
 }
+# The field name `ports` is shared by Container (key containerPort) and ServiceSpec (key port). The patch
+# carries no type, so an element without containerPort but with port is a service port: without this,
+# re-applying a Service appended a duplicate port on every strategic merge patch.
+SERVICE_PORT_KEY = "port"
 UNION_LISTS = frozenset({"finalizers"})
 
 
@@ -98,11 +102,18 @@ def _strip_directives(item: Any) -> Any:
     return clone(item)
 
 
-def _merge_list_by_key(current: list[Any], patch: list[Any], key: str) -> list[Any]:
+def _element_key(item: dict[str, Any], key: str) -> str:
+    if key == MERGE_KEYS["ports"] and key not in item and SERVICE_PORT_KEY in item:
+        return SERVICE_PORT_KEY
+    return key
+
+
+def _merge_list_by_key(current: list[Any], patch: list[Any], list_key: str) -> list[Any]:
     result = [clone(item) for item in current]
     if any(isinstance(item, dict) and item.get("$patch") == "replace" for item in patch):
         return [_strip_directives(item) for item in patch if not (isinstance(item, dict) and "$patch" in item)]
     for item in patch:
+        key = _element_key(item, list_key) if isinstance(item, dict) else list_key
         if not isinstance(item, dict) or key not in item:
             result.append(_strip_directives(item))
             continue

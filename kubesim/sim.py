@@ -31,6 +31,9 @@ from kubesim.store import Store, WatchEvent
 log = logging.getLogger(__name__)
 
 DEFAULT_NAMESPACES = ("default", "kube-system", "kube-public", "kube-node-lease")
+APISERVER_SERVICE_IP = "10.96.0.1"
+APISERVER_ADVERTISE_IP = "10.0.0.2"  # below the node InternalIPs, which start at .4
+APISERVER_PORT = 6443
 FAILURE_MODES = frozenset({
     "ImagePullBackOff", "CrashLoopBackOff", "OOMKilled", "CreateContainerConfigError", "Failed",
     "ReadinessFlap", "NeverReady",
@@ -277,6 +280,9 @@ class Simulation:
                     "spec": {"finalizers": ["kubernetes"]},
                     "status": {"phase": "Active"},
                 })
+        if self.store.try_get("services", "default", "kubernetes") is None:
+            self.store.create("services", _apiserver_service(), "default")
+            self.store.create("endpoints", _apiserver_endpoints(), "default")
         if spec:
             self.add_nodes(spec)
         if self.with_daemonsets:
@@ -401,6 +407,24 @@ class Simulation:
     def reset(self) -> None:
         """Back to the cluster as it was right after start-up (nodes from the spec, default namespaces)."""
         self.restore(self._initial_snapshot)
+
+
+def _apiserver_service() -> dict:
+    """`default/kubernetes`, the Service every cluster has for its apiserver (first address of the range)."""
+    return {
+        "metadata": {"name": "kubernetes", "labels": {"component": "apiserver", "provider": "kubernetes"}},
+        "spec": {"type": "ClusterIP", "clusterIP": APISERVER_SERVICE_IP, "clusterIPs": [APISERVER_SERVICE_IP],
+                 "ports": [{"name": "https", "port": 443, "protocol": "TCP", "targetPort": APISERVER_PORT}]},
+    }
+
+
+def _apiserver_endpoints() -> dict:
+    """Its selector-less Endpoints, kept by the apiserver itself: the control plane's advertise address."""
+    return {
+        "metadata": {"name": "kubernetes", "labels": {"endpointslice.kubernetes.io/skip-mirror": "true"}},
+        "subsets": [{"addresses": [{"ip": APISERVER_ADVERTISE_IP}],
+                     "ports": [{"name": "https", "port": APISERVER_PORT, "protocol": "TCP"}]}],
+    }
 
 
 def validate_behavior(behavior: Any) -> dict:

@@ -264,6 +264,30 @@ def _lease_row(obj: Obj, now: float) -> list[Any]:
     return [obj["metadata"]["name"], (obj.get("spec") or {}).get("holderIdentity") or "<none>", _age(obj, now)]
 
 
+def _endpoints_text(obj: Obj, shown: int = 3) -> str:
+    """printEndpoints' formatEndpoints: the first three `ip:port`s, then ` + N more...`."""
+    subsets = obj.get("subsets") or []
+    if not subsets:
+        return "<none>"
+    listed: list[str] = []
+    count = 0
+    for subset in subsets:
+        addresses = [a.get("ip", "") for a in subset.get("addresses") or []]
+        ports = [p.get("port") for p in subset.get("ports") or []] or [None]  # headless: bare IPs
+        for port in ports:
+            count += len(addresses)
+            for ip in addresses:
+                if len(listed) < shown:
+                    host = f"[{ip}]" if ":" in ip else ip
+                    listed.append(ip if port is None else f"{host}:{port}")
+    text = ",".join(listed)
+    return f"{text} + {count - shown} more..." if count > shown else text
+
+
+def _endpoints_row(obj: Obj, now: float) -> list[Any]:
+    return [obj["metadata"]["name"], _endpoints_text(obj), _age(obj, now)]
+
+
 def _default_row(obj: Obj, _now: float) -> list[Any]:
     return [obj["metadata"]["name"], obj["metadata"].get("creationTimestamp", "")]
 
@@ -297,6 +321,7 @@ TABLES: dict[str, tuple[list[Column], Callable[[Obj, float], list[Any]]]] = {
                 ("Name", "string", 1, "name")], _event_row),
     "namespaces": ([_NAME, ("Status", "string", 0, ""), _AGE], _namespace_row),
     "leases": ([_NAME, ("Holder", "string", 0, ""), _AGE], _lease_row),
+    "endpoints": ([_NAME, ("Endpoints", "string", 0, ""), _AGE], _endpoints_row),
 }
 DEFAULT_TABLE: tuple[list[Column], Callable[[Obj, float], list[Any]]] = (
     [_NAME, ("Created At", "date", 0, "")], _default_row)

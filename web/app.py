@@ -13,6 +13,7 @@ from web.errors import register_error_handlers
 from web.extensions import Api
 from web.health import init_health
 from web.internal import register_blueprints as register_internal_blueprints
+from web.json_provider import IsoDateJSONProvider
 from web.observability import init_observability
 from web.tenancy import init_tenancy
 
@@ -37,6 +38,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         # instead of seeing the exception re-raised.
         PROPAGATE_EXCEPTIONS=False,
     )
+    app.json = IsoDateJSONProvider(app)
     # Keep the schemas' field order in responses (error: code, message, details) instead of sorting keys.
     app.json.sort_keys = False
     app.extensions["orchestration_settings"] = settings

@@ -12,12 +12,14 @@ import logging
 from typing import Any
 
 from flask import current_app, url_for
+from redis.exceptions import RedisError
 
 from models import JobState, JobType
 from web.database import request_session
 from web.errors import ApiError
 from web.observability import api_metrics
 from workers import dispatch
+from workers.lost_jobs import broker_holds_task
 from workers.requests import Submitted
 
 logger = logging.getLogger(__name__)
@@ -27,9 +29,10 @@ def commit_and_enqueue(submitted: Submitted) -> None:
     session = request_session()
     session.commit()
     job = submitted.job
-    # A replay of a job that never started is sent again: the first request may have committed and then
-    # failed to reach the broker. Tasks claim their job atomically, so a duplicate message is harmless.
-    if submitted.replayed and JobState(job.state) != JobState.PENDING:
+    # A replay of a job that never started is sent again, but only if the broker no longer holds its
+    # message: the first request may have committed and then failed to reach the broker. A message that is
+    # still queued, or already delivered to a worker, must not be doubled: both copies would run the job.
+    if submitted.replayed and (JobState(job.state) != JobState.PENDING or _broker_holds(job)):
         return
     try:
         dispatch.enqueue(job)
@@ -47,6 +50,13 @@ def commit_and_enqueue(submitted: Submitted) -> None:
         "job submitted",
         extra={"job_id": str(job.id), "job_type": str(job.type), "replayed": submitted.replayed},
     )
+
+
+def _broker_holds(job: Any) -> bool:
+    try:
+        return broker_holds_task(job.celery_task_id)
+    except RedisError:
+        return False  # the enqueue below fails the same way and answers 503 queue_unavailable
 
 
 def accepted_response(submitted: Submitted) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -60,6 +60,24 @@ def broker_task_ids(client: redis.Redis, key_prefix: str, queues: Iterable[str] 
     return found
 
 
+def broker_holds_task(task_id: str) -> bool:
+    """Whether the broker still holds ``task_id``: waiting in a queue, or delivered and not yet acknowledged.
+
+    A replayed request re-sends its PENDING job only when this is False. Re-sending a message a worker has
+    already received ran the job twice at once (a worker may claim a RUNNING job again, for redelivery after
+    a crash), and the two runs raced each other on the cluster. Raises ``redis.RedisError`` if Redis is down.
+    """
+    from workers.celery_app import app
+
+    # A plain client on the broker URL: kombu's own client adds the global_keyprefix itself, and
+    # broker_task_ids expects to add it.
+    client = redis.Redis.from_url(app.conf.broker_url, socket_timeout=5, socket_connect_timeout=5)
+    try:
+        return task_id in broker_task_ids(client, broker_key_prefix())
+    finally:
+        client.close()
+
+
 def requeue_lost_jobs(
     session: Session,
     *,

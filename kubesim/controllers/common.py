@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterable
 from typing import Any
 
 from kubesim.clock import parse_rfc3339, rfc3339
@@ -201,11 +201,13 @@ class Controller:
     """What every controller shares: the simulation, its store, and a `reset` run at start and after a restore.
 
     Subclasses set `name` (the work-queue name) and override `reset` when they keep caches that a restore
-    must rebuild; `ignores_own_writes` opts out of being re-queued by the controller's own writes.
+    must rebuild; `ignores_own_writes` opts out of being re-queued by the controller's own writes. A
+    controller whose work keys are simply its objects' (namespace, name) sets `resync_plural` to them.
     """
 
     name = ""
     ignores_own_writes = False
+    resync_plural: str | None = None
 
     def __init__(self, sim: Any) -> None:
         self.sim = sim
@@ -214,6 +216,9 @@ class Controller:
 
     def reset(self) -> None:
         return None
+
+    def resync_keys(self) -> Iterable[Hashable]:
+        return resync_all(self.store, self.resync_plural) if self.resync_plural else ()
 
 
 def int_or_percent(value: Any, total: int, round_up: bool) -> int:

@@ -19,14 +19,12 @@ from kubesim.controllers.common import (
     Controller,
     Obj,
     controller_keys,
-    controller_ref,
     is_active,
     is_deleting,
     is_pod_available,
     is_pod_ready,
     own_keys,
     owner_reference,
-    resync_all,
     write_fields,
 )
 from kubesim.controllers.scheduler import NodeInfo, static_verdict
@@ -67,6 +65,7 @@ DEVICE_PLUGIN = {
 class DaemonSetController(Controller):
     name = "daemonset"
     ignores_own_writes = True
+    resync_plural = "daemonsets"
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "daemonsets":
@@ -74,11 +73,8 @@ class DaemonSetController(Controller):
         if event.plural == "pods":
             return controller_keys(event, "DaemonSet")
         if event.plural == "nodes" and event.type in ("ADDED", "DELETED"):
-            return resync_all(self.store, "daemonsets")
+            return self.resync_keys()
         return ()
-
-    def resync_keys(self) -> Iterable[Hashable]:
-        return resync_all(self.store, "daemonsets")
 
     def reconcile(self, key: Hashable) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -87,7 +83,7 @@ class DaemonSetController(Controller):
             if ds is None or is_deleting(ds):
                 return
             uid = ds["metadata"]["uid"]
-            owned = [p for p in self.sim.owners.objects(uid, "pods") if (controller_ref(p) or {}).get("uid") == uid]
+            owned = self.sim.owners.controlled(uid, "pods")
             by_node: dict[str, list[Obj]] = {}
             for pod in owned:
                 if is_active(pod):
@@ -141,8 +137,7 @@ class DaemonSetController(Controller):
 
     def _update_status(self, ds: Obj, wanted: list[str]) -> None:
         uid = ds["metadata"]["uid"]
-        pods = [p for p in self.sim.owners.objects(uid, "pods")
-                if (controller_ref(p) or {}).get("uid") == uid and is_active(p)]
+        pods = [p for p in self.sim.owners.controlled(uid, "pods") if is_active(p)]
         scheduled = [p for p in pods if p["spec"].get("nodeName")]
         ready = [p for p in scheduled if is_pod_ready(p)]
         min_ready = int(ds["spec"].get("minReadySeconds") or 0)

@@ -26,7 +26,6 @@ from kubesim.controllers.common import (
     key_of,
     own_keys,
     owner_reference,
-    resync_all,
     write_fields,
 )
 from kubesim.store import WatchEvent, clone
@@ -89,6 +88,7 @@ def _status(obj: Obj, field: str) -> int:
 class DeploymentController(Controller):
     name = "deployment"
     ignores_own_writes = True
+    resync_plural = "deployments"
 
     def reset(self) -> None:
         self._hashes: dict[tuple[str, int, int], str] = {}
@@ -119,9 +119,6 @@ class DeploymentController(Controller):
                     return ((event.namespace, owner["name"]),)
         return ()
 
-    def resync_keys(self) -> Iterable[Hashable]:
-        return resync_all(self.store, "deployments")
-
     # ----------------------------------------------------------------- reconcile
 
     def reconcile(self, key: Hashable) -> None:
@@ -131,8 +128,7 @@ class DeploymentController(Controller):
             if deployment is None or is_deleting(deployment):
                 return
             uid = deployment["metadata"]["uid"]
-            owned = [rs for rs in self.sim.owners.objects(uid, "replicasets")
-                     if (controller_ref(rs) or {}).get("uid") == uid and not is_deleting(rs)]
+            owned = [rs for rs in self.sim.owners.controlled(uid, "replicasets") if not is_deleting(rs)]
             spec = deployment.get("spec") or {}
             pod_hash = self._hash(deployment)
             new_rs = next((rs for rs in owned if (rs["metadata"].get("labels") or {}).get(HASH_LABEL) == pod_hash),

@@ -11,21 +11,14 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 
 from kubesim import errors
-from kubesim.controllers.common import (
-    Controller,
-    Obj,
-    is_deleting,
-    is_pod_ready,
-    is_terminal,
-    key_of,
-    resync_all,
-)
+from kubesim.controllers.common import Controller, Obj, is_deleting, is_pod_ready, is_terminal, key_of
 from kubesim.store import WatchEvent
 
 
 class EndpointsController(Controller):
     name = "endpoints"
     ignores_own_writes = True
+    resync_plural = "services"
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "services":
@@ -34,9 +27,6 @@ class EndpointsController(Controller):
             labels = event.obj["metadata"].get("labels") or {}
             return [key_of(s) for s in self.store.list("services", event.namespace)[0] if _selects(s, labels)]
         return ()
-
-    def resync_keys(self) -> Iterable[Hashable]:
-        return resync_all(self.store, "services")
 
     def reconcile(self, key: Hashable) -> None:
         namespace, name = key  # type: ignore[misc]

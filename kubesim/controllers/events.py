@@ -13,8 +13,6 @@ from kubesim import errors
 from kubesim.clock import rfc3339
 from kubesim.controllers.common import Obj
 
-SOURCE_HOSTS = {"kubelet"}  # components that report from a node carry source.host
-
 
 class EventRecorder:
     def __init__(self, store: Any) -> None:

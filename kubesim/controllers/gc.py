@@ -13,11 +13,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 
 from kubesim import errors
-from kubesim.controllers.common import (
-    Controller,
-    Obj,
-    is_deleting,
-)
+from kubesim.controllers.common import Controller, Obj, is_deleting
 from kubesim.resources import BY_KIND
 from kubesim.store import WatchEvent
 

@@ -11,10 +11,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 
 from kubesim import errors
-from kubesim.controllers.common import (
-    Controller,
-    is_deleting,
-)
+from kubesim.controllers.common import Controller, is_deleting
 from kubesim.resources import TYPES
 from kubesim.store import WatchEvent
 

@@ -22,14 +22,7 @@ from datetime import UTC, datetime
 
 from kubesim import errors
 from kubesim.clock import parse_rfc3339, rfc3339
-from kubesim.controllers.common import (
-    Controller,
-    Obj,
-    get_condition,
-    is_deleting,
-    key_of,
-    write_fields,
-)
+from kubesim.controllers.common import Controller, Obj, get_condition, is_deleting, key_of, write_fields
 from kubesim.controllers.scheduler import tolerates
 from kubesim.nodes import healthy_conditions
 from kubesim.store import WatchEvent

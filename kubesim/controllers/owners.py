@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Hashable, Iterable
 from typing import Any
 
+from kubesim.controllers.common import controller_ref
 from kubesim.store import WatchEvent
 
 Ref = tuple[str, str, str]  # (plural, namespace, name)
@@ -67,6 +68,10 @@ class OwnerIndex:
                 if obj is not None:
                     out.append(obj)
             return out
+
+    def controlled(self, uid: str, plural: str) -> list[dict]:
+        """The live objects of `plural` whose controller (not merely an owner) is `uid`."""
+        return [obj for obj in self.objects(uid, plural) if (controller_ref(obj) or {}).get("uid") == uid]
 
     def reconcile(self, _key: Hashable) -> None:
         return None  # nothing to do: the index is maintained synchronously in keys_for

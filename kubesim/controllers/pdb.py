@@ -20,7 +20,6 @@ from kubesim.controllers.common import (
     is_pod_ready,
     key_of,
     own_keys,
-    resync_all,
     set_condition,
 )
 from kubesim.selectors import match_label_selector_object
@@ -32,6 +31,7 @@ DISRUPTED_POD_TIMEOUT_SECONDS = 120.0
 class DisruptionController(Controller):
     name = "disruption"
     ignores_own_writes = True
+    resync_plural = "poddisruptionbudgets"
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "poddisruptionbudgets":
@@ -45,9 +45,6 @@ class DisruptionController(Controller):
             return [key_of(b) for b in budgets
                     if match_label_selector_object((b.get("spec") or {}).get("selector"), labels)]
         return ()
-
-    def resync_keys(self) -> Iterable[Hashable]:
-        return resync_all(self.store, "poddisruptionbudgets")
 
     def reconcile(self, key: Hashable) -> None:
         namespace, name = key  # type: ignore[misc]

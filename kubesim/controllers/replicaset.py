@@ -15,7 +15,6 @@ from kubesim.controllers.common import (
     Controller,
     Obj,
     controller_keys,
-    controller_ref,
     is_active,
     is_deleting,
     is_pod_available,
@@ -24,7 +23,6 @@ from kubesim.controllers.common import (
     own_keys,
     owner_reference,
     ready_since,
-    resync_all,
     write_fields,
 )
 from kubesim.selectors import match_label_selector_object
@@ -57,6 +55,7 @@ def _negated(stamp: str) -> tuple[int, ...]:
 class ReplicaSetController(Controller):
     name = "replicaset"
     ignores_own_writes = True
+    resync_plural = "replicasets"
 
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "replicasets":
@@ -65,12 +64,9 @@ class ReplicaSetController(Controller):
             return controller_keys(event, "ReplicaSet")
         return ()
 
-    def resync_keys(self) -> Iterable[Hashable]:
-        return resync_all(self.store, "replicasets")
-
     def owned_pods(self, rs: Obj) -> list[Obj]:
         uid = rs["metadata"]["uid"]
-        return [p for p in self.sim.owners.objects(uid, "pods") if (controller_ref(p) or {}).get("uid") == uid]
+        return self.sim.owners.controlled(uid, "pods")
 
     def reconcile(self, key: Hashable) -> None:
         namespace, name = key  # type: ignore[misc]

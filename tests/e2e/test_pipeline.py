@@ -19,7 +19,7 @@ from kubesim.cluster import SimCluster
 from models import Deployment, DeploymentStatus, Job, JobState
 from models.db import get_sessionmaker
 from tests.e2e import worker_support
-from tests.e2e.worker_support import CeleryProcesses
+from tests.e2e.worker_support import CeleryProcesses, cluster_for_this_process
 from workers import k8s
 from workers.inventory import run_inventory_sweep
 from workers.queries import ensure_tenant
@@ -62,11 +62,9 @@ def deployment_row(deployment_id) -> Deployment:
 
 @pytest.fixture
 def pipeline(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Pipeline]:
-    with SimCluster(nodes="2xnvidia-l40s:8", seed=5, virtual_clock=False, speed=60) as cluster:
-        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-        settings_module.get_settings.cache_clear()
-        k8s.reset_client()
+    with cluster_for_this_process(tmp_path, monkeypatch, nodes="2xnvidia-l40s:8", seed=5, speed=60) as (
+        cluster, kubeconfig
+    ):
         # Short visibility timeout: a SIGKILLed worker's unacked task comes back within seconds.
         celery = CeleryProcesses(
             "e2e", tmp_path, settings_module.get_settings().redis_url,
@@ -80,8 +78,6 @@ def pipeline(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Pipe
             yield Pipeline(cluster, celery)
         finally:
             celery.close()
-            k8s.reset_client()
-            settings_module.get_settings.cache_clear()
 
 
 def create_spec(replicas=2, gpus=2, name="llama") -> CreateDeploymentSpec:

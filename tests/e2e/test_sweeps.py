@@ -23,8 +23,7 @@ from kubesim.cluster import SimCluster
 from models import Deployment, ScalingEvent, ScalingTrigger, SweepRun
 from models.db import get_sessionmaker
 from tests.e2e import worker_support
-from tests.e2e.worker_support import CeleryProcesses
-from workers import k8s
+from tests.e2e.worker_support import CeleryProcesses, cluster_for_this_process
 from workers.inventory import run_inventory_sweep
 from workers.queries import ensure_tenant
 from workers.queues import TASK_FOR_JOB_TYPE, Queues
@@ -42,11 +41,9 @@ class Stack:
 
 @pytest.fixture
 def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
-    with SimCluster(nodes="2xnvidia-l40s:8", seed=3, virtual_clock=False, speed=60) as cluster:
-        kubeconfig = cluster.write_kubeconfig(tmp_path / "kubeconfig")
-        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
-        settings_module.get_settings.cache_clear()
-        k8s.reset_client()
+    with cluster_for_this_process(tmp_path, monkeypatch, nodes="2xnvidia-l40s:8", seed=3, speed=60) as (
+        cluster, kubeconfig
+    ):
         celery = CeleryProcesses("e2e-sweeps", tmp_path, settings_module.get_settings().redis_url,
                                  {"visibility_timeout": 30})
         celery.configure(
@@ -66,8 +63,6 @@ def stack(clean_tables, database_url, tmp_path, monkeypatch) -> Iterator[Stack]:
             yield Stack(cluster, celery.sender)
         finally:
             celery.close()
-            k8s.reset_client()
-            settings_module.get_settings.cache_clear()
 
 
 def sweep_run(name: str) -> SweepRun | None:

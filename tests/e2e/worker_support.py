@@ -15,13 +15,18 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import pytest
 import redis
 from celery import Celery
 
+import settings as settings_module
+from kubesim.cluster import SimCluster
+from workers import k8s
 from workers.queues import Queues
 
 REPOSITORY = Path(__file__).resolve().parents[2]
@@ -35,6 +40,26 @@ def wait_for(predicate: Callable[[], bool], what: str, timeout: float, interval:
             return
         time.sleep(interval)
     raise AssertionError(f"timed out waiting for {what}")
+
+
+@contextmanager
+def cluster_for_this_process(
+    work_dir: Path, monkeypatch: pytest.MonkeyPatch, **cluster_options: Any
+) -> Iterator[tuple[SimCluster, Path]]:
+    """A real-time SimCluster that this process's Kubernetes client (and settings) point at, and its kubeconfig.
+
+    The cached settings and client are dropped on the way in and out, so neither leaks into other tests.
+    """
+    with SimCluster(virtual_clock=False, **cluster_options) as cluster:
+        kubeconfig = cluster.write_kubeconfig(work_dir / "kubeconfig")
+        monkeypatch.setenv("KUBECONFIG", str(kubeconfig))
+        settings_module.get_settings.cache_clear()
+        k8s.reset_client()
+        try:
+            yield cluster, kubeconfig
+        finally:
+            k8s.reset_client()
+            settings_module.get_settings.cache_clear()
 
 
 class CeleryProcesses:

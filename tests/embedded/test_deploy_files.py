@@ -113,3 +113,12 @@ def test_dockerfile_uses_python_311_slim_and_the_pinned_requirements():
     for line in (REPO / "requirements.txt").read_text().splitlines():
         if line.strip() and not line.startswith("#"):
             assert "==" in line, f"unpinned requirement: {line}"
+
+
+def test_compose_services_read_gpu_metrics_from_kubesim():
+    """Regression: without PROMETHEUS_URL the autoscaler and the GPU-utilization view had no metrics."""
+    services = _compose()["services"]
+    kubesim_port = services["kubesim"]["command"][services["kubesim"]["command"].index("--port") + 1]
+
+    for name in ("web", "worker", "beat"):
+        assert services[name]["environment"]["PROMETHEUS_URL"] == f"http://kubesim:{kubesim_port}/prometheus"

@@ -161,3 +161,32 @@ def test_scale_subresource_get_put_and_kubectl_merge_patch(api):
     with pytest.raises(ApiException) as caught:
         apps.replace_namespaced_deployment_scale("web", "default", scale)
     assert json.loads(caught.value.body)["reason"] == "Conflict"
+
+
+def test_strategic_merge_of_service_ports_merges_on_port_not_appends():
+    """Re-applying a Service (the worker adopts an existing one with a strategic merge patch) kept one port.
+
+    Regression: `ports` was keyed by containerPort only, so a Service's port (no containerPort) was appended
+    on every patch and `kubectl get svc` showed 8000/TCP,8000/TCP.
+    """
+    service_spec = {"ports": [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": 8000}]}
+    patched = strategic_merge_patch(service_spec, {"ports": [{"name": "http", "port": 8000, "targetPort": 8001}]})
+    assert patched == {"ports": [{"name": "http", "port": 8000, "protocol": "TCP", "targetPort": 8001}]}
+    added = strategic_merge_patch(service_spec, {"ports": [{"name": "metrics", "port": 9000}]})
+    assert [port["port"] for port in added["ports"]] == [8000, 9000]
+    # A container's ports still merge on containerPort.
+    container = {"ports": [{"containerPort": 8000, "name": "http"}]}
+    assert strategic_merge_patch(container, {"ports": [{"containerPort": 8000, "protocol": "TCP"}]}) == {
+        "ports": [{"containerPort": 8000, "name": "http", "protocol": "TCP"}]
+    }
+
+
+def test_patching_a_service_twice_through_the_client_keeps_one_port(api):
+    core = kubernetes.client.CoreV1Api(api.api_client())
+    body = {"metadata": {"name": "svc"}, "spec": {"selector": {"app": "x"},
+                                                  "ports": [{"name": "http", "port": 8000, "targetPort": 8000}]}}
+    core.create_namespaced_service("default", body)
+    for _ in range(2):
+        core.patch_namespaced_service("svc", "default", {"spec": body["spec"]})
+    ports = core.read_namespaced_service("svc", "default").spec.ports
+    assert [(port.name, port.port) for port in ports] == [("http", 8000)]

@@ -108,4 +108,4 @@ def test_deployment_and_default_tables_and_single_object_table(api):
                                headers={"Accept": TABLE_ACCEPT})
     assert (single["kind"], len(single["rows"])) == ("Table", 1)
     _status, default, _ = api.request("GET", "/api/v1/namespaces/default/endpoints", headers={"Accept": TABLE_ACCEPT})
-    assert [c["name"] for c in default["columnDefinitions"]] == ["Name", "Created At"]
+    assert [c["name"] for c in default["columnDefinitions"]] == ["Name", "Endpoints", "Age"]  # printEndpoints

@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+import json
 import threading
 
+import redis
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 import web.submission
 from models import Deployment, Job
+from tests.web.conftest import REDIS_URL
 from tests.web.helpers import create_body, error_code, settle
+from workers.queues import Queues
 
 CREATE = "/internal/deployments/create"
 
@@ -123,3 +127,39 @@ def test_broker_outage_after_commit_is_503_and_a_retry_sends_the_job(
     with Session(clean_tables) as session:
         task_id = session.scalar(select(Job.celery_task_id))
     assert enqueued_task_ids() == [task_id]
+
+
+def test_replay_of_a_pending_job_whose_message_is_queued_does_not_send_it_twice(
+    client, acme, seed_nodes, clean_tables, enqueued_task_ids
+):
+    """Regression: a quick retry re-sent the still-queued message; two workers then ran one create at once."""
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**acme, "Idempotency-Key": "quick-retry"}
+
+    first = client.post(CREATE, json=create_body(name="quick"), headers=headers)
+    again = client.post(CREATE, json=create_body(name="quick"), headers=headers)
+
+    assert first.status_code == again.status_code == 202
+    assert again.get_json()["replayed"] is True
+    assert again.get_json()["state"] == "PENDING"
+    with Session(clean_tables) as session:
+        task_id = session.scalar(select(Job.celery_task_id))
+    assert enqueued_task_ids() == [task_id]
+
+
+def test_replay_of_a_pending_job_a_worker_already_received_does_not_send_it_again(
+    client, acme, seed_nodes, clean_tables, enqueued_task_ids, broker_prefix
+):
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**acme, "Idempotency-Key": "delivered"}
+    assert client.post(CREATE, json=create_body(name="delivered"), headers=headers).status_code == 202
+    # What kombu does on delivery with acks_late: the message leaves the queue for the unacked hash.
+    broker = redis.Redis.from_url(REDIS_URL)
+    message = broker.rpop(f"{broker_prefix}{Queues.JOBS}")
+    broker.hset(f"{broker_prefix}unacked", "delivery-tag-1", json.dumps([json.loads(message), "", Queues.JOBS]))
+
+    again = client.post(CREATE, json=create_body(name="delivered"), headers=headers)
+
+    assert again.status_code == 202
+    assert again.get_json()["replayed"] is True
+    assert enqueued_task_ids() == []

@@ -7,11 +7,12 @@ Test modules import the ``*_fixture`` functions; pytest registers them under the
 
 from __future__ import annotations
 
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 import redis
@@ -142,6 +143,30 @@ def deployment_row(session: Session, deployment_id: uuid.UUID) -> Deployment:
 def jobs_for(session: Session, deployment_id: uuid.UUID) -> list[Job]:
     session.expire_all()
     return list(session.scalars(select(Job).where(Job.target_id == str(deployment_id)).order_by(Job.created_at)))
+
+
+Result = TypeVar("Result")
+
+
+def run_at_once(run: Callable[[Session], Result], count: int = 2) -> list[Result]:
+    """``run`` in ``count`` threads, each with its own session, released together by a barrier."""
+    barrier = threading.Barrier(count)
+    results: list[Result] = []
+
+    def one() -> None:
+        db = get_sessionmaker()()
+        try:
+            barrier.wait()
+            results.append(run(db))
+        finally:
+            db.close()
+
+    threads = [threading.Thread(target=one) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def sim_now(cluster: SimCluster) -> float:

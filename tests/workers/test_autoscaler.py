@@ -11,6 +11,7 @@ from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by 
     create_deployment,
     deployment_row,
     redis_client_fixture,
+    run_at_once,
     run_job,
     session_fixture,
     sim_fixture,
@@ -156,30 +157,11 @@ def test_prometheus_down_skips_without_decisions(session, sim, redis_client):
 
 
 def test_two_autoscalers_at_once_scale_once(session, sim, redis_client):
-    import threading
-
-    from models.db import get_sessionmaker
-
     sync_inventory(session)
     deployment_id = autoscaled(session, sim, target_gpu_utilization=50)
     sim.sim.set_load(NAMESPACE, deployment_row(session, deployment_id).k8s_name, {"concurrency": 40})
     sim.advance(30)
-    barrier = threading.Barrier(2)
-    statuses = []
-
-    def run():
-        db = get_sessionmaker()()
-        try:
-            barrier.wait()
-            statuses.append(autoscale(db, sim, redis_client).status)
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    statuses = [report.status for report in run_at_once(lambda db: autoscale(db, sim, redis_client))]
     assert sorted(statuses) == ["skipped", "succeeded"]
     assert len(auto_events(session, deployment_id)) == 1
 

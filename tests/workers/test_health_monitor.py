@@ -6,7 +6,8 @@ import itertools
 
 from sqlalchemy import select
 
-from models import PodAllocation, ScalingEvent, ScalingTrigger, SweepRun
+from models import PodAllocation, SweepRun
+from tests.workers.health_monitor_support import CONFIG, recovery_events, sweep
 from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
     create_deployment,
     deployment_row,
@@ -16,32 +17,7 @@ from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by 
     sim_now,
     sync_inventory,
 )
-from workers.health_monitor import HealthMonitorConfig, run_health_monitor
-from workers.recovery import RecoveryPolicy
-
-CONFIG = HealthMonitorConfig(
-    create_deadline_seconds=1800,
-    model_load_deadline_seconds=600,
-    recovery_policy=RecoveryPolicy(max_attempts=3, base_backoff_seconds=60, max_backoff_seconds=600),
-    namespace="model-serving",
-)
-
-
-def sweep(session, sim, redis_client, **overrides):
-    client, prefix = redis_client
-    return run_health_monitor(
-        session, now=sim_now(sim), config=overrides.pop("config", CONFIG), redis_client=client, key_prefix=prefix,
-        enqueue=overrides.pop("enqueue", lambda job: None), **overrides,
-    )
-
-
-def recovery_events(session, deployment_id):
-    session.expire_all()
-    return list(session.scalars(
-        select(ScalingEvent)
-        .where(ScalingEvent.deployment_id == deployment_id, ScalingEvent.trigger == ScalingTrigger.RECOVERY)
-        .order_by(ScalingEvent.inputs["at"].as_float())
-    ))
+from workers.health_monitor import HealthMonitorConfig
 
 
 def test_healthy_deployment_becomes_running(session, sim, redis_client):

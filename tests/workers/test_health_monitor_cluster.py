@@ -2,39 +2,24 @@
 
 from __future__ import annotations
 
-import threading
-
 from sqlalchemy import select
 
-from models import GpuReservation, PodAllocation, ScalingEvent, ScalingTrigger, SweepRun
-from models.db import get_engine, get_sessionmaker
+from models import GpuReservation, PodAllocation, SweepRun
+from models.db import get_engine
+from tests.workers.health_monitor_support import CONFIG, recovery_events, sweep
 from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
     StatementCounter,
     create_deployment,
     deployment_row,
     k8s_calls,
     redis_client_fixture,
+    run_at_once,
     session_fixture,
     sim_fixture,
     sim_now,
     sync_inventory,
 )
-from workers.health_monitor import HealthMonitorConfig, run_health_monitor
-from workers.recovery import RecoveryPolicy
-
-CONFIG = HealthMonitorConfig(
-    create_deadline_seconds=1800,
-    model_load_deadline_seconds=600,
-    recovery_policy=RecoveryPolicy(max_attempts=3, base_backoff_seconds=60),
-    namespace="model-serving",
-)
-
-
-def sweep(db, sim, redis_client):
-    client, prefix = redis_client
-    return run_health_monitor(
-        db, now=sim_now(sim), config=CONFIG, redis_client=client, key_prefix=prefix, enqueue=lambda job: None
-    )
+from workers.health_monitor import run_health_monitor
 
 
 def pods_by_node(sim, deployment_id):
@@ -44,14 +29,6 @@ def pods_by_node(sim, deployment_id):
         for p in pods
         if p["metadata"]["labels"].get("orchestration.ai/deployment-id") == str(deployment_id)
     )
-
-
-def recovery_events(db, deployment_id):
-    db.expire_all()
-    return list(db.scalars(
-        select(ScalingEvent).where(ScalingEvent.deployment_id == deployment_id,
-                                   ScalingEvent.trigger == ScalingTrigger.RECOVERY)
-    ))
 
 
 def active_reservations(db, deployment_id):
@@ -114,22 +91,7 @@ def test_two_sweeps_at_once_act_once(session, sim, redis_client):
     sync_inventory(session)
     deployment_id = create_deployment(session, sim, failure="CrashLoopBackOff")
     sim.advance(300)
-    barrier = threading.Barrier(2)
-    reports = []
-
-    def run():
-        db = get_sessionmaker()()
-        try:
-            barrier.wait()
-            reports.append(sweep(db, sim, redis_client))
-        finally:
-            db.close()
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    reports = run_at_once(lambda db: sweep(db, sim, redis_client))
     assert sorted(report.status for report in reports) == ["skipped", "succeeded"]
     assert len(recovery_events(session, deployment_id)) == 1
     # And a later run at the same instant does not repeat the step either (backoff, from the recorded event).

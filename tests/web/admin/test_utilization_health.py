@@ -40,6 +40,7 @@ def test_utilization_degrades_without_metrics(client, admin, acme, seed_nodes):
     assert [node["name"] for node in body["nodes"]] == ["l40s-0", "l40s-1"]
     assert body["nodes"][0]["utilization_percent"] is None
     assert body["gpus"] == []
+    datetime.fromisoformat(body["nodes"][0]["last_observed_at"])  # ISO 8601, not an HTTP date
 
 
 def test_utilization_reports_unreachable_prometheus_as_a_reason(make_app, admin, seed_nodes):
@@ -134,6 +135,9 @@ def test_health_report_without_workers(client, admin, seed_nodes, clean_tables, 
     assert body["sweeps"]["health_monitor"]["stale"] is False
     assert body["sweeps"]["resource_tracker"]["stale"] is True
     assert body["sweeps"]["autoscaler"]["last_started_at"] is None
+    # ISO 8601 like every other timestamp of the API (was an HTTP date: "Fri, 27 Nov 2026 10:28:37 GMT").
+    started = datetime.fromisoformat(body["sweeps"]["health_monitor"]["last_started_at"])
+    assert abs(started - (now - timedelta(seconds=10))) < timedelta(seconds=1)
     assert body["queues"]["available"] is True
     assert body["queues"]["depths"]["jobs"] == len(enqueued_task_ids()) == 1
 
