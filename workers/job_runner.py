@@ -23,6 +23,7 @@ from models.db import autocommit_session, session_scope
 from workers import jobs
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
 from workers.domain import DomainError
+from workers.job_lock import exclusive_job_run
 from workers.logs import log_context
 from workers.queues import Queues
 
@@ -83,12 +84,30 @@ def run_job(
     on_failure: FailureHook | None = None,
     after_success: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``operation(job_id)`` under the job state machine (see module doc). ``task`` is the bound Celery task."""
+    """Run ``operation(job_id)`` under the job state machine (see module doc). ``task`` is the bound Celery task.
+
+    Only one copy of a job runs at a time (:mod:`workers.job_lock`): a duplicate delivery that finds the job
+    held by a live copy is dropped; that copy owns the job's retries, and if it dies its message comes back.
+    """
     try:
         uuid.UUID(str(job_id))
     except ValueError:
         logger.error("job task called with a malformed id", extra={"job_id": job_id})
         return {"skipped": "malformed job id"}
+    with exclusive_job_run(job_id) as acquired:
+        if not acquired:
+            logger.warning("duplicate delivery dropped: another copy of the job is running", extra={"job_id": job_id})
+            return {"skipped": "another copy of the job is running"}
+        return _run_job_exclusively(task, job_id, operation, on_failure, after_success)
+
+
+def _run_job_exclusively(
+    task: Any,
+    job_id: str,
+    operation: Operation,
+    on_failure: FailureHook | None,
+    after_success: Callable[[str, dict[str, Any]], None] | None,
+) -> dict[str, Any]:
     attempt = int(getattr(task.request, "retries", 0) or 0)
     last_attempt = attempt >= int(task.max_retries if task.max_retries is not None else MAX_RETRIES)
     with log_context(job_id=str(job_id)):
