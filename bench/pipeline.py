@@ -69,6 +69,65 @@ def wait_until(predicate, timeout: float, what: str) -> None:
     raise SystemExit(f"timed out waiting for {what}")
 
 
+def _process_tree(root: int) -> list[int]:
+    """``root`` and its descendants, from /proc (empty where /proc is not available)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = entry.read_text().rsplit(")", 1)[1].split()
+        except (OSError, IndexError):
+            continue
+        parents.setdefault(int(fields[1]), []).append(int(entry.parent.name))
+    tree, pending = [], [root]
+    while pending:
+        pid = pending.pop()
+        tree.append(pid)
+        pending.extend(parents.get(pid, []))
+    return tree
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone or /proc is not available)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+class CpuMeter:
+    """CPU seconds spent by each part of the stack between two snapshots, so both sides of a pair are
+    accounted for the same way and the closing note can say which process the time went to."""
+
+    def __init__(self, parts) -> None:
+        self._parts = parts  # name -> callable returning the pids of that part now
+        self._start: dict[int, float] = {}
+
+    def _snapshot(self) -> dict[str, dict[int, float]]:
+        snapshot = {name: {pid: _cpu_seconds(pid) for pid in pids()} for name, pids in self._parts.items()}
+        snapshot["this process (client, in-process API)"] = {os.getpid(): sum(os.times()[:2])}
+        return snapshot
+
+    def start(self) -> None:
+        self._start = {pid: used for part in self._snapshot().values() for pid, used in part.items()}
+
+    def stop(self) -> dict[str, float]:
+        # A process that started after start() counts from zero; one that ended in between is not counted.
+        return {
+            name: sum(used - self._start.get(pid, 0.0) for pid, used in part.items())
+            for name, part in self._snapshot().items()
+        }
+
+
+def cpu_table(label: str, used: dict[str, float], jobs: int, wall: float) -> str:
+    lines = [f"CPU seconds during {label} ({wall:.2f}s wall, {os.cpu_count()} CPUs; ms per job in brackets):"]
+    for name, seconds in sorted(used.items(), key=lambda item: -item[1]):
+        lines.append(f"  {name:40}{seconds:8.2f}  ({1000 * seconds / jobs:6.1f})")
+    total = sum(used.values())
+    lines.append(f"  {'total':40}{total:8.2f}  ({1000 * total / jobs:6.1f})")
+    return "\n".join(lines)
+
+
 CLUSTER_NODES, GPUS_PER_NODE = 8, 8
 CLUSTER_GPUS = CLUSTER_NODES * GPUS_PER_NODE
 PIPELINE_GOAL = 0.25
@@ -239,13 +298,31 @@ def main(argv: list[str] | None = None) -> int:
         # The worker syncs the inventory when it starts; let that finish so it does not skew either side.
         wait_until(lambda: sweep_finished(get_sessionmaker), 120, "the start-up inventory sweep")
 
+        def postgres_backends() -> list[int]:
+            with admin_engine.connect() as connection:
+                return list(
+                    connection.execute(
+                        text("SELECT pid FROM pg_stat_activity WHERE datname = :name"), {"name": database}
+                    ).scalars()
+                )
+
+        meter = CpuMeter(
+            {
+                "Celery worker (all processes)": lambda: _process_tree(worker.pid),
+                "kubesim": lambda: _process_tree(cluster.pid),
+                "Postgres backends (bench database)": postgres_backends,
+            }
+        )
+
         # --- bare Celery round trip ---------------------------------------------------------------------------
         key = f"{prefix}:noop"
+        meter.start()
         started = time.perf_counter()
         for _ in range(args.jobs):
             celery_app.send_task("bench.noop", args=[key], queue="jobs")
         wait_until(lambda: int(counter.get(key) or 0) >= args.jobs, 300, "no-op tasks")
         noop_seconds = time.perf_counter() - started
+        noop_cpu = meter.stop()
 
         # --- the pipeline ---------------------------------------------------------------------------------------
         flask_app = create_app()
@@ -280,11 +357,13 @@ def main(argv: list[str] | None = None) -> int:
         warm_ids, _ = submit_creates([f"bench-warm-{index}" for index in range(args.concurrency)])
         wait_until(lambda: all_succeeded(warm_ids), 120, "warm-up create jobs")
 
+        meter.start()
         started = time.perf_counter()
         job_ids, deployment_id = submit_creates([f"bench-{index}" for index in range(args.jobs)])
         submit_seconds = time.perf_counter() - started
         wait_until(lambda: all_succeeded(job_ids), 600, "create jobs")
         pipeline_seconds = time.perf_counter() - started
+        pipeline_cpu = meter.stop()
 
         # --- API: status vs bare --------------------------------------------------------------------------------
         # Measured with the worker and the simulated cluster stopped, so both endpoints see the same idle machine.
@@ -362,6 +441,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{'bare Celery no-op round trip':32}{noop_rate:12.1f}")
         print(f"{'pipeline API->PG->Celery->k8s':32}{pipeline_rate:12.1f}   (API submit phase {submit_seconds:.2f}s)")
         print(f"{'  pipeline ratio':32}{pipeline_ratio:12.2f}   {verdict(pipeline_ratio, PIPELINE_GOAL)}")
+        print(cpu_table("the no-op round trips", noop_cpu, args.jobs, noop_seconds))
+        print(cpu_table("the pipeline", pipeline_cpu, args.jobs, pipeline_seconds))
         print("API, sequential client, in-process (Flask test client, no HTTP):")
         print(f"{'  bare Flask endpoint':32}{bare_rate:12.1f}")
         print(f"{'  GET .../status':32}{status_rate:12.1f}")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from kubesim import auth_reviews
 from kubesim.resources import TYPES, ResourceType, group_versions
 
 KUBE_VERSION = "v1.34.1"
@@ -60,6 +61,9 @@ def _groups() -> dict[str, list[str]]:
             if rtype.version not in versions:
                 versions.append(rtype.version)
     out.setdefault(METRICS_GROUP, [METRICS_VERSION])
+    for group_version in auth_reviews.REVIEWS:  # create-only review APIs (`kubectl auth can-i|whoami`)
+        name, review_version = group_version.split("/")
+        out.setdefault(name, [review_version])
     return out
 
 
@@ -109,6 +113,9 @@ def _resource_entries(rtype: ResourceType) -> list[dict[str, Any]]:
 def resource_list(group_version: str) -> dict[str, Any] | None:
     if group_version == METRICS_GROUP_VERSION:
         return metrics_resource_list()
+    if group_version in auth_reviews.REVIEWS:
+        return {"kind": "APIResourceList", "apiVersion": "v1", "groupVersion": group_version,
+                "resources": auth_reviews.resource_entries(group_version)}
     types = group_versions().get(group_version)
     if types is None:
         return None

@@ -24,7 +24,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from kubesim import discovery, errors, selectors, tables
+from kubesim import auth_reviews, discovery, errors, protobuf, selectors, tables
 from kubesim.admission import StoreAdmission
 from kubesim.clock import rfc3339
 from kubesim.eviction import evict
@@ -263,17 +263,36 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             self.close_connection = True
 
     def json_body(self) -> Any:
+        """The request body as JSON data; protobuf bodies of the kinds kubesim/protobuf.py knows are decoded."""
         content_type = (self.headers.get("Content-Type") or JSON).lower()
         if "protobuf" in content_type:
-            raise errors.ApiError(415, "UnsupportedMediaType",
-                                  f"the body of the request was in an unknown format - accepted media types "
-                                  f"include: application/json, application/yaml (got {content_type})")
+            return self._protobuf_body(content_type)
         if not self.raw_body:
             raise errors.bad_request("the body of the request was empty")
         try:
             return json.loads(self.raw_body)
         except (ValueError, UnicodeDecodeError) as exc:
             raise errors.bad_request(f"couldn't get version/kind; json parse error: {exc}") from exc
+
+    def _protobuf_body(self, content_type: str) -> Any:
+        if not self.raw_body:
+            raise errors.bad_request("the body of the request was empty")
+        if not self.raw_body.startswith(protobuf.MAGIC):
+            # Not a Kubernetes protobuf envelope at all: a format kubesim cannot read (415); a body with
+            # the envelope whose insides are broken is a malformed request (400) below.
+            raise errors.ApiError(415, "UnsupportedMediaType",
+                                  "the body of the request was in an unknown format - a protobuf body must start "
+                                  f"with the Kubernetes prefix k8s\\x00 (got {content_type})")
+        try:
+            return protobuf.decode_object(self.raw_body)
+        except protobuf.UnsupportedKindError as exc:
+            raise errors.ApiError(415, "UnsupportedMediaType",
+                                  f"the body of the request was in an unknown format - kubesim decodes protobuf "
+                                  f"only for {', '.join(sorted({k for _, k in protobuf.KINDS}))}; send "
+                                  f"application/json for {exc.api_version}, Kind={exc.kind} "
+                                  f"(got {content_type})") from exc
+        except protobuf.MalformedProtobufError as exc:
+            raise errors.bad_request(f"the protobuf body of the request could not be decoded: {exc}") from exc
 
     # ------------------------------------------------------------------ routing
 
@@ -311,6 +330,9 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             return
         if route.group_version == discovery.METRICS_GROUP_VERSION:
             self._metrics(route)
+            return
+        if route.group_version in auth_reviews.REVIEWS and route.plural is not None:
+            self._review(route)
             return
         if route.plural is None:
             doc = discovery.resource_list(route.group_version)
@@ -704,6 +726,15 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             new["spec"]["replicas"] = replicas
             stored = store.write(rtype.plural, old, new)
         self.send_json(200, scale_of(stored))
+
+    def _review(self, route: Route) -> None:
+        """authorization/authentication self-reviews: create-only, cluster-scoped, never stored."""
+        if route.namespace is not None or route.name is not None or route.subresource is not None:
+            raise errors.ApiError(404, "NotFound", NOT_FOUND_PATH)
+        if self.method != "POST":
+            raise errors.method_not_allowed()
+        self.send_json(201, auth_reviews.review(route.group_version, route.plural or "", self.json_body(),
+                                                self.headers.get("Authorization")))
 
     # ------------------------------------------------------------------ watch
 

@@ -60,7 +60,7 @@ def drain_node(self: Task, job_id: str) -> str:
             )
         except Exception as error:
             # The next step's token is committed but its message was not sent: retrying this message makes
-            # it adopt the job once the lost step is overdue (see workers.drain._step_is_current).
+            # it adopt the job once the lost step is overdue (see workers.drain.step_tokens.seconds_until_adoptable).
             raise self.retry(exc=error, countdown=_backoff(self.request.retries)) from error
     return outcome.state
 
