@@ -11,6 +11,12 @@ inserted): row locks cannot cover that phantom, and SERIALIZABLE would abort rac
 serialization failures that each caller must retry. Admission is a few short queries, so making it
 one-at-a-time cluster-wide costs milliseconds and makes over-commit impossible. The lock is released
 when the caller's transaction commits or rolls back, i.e. only once the reservations are visible.
+
+Round trips: while the lock is held every other admission waits, so the work under it is kept to the
+minimum: the lock is taken once per transaction (:func:`lock` remembers it), and everything a decision
+reads (GPU types, quota and use, free GPUs per node, and optionally whether a name is taken) is ONE
+statement, :func:`read_admission_state`, run after the lock so its snapshot includes every reservation
+committed before the lock was granted.
 """
 
 from __future__ import annotations
@@ -20,10 +26,10 @@ from collections import defaultdict
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import and_, func, select, text, update
+from sqlalchemy import and_, func, null, select, text, update
 from sqlalchemy.orm import Session
 
-from models import GpuNode, GpuReservation, PodAllocation, Tenant
+from models import Deployment, GpuNode, GpuReservation, PodAllocation, Tenant
 from settings import get_settings
 from workers.domain import AdmissionError, InvalidRequestError
 from workers.placement import Placement, place_replicas
@@ -33,9 +39,24 @@ ADMISSION_LOCK_KEY = 0x6F72636841444D  # "orchADM"
 _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 
 
+_LOCKED_IN = "admission_lock_held_in"
+
+
+def _current_transaction(session: Session) -> Any:
+    # A savepoint rolled back also gives up locks taken inside it, so the innermost transaction is the one
+    # that holds (or does not hold) the lock.
+    return session.get_nested_transaction() or session.get_transaction()
+
+
 def lock(session: Session) -> None:
-    """Take the cluster-wide admission lock until the end of the caller's transaction (see module doc)."""
+    """Take the cluster-wide admission lock until the end of the caller's transaction (see module doc).
+
+    Idempotent within one transaction: a second call in the same transaction costs no round trip."""
+    transaction = _current_transaction(session)
+    if transaction is not None and session.info.get(_LOCKED_IN) is transaction:
+        return
     session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK_KEY})
+    session.info[_LOCKED_IN] = _current_transaction(session)
 
 
 @dataclass(frozen=True)
@@ -52,53 +73,79 @@ class Capacity:
         return max(self.free_by_type.get(gpu_type, {}).values(), default=0)
 
 
+# --------------------------------------------------------------------------- what a decision reads
+_SCHEDULABLE_NODE = (
+    GpuNode.present.is_(True),
+    GpuNode.ready_status == "Ready",
+    GpuNode.unschedulable.is_(False),
+    GpuNode.gpu_product.is_not(None),
+    GpuNode.gpu_allocatable > 0,
+)
+_FOREIGN_LIVE_POD = (
+    PodAllocation.deployment_id.is_(None),
+    PodAllocation.terminated_at.is_(None),
+    PodAllocation.node_name.is_not(None),
+    PodAllocation.phase.not_in(_FINISHED_POD_PHASES),
+)
+
+
+def _foreign_gpus_by_node() -> Any:
+    return (
+        select(PodAllocation.node_name, func.sum(PodAllocation.gpus).label("gpus"))
+        .where(*_FOREIGN_LIVE_POD)
+        .group_by(PodAllocation.node_name)
+    )
+
+
+def _reserved_gpus_by_node() -> Any:
+    return (
+        select(GpuReservation.node_name, func.sum(GpuReservation.gpus).label("gpus"))
+        .where(GpuReservation.released_at.is_(None))
+        .group_by(GpuReservation.node_name)
+    )
+
+
+def _known_gpu_types_query() -> Any:
+    return (
+        select(GpuNode.gpu_product, func.max(GpuNode.gpu_allocatable).label("largest"))
+        .where(GpuNode.present.is_(True), GpuNode.gpu_product.is_not(None))
+        .group_by(GpuNode.gpu_product)
+    )
+
+
+def _tenant_used_query(tenant_id: str) -> Any:
+    return select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
+        GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None)
+    )
+
+
+def _capacity_from_rows(rows: Any) -> Capacity:
+    """``rows`` of (node name, GPU product, allocatable, foreign pods' GPUs, reserved GPUs)."""
+    free_by_type: dict[str, dict[str, int]] = defaultdict(dict)
+    max_node: dict[str, int] = defaultdict(int)
+    for name, gpu_product, allocatable, foreign, reserved in rows:
+        product = str(gpu_product)  # the queries exclude NULL products
+        free = int(allocatable) - int(foreign or 0) - int(reserved or 0)
+        free_by_type[product][name] = max(free, 0)
+        max_node[product] = max(max_node[product], int(allocatable))
+    return Capacity(free_by_type=dict(free_by_type), max_node_gpus_by_type=dict(max_node))
+
+
 def current_capacity(session: Session) -> Capacity:
     """Free GPUs per schedulable node, from GpuNode, foreign PodAllocation and active reservation rows."""
     nodes = session.execute(
-        select(GpuNode.name, GpuNode.gpu_product, GpuNode.gpu_allocatable).where(
-            GpuNode.present.is_(True),
-            GpuNode.ready_status == "Ready",
-            GpuNode.unschedulable.is_(False),
-            GpuNode.gpu_product.is_not(None),
-            GpuNode.gpu_allocatable > 0,
-        )
+        select(GpuNode.name, GpuNode.gpu_product, GpuNode.gpu_allocatable).where(*_SCHEDULABLE_NODE)
     ).all()
-    foreign = dict(
-        session.execute(
-            select(PodAllocation.node_name, func.sum(PodAllocation.gpus))
-            .where(
-                PodAllocation.deployment_id.is_(None),
-                PodAllocation.terminated_at.is_(None),
-                PodAllocation.node_name.is_not(None),
-                PodAllocation.phase.not_in(_FINISHED_POD_PHASES),
-            )
-            .group_by(PodAllocation.node_name)
-        ).all()
+    foreign = dict(session.execute(_foreign_gpus_by_node()).all())
+    reserved = dict(session.execute(_reserved_gpus_by_node()).all())
+    return _capacity_from_rows(
+        (name, product, allocatable, foreign.get(name), reserved.get(name)) for name, product, allocatable in nodes
     )
-    reserved = dict(
-        session.execute(
-            select(GpuReservation.node_name, func.sum(GpuReservation.gpus))
-            .where(GpuReservation.released_at.is_(None))
-            .group_by(GpuReservation.node_name)
-        ).all()
-    )
-    free_by_type: dict[str, dict[str, int]] = defaultdict(dict)
-    max_node: dict[str, int] = defaultdict(int)
-    for name, gpu_product, allocatable in nodes:
-        product = str(gpu_product)  # the query excludes NULL products
-        free = allocatable - int(foreign.get(name) or 0) - int(reserved.get(name) or 0)
-        free_by_type[product][name] = max(free, 0)
-        max_node[product] = max(max_node[product], allocatable)
-    return Capacity(free_by_type=dict(free_by_type), max_node_gpus_by_type=dict(max_node))
 
 
 def known_gpu_types(session: Session) -> dict[str, int]:
     """GPU products of present nodes (any state) -> the largest allocatable count of one node."""
-    rows = session.execute(
-        select(GpuNode.gpu_product, func.max(GpuNode.gpu_allocatable))
-        .where(GpuNode.present.is_(True), GpuNode.gpu_product.is_not(None))
-        .group_by(GpuNode.gpu_product)
-    ).all()
+    rows = session.execute(_known_gpu_types_query()).all()
     return {str(product): int(largest) for product, largest in rows}
 
 
@@ -106,17 +153,75 @@ def tenant_quota(session: Session, tenant_id: str) -> tuple[int, int]:
     """(quota, GPUs held by the tenant's active reservations)."""
     explicit = session.execute(select(Tenant.gpu_quota).where(Tenant.id == tenant_id)).scalar_one_or_none()
     quota = explicit if explicit is not None else get_settings().default_tenant_gpu_quota
-    used = session.execute(
-        select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
-            GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None)
-        )
-    ).scalar_one()
+    used = session.execute(_tenant_used_query(tenant_id)).scalar_one()
     return int(quota), int(used)
+
+
+@dataclass(frozen=True)
+class AdmissionState:
+    """Everything one admission decision reads, from one statement (see :func:`read_admission_state`)."""
+
+    known_gpu_types: dict[str, int]
+    quota: int
+    used: int
+    capacity: Capacity
+    name_taken_by: uuid.UUID | None = None
+
+
+def read_admission_state(session: Session, tenant_id: str, *, name: str | None = None) -> AdmissionState:
+    """GPU types, the tenant's quota and use, free GPUs per node and (if ``name`` is given) the live
+    deployment of the tenant already called ``name``: the reads of :func:`known_gpu_types`,
+    :func:`tenant_quota` and :func:`current_capacity` as ONE statement. Call it after :func:`lock`."""
+    foreign = _foreign_gpus_by_node().subquery("foreign_gpus")
+    reserved = _reserved_gpus_by_node().subquery("reserved_gpus")
+    nodes = (
+        select(
+            func.jsonb_build_array(
+                GpuNode.name, GpuNode.gpu_product, GpuNode.gpu_allocatable, foreign.c.gpus, reserved.c.gpus
+            ).label("node")
+        )
+        .select_from(GpuNode)
+        .outerjoin(foreign, foreign.c.node_name == GpuNode.name)
+        .outerjoin(reserved, reserved.c.node_name == GpuNode.name)
+        .where(*_SCHEDULABLE_NODE)
+        .subquery("schedulable_nodes")
+    )
+    known = _known_gpu_types_query().subquery("known_types")
+    taken: Any = null()
+    if name is not None:
+        taken = (
+            select(Deployment.id)
+            .where(Deployment.tenant_id == tenant_id, Deployment.name == name, Deployment.deleted_at.is_(None))
+            .limit(1)
+            .scalar_subquery()
+        )
+    row = session.execute(
+        select(
+            select(Tenant.gpu_quota).where(Tenant.id == tenant_id).scalar_subquery(),
+            _tenant_used_query(tenant_id).scalar_subquery(),
+            taken,
+            select(func.jsonb_agg(nodes.c.node)).scalar_subquery(),
+            select(func.jsonb_object_agg(known.c.gpu_product, known.c.largest)).scalar_subquery(),
+        )
+    ).one()
+    explicit_quota, used, taken_by, node_rows, known_types = row
+    quota = explicit_quota if explicit_quota is not None else get_settings().default_tenant_gpu_quota
+    return AdmissionState(
+        known_gpu_types={str(product): int(largest) for product, largest in (known_types or {}).items()},
+        quota=int(quota),
+        used=int(used),
+        capacity=_capacity_from_rows(node_rows or []),
+        name_taken_by=taken_by if taken_by is None or isinstance(taken_by, uuid.UUID) else uuid.UUID(str(taken_by)),
+    )
 
 
 def validate_shape(session: Session, gpu_type: str, gpus_per_replica: int) -> None:
     """Refuse (422) a GPU type no node has, or more GPUs per replica than any node of the type holds."""
-    known = known_gpu_types(session)
+    check_shape(known_gpu_types(session), gpu_type, gpus_per_replica)
+
+
+def check_shape(known: dict[str, int], gpu_type: str, gpus_per_replica: int) -> None:
+    """:func:`validate_shape` on already read GPU types (product -> largest node)."""
     if not known:
         raise InvalidRequestError(
             "no_gpu_inventory",
@@ -148,25 +253,30 @@ def admit(
     gpus_per_replica: int,
     replicas: int,
     check_quota: bool = True,
+    state: AdmissionState | None = None,
+    flush: bool = True,
 ) -> Placement:
     """Reserve GPUs for ``replicas`` more replicas or raise :class:`AdmissionError`; writes GpuReservation rows.
 
     Runs inside the caller's transaction and takes the admission lock (idempotent within a transaction).
     ``check_quota=False`` for temporary platform-initiated surges (a single-replica restart), which the
-    tenant did not ask for and which are released when the rollout ends.
+    tenant did not ask for and which are released when the rollout ends. ``state`` is what the caller
+    already read with :func:`read_admission_state` under the lock in this transaction (saves the read).
     """
     lock(session)
-    validate_shape(session, gpu_type, gpus_per_replica)
+    if state is None:
+        state = read_admission_state(session, tenant_id)
+    check_shape(state.known_gpu_types, gpu_type, gpus_per_replica)
     requested = replicas * gpus_per_replica
     if check_quota:
-        quota, used = tenant_quota(session, tenant_id)
+        quota, used = state.quota, state.used
         if used + requested > quota:
             raise AdmissionError(
                 "quota_exceeded",
                 f"tenant {tenant_id} would hold {used + requested} GPUs, over its quota of {quota}",
                 {"quota": quota, "used": used, "requested": requested},
             )
-    capacity = current_capacity(session)
+    capacity = state.capacity
     placement = place_replicas(capacity.free_by_type.get(gpu_type, {}), replicas, gpus_per_replica)
     if placement.shortfall is not None:
         raise AdmissionError(
@@ -187,7 +297,8 @@ def admit(
                 replicas=node_replicas,
             )
         )
-    session.flush()
+    if flush:
+        session.flush()
     return placement
 
 

@@ -238,15 +238,12 @@ def request_create(
             "invalid_autoscaling_range", "max_replicas must be >= min_replicas", {"field": "max_replicas"}
         )
     # Serialises creates cluster-wide (admission needs it anyway), which also makes the name check race-free.
+    # Under the lock, ONE read answers both the name check and admission (see workers.admission).
     admission.lock(session)
-    taken = session.execute(
-        select(Deployment.id).where(
-            Deployment.tenant_id == tenant_id, Deployment.name == name, Deployment.deleted_at.is_(None)
-        )
-    ).first()
-    if taken is not None:
+    state = admission.read_admission_state(session, tenant_id, name=name)
+    if state.name_taken_by is not None:
         raise ConflictError(
-            "name_taken", f"a deployment named {name!r} already exists", {"deployment_id": str(taken[0])}
+            "name_taken", f"a deployment named {name!r} already exists", {"deployment_id": str(state.name_taken_by)}
         )
     k8s_name = k8s_name_for(name, tenant_id)
     deployment = Deployment(
@@ -282,12 +279,12 @@ def request_create(
         fingerprint=fingerprint,
         params={"replicas": spec.replicas},
     )
-    session.add(job)
-    session.flush()
     deployment.active_job_id = job.id
+    session.add(job)
     session.add(deployment)
-    session.flush()
     if spec.replicas > 0:
+        # Decided before anything is written, so the job, the deployment and the reservations go out in one
+        # flush (one INSERT per table, in foreign-key order) with the placement already in the job's params.
         placement = admission.admit(
             session,
             tenant_id=tenant_id,
@@ -296,6 +293,8 @@ def request_create(
             gpu_type=gpu_type,
             gpus_per_replica=spec.gpus_per_replica,
             replicas=spec.replicas,
+            state=state,
+            flush=False,
         )
         job.params = {"replicas": spec.replicas, "placement": placement.replicas_by_node}
     session.flush()
