@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 # The HPA's default tolerance: a ratio within 10 % of 1.0 means "leave it alone".
 DEFAULT_TOLERANCE = 0.1
@@ -207,7 +208,7 @@ def policy_from_settings(
         "scale_up_max_pods",
         "scale_down_max_percent",
     }
-    kwargs = {key: value for key, value in overrides.items() if key in known}
+    kwargs: dict[str, Any] = {key: value for key, value in overrides.items() if key in known}
     if "scale_up_max_pods" in kwargs:
         kwargs["scale_up_max_pods"] = int(kwargs["scale_up_max_pods"])
     return HpaPolicy(min_replicas=min_replicas, max_replicas=max_replicas, **kwargs)

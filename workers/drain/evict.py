@@ -6,6 +6,8 @@ import json
 import uuid
 from typing import Any
 
+from kubernetes.client import V1DeleteOptions, V1Eviction, V1ObjectMeta
+
 from models import ScalingEventStatus
 from workers import admission, cluster_errors
 from workers.drain.pods import MIRROR_POD_ANNOTATION, controller_of, list_node_pods
@@ -66,13 +68,13 @@ def evict_one(
     if pod is None or pod["metadata"].get("deletionTimestamp"):
         return None
     clients = get_clients()
-    body: dict[str, Any] = {
-        "apiVersion": "policy/v1",
-        "kind": "Eviction",
-        "metadata": {"name": name, "namespace": namespace},
-    }
-    if step.options.grace_period_seconds is not None:
-        body["deleteOptions"] = {"gracePeriodSeconds": step.options.grace_period_seconds}
+    grace = step.options.grace_period_seconds
+    body = V1Eviction(
+        api_version="policy/v1",
+        kind="Eviction",
+        metadata=V1ObjectMeta(name=name, namespace=namespace),
+        delete_options=V1DeleteOptions(grace_period_seconds=grace) if grace is not None else None,
+    )
     try:
         with cluster_errors.translate():
             clients.core.create_namespaced_pod_eviction(name, namespace, body, **clients.timeout)
