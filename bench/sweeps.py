@@ -2,6 +2,7 @@
 
     python bench/sweeps.py                     # 100 and 1,000 nodes (8 GPUs each)
     python bench/sweeps.py --sizes 100         # a quick run
+    python bench/sweeps.py --profile           # and where one run of each sweep spends its time
 
 For each size it builds a kubesim cluster of N `nvidia-l40s:8` nodes with N*2 deployments of 3 one-GPU
 replicas (75 % of the GPUs hold a pod; 2,000 deployments and 6,000 pods at 1,000 nodes), written straight
@@ -14,7 +15,8 @@ sweep several times, interleaved with the bare calls it needs, and prints per sw
 - Kubernetes calls per sweep (kubesim's request log) and SQL statements per sweep (SQLAlchemy's
   ``before_cursor_execute``), which must not grow with the cluster (list pagination aside);
 - the ratio of the sweep time to the bare list calls the sweep needs (the same paginated lists, metrics
-  and Prometheus queries, fetched and JSON-decoded, nothing else), goal <= 2.
+  lists and Prometheus queries, on the same threads as the sweep issues them, fetched and JSON-decoded,
+  nothing else), goal <= 2.
 
 Times are medians of the runs; other work on the machine shows up in both columns alike.
 
@@ -34,6 +36,7 @@ import tempfile
 import time
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -142,26 +145,46 @@ def reserve_where_pods_run(session: Any) -> None:
     session.commit()
 
 
+def _side_by_side(*calls: Callable[[], Any]) -> None:
+    """Run the calls on their own threads, as the sweeps do, and re-raise the first failure."""
+    with ThreadPoolExecutor(max_workers=len(calls)) as pool:
+        for future in [pool.submit(call) for call in calls]:
+            future.result()
+
+
 def bare_health_monitor_lists(clients: Any) -> None:
+    """``health_monitor.read_cluster``'s three paginated lists, fetched and decoded on three threads as it does."""
     from workers.health_monitor import OUR_SELECTOR
     from workers.kube_calls import list_pages
 
-    list(list_pages(clients, clients.apps.list_namespaced_deployment, NAMESPACE, label_selector=OUR_SELECTOR))
-    list(list_pages(clients, clients.core.list_namespaced_pod, NAMESPACE, label_selector=OUR_SELECTOR))
-    list(list_pages(clients, clients.core.list_node))
+    _side_by_side(
+        lambda: list(list_pages(clients, clients.apps.list_namespaced_deployment, NAMESPACE,
+                                label_selector=OUR_SELECTOR)),
+        lambda: list(list_pages(clients, clients.core.list_namespaced_pod, NAMESPACE, label_selector=OUR_SELECTOR)),
+        lambda: list(list_pages(clients, clients.core.list_node)),
+    )
 
 
 def bare_resource_tracker_lists(clients: Any, prometheus: Any) -> None:
+    """The resource tracker's calls laid out as it lays them out: the inventory's node and pod lists
+    (``inventory.fetch``, itself two threads) beside the metrics sources, metrics.k8s.io's two lists on one
+    thread and the Prometheus queries on another; each response fetched and decoded, nothing else."""
     from kubernetes import client as k8s_client
 
     from workers import inventory, resource_tracker
 
-    inventory.fetch(clients)
     custom = k8s_client.CustomObjectsApi(clients.api_client)
-    custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "nodes", _request_timeout=clients.request_timeout)
-    custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", "pods", _request_timeout=clients.request_timeout)
-    prometheus.query(resource_tracker.DCGM_QUERY)
-    prometheus.query(resource_tracker.VLLM_QUERY)
+
+    def metrics_server() -> None:
+        for plural in ("nodes", "pods"):
+            custom.list_cluster_custom_object("metrics.k8s.io", "v1beta1", plural,
+                                              _request_timeout=clients.request_timeout)
+
+    def prometheus_queries() -> None:
+        for query in resource_tracker.PROMETHEUS_QUERIES:
+            prometheus.query(query)
+
+    _side_by_side(lambda: inventory.fetch(clients), lambda: _side_by_side(metrics_server, prometheus_queries))
 
 
 class KubesimProcess:
@@ -239,7 +262,38 @@ def measure(admin: Any, engine: Any, sweep: Callable[[], Any], bare: Callable[[]
     }
 
 
-def run_size(nodes: int) -> dict[str, dict[str, Any]]:
+def print_profile(title: str, engine: Any, sweep: Callable[[], Any]) -> None:
+    """One more run under cProfile (this process only: the workers' side of the sweep; threads other than
+    the caller's show up as time spent waiting on their futures)."""
+    import cProfile
+    import pstats
+
+    timings: list[tuple[float, str]] = []
+
+    began: dict[int, float] = {}
+
+    def started(_conn: Any, cursor: Any, *_rest: Any) -> None:
+        began[id(cursor)] = time.perf_counter()
+
+    def finished(_conn: Any, cursor: Any, statement: str, *_rest: Any) -> None:
+        timings.append((time.perf_counter() - began.pop(id(cursor)), " ".join(statement.split())[:100]))
+
+    event.listen(engine, "before_cursor_execute", started)
+    event.listen(engine, "after_cursor_execute", finished)
+    profiler = cProfile.Profile()
+    try:
+        profiler.runcall(sweep)
+    finally:
+        event.remove(engine, "before_cursor_execute", started)
+        event.remove(engine, "after_cursor_execute", finished)
+    print(f"  profile of one {title}: SQL statements by time")
+    for seconds, statement in sorted(timings, reverse=True)[:6]:
+        print(f"    {seconds:7.3f} s  {statement}")
+    print("  top functions by own time:")
+    pstats.Stats(profiler, stream=sys.stdout).sort_stats("tottime").print_stats(15)
+
+
+def run_size(nodes: int, *, profile: bool = False) -> dict[str, dict[str, Any]]:
     import redis
 
     from kubesim.admin_client import SimAdminClient
@@ -304,6 +358,9 @@ def run_size(nodes: int) -> dict[str, dict[str, Any]]:
                 results["resource_tracker"] = measure(
                     admin, engine, resource_tracker, lambda: bare_resource_tracker_lists(clients, prometheus)
                 )
+                if profile:
+                    for name, sweep in (("health_monitor", health_monitor), ("resource_tracker", resource_tracker)):
+                        print_profile(f"{name} at {nodes} nodes", engine, sweep)
             finally:
                 session.close()
                 for key in redis_client.scan_iter(f"{prefix}*"):
@@ -315,12 +372,13 @@ def run_size(nodes: int) -> dict[str, dict[str, Any]]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--sizes", default="100,1000", help="comma-separated node counts (default 100,1000)")
+    parser.add_argument("--profile", action="store_true", help="also profile one run of each sweep per size")
     args = parser.parse_args()
     sizes = [int(size) for size in args.sizes.split(",")]
     table: dict[int, dict[str, dict[str, Any]]] = {}
     for nodes in sizes:
         print(f"cluster of {nodes} nodes x 8 GPUs")
-        table[nodes] = run_size(nodes)
+        table[nodes] = run_size(nodes, profile=args.profile)
     print()
     print(f"{'sweep':<18}{'nodes':>7}{'time s':>9}{'bare s':>9}{'ratio':>8}{'k8s calls':>11}{'PromQL':>8}"
           f"{'SQL stmts':>11}")

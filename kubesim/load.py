@@ -32,6 +32,8 @@ import functools
 import hashlib
 import math
 import re
+import threading
+import weakref
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -231,12 +233,17 @@ class PodLoad:
 
 
 class LoadContext:
-    """Owner resolution and serving-replica counts, computed once per request instead of once per pod."""
+    """Owner resolution and serving-replica counts, computed once per request instead of once per pod.
 
-    def __init__(self, sim: Any) -> None:
+    `memo` is free for the metric endpoints to keep what they derive from this context (rendered items,
+    series): it lives exactly as long as the context, so it can never outlive the state it was built from.
+    """
+
+    def __init__(self, sim: Any, now: float | None = None) -> None:
         self.sim = sim
-        self.now = sim.clock.now()
+        self.now = sim.clock.now() if now is None else now
         self.bucket = int(self.now // SCRAPE_INTERVAL_SECONDS)
+        self.memo: dict[Any, Any] = {}
         self._rs_owner: dict[tuple[str, str], str | None] = {}
         self._serving: dict[str, dict[str, int]] = {}  # namespace -> deployment -> serving pods
         self.loads: dict[tuple[str, str], PodLoad] = {}  # (uid, resourceVersion) -> figures, per request
@@ -283,6 +290,37 @@ class LoadContext:
             digest = hashlib.blake2b(f"{uid}/{self.bucket}".encode(), digest_size=64).digest()
             draws = self._noise[uid] = [int.from_bytes(digest[i:i + 4], "big") / 2.0**32 for i in range(0, 64, 4)]
         return (2 * draws[channel % 16] - 1) * amplitude
+
+
+_SHARED: weakref.WeakKeyDictionary[Any, tuple[tuple[Any, ...], LoadContext]] = weakref.WeakKeyDictionary()
+_SHARED_LOCK = threading.Lock()
+
+
+def _state_key(sim: Any, now: float) -> tuple[Any, ...]:
+    """Everything a pod's figures depend on: the store (its revision moves on every write, restores
+    included), the instant, and the loads and pod behaviours (compared by value: tests and the admin API
+    replace or edit them in place)."""
+    behaviors = sim.pod_behaviors() if hasattr(sim, "pod_behaviors") else ()
+    return (sim.store.revision, now, repr(getattr(sim, "loads", {})), repr(behaviors))
+
+
+def shared_context(sim: Any) -> LoadContext:
+    """The `LoadContext` of the cluster's current state, shared by every metrics request until it changes.
+
+    metrics-server and Prometheus answer from what they last scraped rather than recomputing per request;
+    likewise every request at one instant of one state (a sweep's metrics lists and PromQL queries, a
+    dashboard's refresh) reuses one context and so each pod's figures are computed once, not once per
+    request. Call with `sim.store.lock` held, so the state cannot move while the context is filled.
+    """
+    now = sim.clock.now()
+    key = _state_key(sim, now)
+    with _SHARED_LOCK:
+        cached = _SHARED.get(sim)
+        if cached is not None and cached[0] == key:
+            return cached[1]
+        context = LoadContext(sim, now)
+        _SHARED[sim] = (key, context)
+        return context
 
 
 def _serving(pod: Obj) -> bool:

@@ -20,7 +20,14 @@ from typing import Any
 
 from kubesim.clock import rfc3339
 from kubesim.errors import ApiError
-from kubesim.load import SCRAPE_INTERVAL_SECONDS, LoadContext, parse_quantity, pod_load, running_since
+from kubesim.load import (
+    SCRAPE_INTERVAL_SECONDS,
+    LoadContext,
+    parse_quantity,
+    pod_load,
+    running_since,
+    shared_context,
+)
 
 Obj = dict[str, Any]
 Predicate = Callable[[Obj], bool]
@@ -86,6 +93,15 @@ def _pod_visible(ctx: LoadContext, pod: Obj) -> bool:
 
 
 def _node_metrics(ctx: LoadContext, node: Obj) -> Obj:
+    """One NodeMetrics item, rendered once per state (the context's memo) however often it is listed."""
+    key = ("node-metrics", node["metadata"]["name"])
+    item = ctx.memo.get(key)
+    if item is None:
+        item = ctx.memo[key] = _render_node_metrics(ctx, node)
+    return item
+
+
+def _render_node_metrics(ctx: LoadContext, node: Obj) -> Obj:
     name = node["metadata"]["name"]
     cpu = NODE_OVERHEAD_CPU_NANOCORES
     memory = NODE_OVERHEAD_MEMORY_BYTES
@@ -116,6 +132,15 @@ def _node_metrics(ctx: LoadContext, node: Obj) -> Obj:
 
 
 def _pod_metrics(ctx: LoadContext, pod: Obj) -> Obj:
+    """One PodMetrics item, rendered once per state (the context's memo) however often it is listed."""
+    key = ("pod-metrics", pod["metadata"]["namespace"], pod["metadata"]["name"])
+    item = ctx.memo.get(key)
+    if item is None:
+        item = ctx.memo[key] = _render_pod_metrics(ctx, pod)
+    return item
+
+
+def _render_pod_metrics(ctx: LoadContext, pod: Obj) -> Obj:
     usage = pod_load(ctx.sim, pod, ctx)
     return {
         "metadata": {
@@ -141,7 +166,7 @@ def list_node_metrics(sim: Any, label_predicate: Predicate | None = None) -> Obj
     """NodeMetricsList; `label_predicate` is called with each Node object (a parsed labelSelector)."""
     _check_available(sim)
     with sim.store.lock:
-        ctx = LoadContext(sim)
+        ctx = shared_context(sim)
         nodes, _ = sim.store.list("nodes", predicate=label_predicate)
         items = [_node_metrics(ctx, node) for node in nodes if _node_reachable(node)]
     return {"kind": "NodeMetricsList", "apiVersion": API_VERSION, "metadata": {}, "items": items}
@@ -153,14 +178,14 @@ def get_node_metrics(sim: Any, name: str) -> Obj:
         node = sim.store.try_get("nodes", "", name)
         if node is None or not _node_reachable(node):
             raise _not_found("nodemetrics", name)
-        return _with_kind(_node_metrics(LoadContext(sim), node), "NodeMetrics")
+        return _with_kind(_node_metrics(shared_context(sim), node), "NodeMetrics")
 
 
 def list_pod_metrics(sim: Any, namespace: str | None, label_predicate: Predicate | None = None) -> Obj:
     """PodMetricsList of running, already-scraped pods; `label_predicate` is called with each Pod object."""
     _check_available(sim)
     with sim.store.lock:
-        ctx = LoadContext(sim)
+        ctx = shared_context(sim)
         pods, _ = sim.store.list("pods", namespace or None, predicate=label_predicate)
         items = [_pod_metrics(ctx, pod) for pod in pods if _pod_visible(ctx, pod)]
     return {"kind": "PodMetricsList", "apiVersion": API_VERSION, "metadata": {}, "items": items}
@@ -169,7 +194,7 @@ def list_pod_metrics(sim: Any, namespace: str | None, label_predicate: Predicate
 def get_pod_metrics(sim: Any, namespace: str, name: str) -> Obj:
     _check_available(sim)
     with sim.store.lock:
-        ctx = LoadContext(sim)
+        ctx = shared_context(sim)
         pod = sim.store.try_get("pods", namespace, name)
         if pod is None or not _pod_visible(ctx, pod):
             # metrics-server names the pod as namespace/name in this message.

@@ -18,8 +18,11 @@ state, stamped with the requested `time` (or the sim's now).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import heapq
 import math
+import operator
 import re
 import threading
 import uuid
@@ -29,7 +32,7 @@ from datetime import datetime
 from decimal import Decimal
 from typing import Any
 
-from kubesim.load import GPU_RESOURCE, LoadContext, container_requests, parse_quantity, pod_load
+from kubesim.load import GPU_RESOURCE, LoadContext, container_requests, parse_quantity, pod_load, shared_context
 
 Obj = dict[str, Any]
 Labels = dict[str, str]
@@ -419,13 +422,18 @@ def evaluate(expr: Expr, series: list[Sample]) -> list[Sample]:
 
 def _aggregate(agg: Aggregation, samples: list[Sample]) -> list[Sample]:
     groups: dict[tuple[tuple[str, str], ...], list[float]] = {}
-    for sample in samples:
-        if agg.without:
-            dropped = {*agg.grouping, "__name__"}
-            key_labels = {k: v for k, v in sample.labels.items() if k not in dropped}
-        else:
-            key_labels = {k: sample.labels[k] for k in agg.grouping if sample.labels.get(k, "") != ""}
-        groups.setdefault(tuple(sorted(key_labels.items())), []).append(sample.value)
+    if agg.without:
+        dropped = {*agg.grouping, "__name__"}
+        for sample in samples:
+            key = tuple(sorted((k, v) for k, v in sample.labels.items() if k not in dropped))
+            groups.setdefault(key, []).append(sample.value)
+    else:
+        # The group key is built in label-name order directly: no per-sample dict or sort (8,000 GPUs).
+        names = sorted(set(agg.grouping))
+        for sample in samples:
+            labels = sample.labels
+            key = tuple((name, labels[name]) for name in names if labels.get(name, "") != "")
+            groups.setdefault(key, []).append(sample.value)
     out = []
     for key, values in groups.items():
         if agg.op == "sum":
@@ -534,8 +542,9 @@ def _allocator(sim: Any) -> _GpuAllocator:
         return _ALLOCATORS[sim]
 
 
-def _gpu_uuid(node: Obj, index: int) -> str:
-    digest = hashlib.sha256(f"{node['metadata'].get('uid', node['metadata']['name'])}/{index}".encode()).digest()
+@functools.lru_cache(maxsize=65536)  # fixed per GPU; 8,000 hashes per scrape otherwise
+def _gpu_uuid(node_identity: str, index: int) -> str:
+    digest = hashlib.sha256(f"{node_identity}/{index}".encode()).digest()
     return f"GPU-{uuid.UUID(bytes=digest[:16])}"
 
 
@@ -553,9 +562,11 @@ def _holds_gpus(ctx: LoadContext, pod: Obj) -> bool:
     return ctx.gpu_count(pod) > 0
 
 
-def _dcgm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
+def _dcgm_series(ctx: LoadContext) -> dict[str, list[Sample]]:
+    """Every DCGM family, per physical GPU of every reachable GPU node, in one pass over the nodes."""
     sim = ctx.sim
-    out: list[Sample] = []
+    out: dict[str, list[Sample]] = {family: [] for family in DCGM_FAMILIES}
+    util_series, used_series, free_series = out[DCGM_GPU_UTIL], out[DCGM_FB_USED], out[DCGM_FB_FREE]
     nodes, _ = sim.store.list("nodes")
     for node in nodes:
         conditions = (node.get("status") or {}).get("conditions") or []
@@ -569,6 +580,7 @@ def _dcgm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
         if gpu_total <= 0:
             continue
         name = node["metadata"]["name"]
+        identity = node["metadata"].get("uid", name)
         labels = node["metadata"].get("labels") or {}
         try:
             memory_mib = int(parse_quantity(labels.get("nvidia.com/gpu.memory", DEFAULT_GPU_MEMORY_MIB)))
@@ -578,20 +590,19 @@ def _dcgm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
         instance = f"{_node_ip(node)}:{DCGM_EXPORTER_PORT}"
         gpu_pods = [p for p in sim.store.pods_on_node(name) if _holds_gpus(ctx, p)]
         holders = _allocator(sim).assign(name, gpu_total, gpu_pods)
-        loads = {p["metadata"]["uid"]: pod_load(sim, p, ctx) for p in gpu_pods}
         for index in range(gpu_total):
-            base = {"gpu": str(index), "UUID": _gpu_uuid(node, index), "device": f"nvidia{index}",
+            base = {"gpu": str(index), "UUID": _gpu_uuid(identity, index), "device": f"nvidia{index}",
                     "modelName": model, "Hostname": name, "instance": instance, "job": "dcgm-exporter"}
             utilization, memory_fraction = 0.0, 0.0
             if index in holders:
                 pod, container = holders[index]
                 base.update(namespace=pod["metadata"]["namespace"], pod=pod["metadata"]["name"], container=container)
-                usage = loads[pod["metadata"]["uid"]]
+                usage = pod_load(sim, pod, ctx)
                 utilization, memory_fraction = usage.gpu_utilization, usage.gpu_memory_fraction
             used_mib = round(memory_mib * memory_fraction)
-            values = {DCGM_GPU_UTIL: round(utilization), DCGM_FB_USED: used_mib, DCGM_FB_FREE: memory_mib - used_mib}
-            out.extend(Sample({"__name__": family, **base}, float(values[family])) for family in families
-                       if family in values)
+            util_series.append(Sample({"__name__": DCGM_GPU_UTIL, **base}, float(round(utilization))))
+            used_series.append(Sample({"__name__": DCGM_FB_USED, **base}, float(used_mib)))
+            free_series.append(Sample({"__name__": DCGM_FB_FREE, **base}, float(memory_mib - used_mib)))
     return out
 
 
@@ -623,8 +634,9 @@ def _vllm_port(pod: Obj) -> int:
     return VLLM_DEFAULT_PORT
 
 
-def _vllm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
-    out: list[Sample] = []
+def _vllm_series(ctx: LoadContext) -> dict[str, list[Sample]]:
+    """Every vLLM family, per Ready model-server pod, in one pass over the pods."""
+    out: dict[str, list[Sample]] = {family: [] for family in VLLM_FAMILIES}
     pods, _ = ctx.sim.store.list("pods")
     for pod in pods:
         if not (pod.get("spec") or {}).get("nodeName"):
@@ -639,32 +651,98 @@ def _vllm_series(ctx: LoadContext, families: set[str]) -> list[Sample]:
         if model:
             labels["model_name"] = model
         values = {VLLM_RUNNING: usage.running, VLLM_WAITING: usage.waiting, VLLM_KV_CACHE: usage.kv_cache_usage}
-        out.extend(Sample({"__name__": family, **labels}, float(values[family])) for family in families
-                   if family in values)
+        for family in VLLM_FAMILIES:
+            out[family].append(Sample({"__name__": family, **labels}, float(values[family])))
     return out
+
+
+SortKey = tuple[tuple[str, str], ...]
+
+
+def _sort_key(sample: Sample) -> SortKey:
+    """The order results are returned in: by the sorted label set, as Prometheus sorts label sets."""
+    return tuple(sorted(sample.labels.items()))
+
+
+class SeriesIndex:
+    """The samples of one cluster state, indexed by metric name, each family already in result order.
+
+    Built lazily per exporter (the DCGM families together, the vLLM families together) and kept in the
+    state's shared `LoadContext` memo: Prometheus answers from its last scrape, so every query at one
+    instant of one state reads the same samples, and none recomputes them or re-sorts whole families.
+    """
+
+    _BUILDERS = ((DCGM_FAMILIES, _dcgm_series), (VLLM_FAMILIES, _vllm_series))
+
+    def __init__(self, ctx: LoadContext) -> None:
+        self.ctx = ctx
+        self.families: dict[str, list[tuple[SortKey, Sample]]] = {}
+
+    def ensure(self, families: set[str]) -> None:
+        """Compute the exporters behind `families` (call with the store lock held)."""
+        for exported, builder in self._BUILDERS:
+            if families & set(exported) and exported[0] not in self.families:
+                for family, samples in builder(self.ctx).items():
+                    keyed = [(_sort_key(sample), sample) for sample in samples]
+                    keyed.sort(key=operator.itemgetter(0))
+                    self.families[family] = keyed
+
+    def family(self, name: str) -> list[tuple[SortKey, Sample]]:
+        return self.families.get(name, [])
+
+
+def series_index(sim: Any, families: set[str]) -> SeriesIndex:
+    """The current state's index with `families` computed."""
+    with sim.store.lock:
+        ctx = shared_context(sim)
+        index = ctx.memo.get("prometheus-series")
+        if index is None:
+            index = ctx.memo["prometheus-series"] = SeriesIndex(ctx)
+        index.ensure(families)
+    return index
+
+
+def _selector_families(selector: VectorSelector) -> list[str]:
+    name_matchers = [m for m in selector.matchers if m.name == "__name__"]
+    return [f for f in DCGM_FAMILIES + VLLM_FAMILIES if all(m.matches({"__name__": f}) for m in name_matchers)]
 
 
 def _families(expr: Expr) -> set[str]:
     """The metric families a query can select: only those are computed (`{__name__=~"a|b"}` included)."""
     wanted: set[str] = set()
     for selector in _selectors(expr):
-        name_matchers = [m for m in selector.matchers if m.name == "__name__"]
-        wanted.update(f for f in DCGM_FAMILIES + VLLM_FAMILIES
-                      if all(m.matches({"__name__": f}) for m in name_matchers))
+        wanted.update(_selector_families(selector))
     return wanted
 
 
+def _select(selector: VectorSelector, index: SeriesIndex) -> list[tuple[SortKey, Sample]]:
+    """A selector over the index: name matchers pick whole families, the other matchers test each sample."""
+    others = [m for m in selector.matchers if m.name != "__name__"]
+    picked = []
+    for family in _selector_families(selector):
+        keyed = index.family(family)
+        picked.append([entry for entry in keyed if all(m.matches(entry[1].labels) for m in others)] if others
+                      else keyed)
+    if len(picked) == 1:
+        return picked[0]
+    return list(heapq.merge(*picked, key=operator.itemgetter(0)))
+
+
+def evaluate_indexed(expr: Expr, index: SeriesIndex) -> list[Sample]:
+    """`evaluate` over a `SeriesIndex`, returned in result order (sorted by label set)."""
+    if isinstance(expr, VectorSelector):
+        return [sample for _, sample in _select(expr, index)]
+    if isinstance(expr, Aggregation):
+        return sorted(_aggregate(expr, evaluate_indexed(expr.expr, index)), key=_sort_key)
+    raise TypeError(f"not a vector expression: {expr!r}")
+
+
 def collect_series(sim: Any, families: set[str] | None = None) -> list[Sample]:
-    """Every sample the simulated exporters expose now (only `families`, if given)."""
+    """Every sample the simulated exporters expose now (only `families`, if given), sorted by label set."""
     wanted = set(DCGM_FAMILIES + VLLM_FAMILIES) if families is None else families
-    with sim.store.lock:
-        ctx = LoadContext(sim)
-        out: list[Sample] = []
-        if wanted & set(DCGM_FAMILIES):
-            out.extend(_dcgm_series(ctx, wanted & set(DCGM_FAMILIES)))
-        if wanted & set(VLLM_FAMILIES):
-            out.extend(_vllm_series(ctx, wanted & set(VLLM_FAMILIES)))
-    return out
+    index = series_index(sim, wanted)
+    keyed = [index.family(family) for family in sorted(wanted)]
+    return [sample for _, sample in heapq.merge(*keyed, key=operator.itemgetter(0))]
 
 
 # --------------------------------------------------------------------------- HTTP API
@@ -706,7 +784,6 @@ def handle_query(sim: Any, params: dict[str, str]) -> tuple[int, dict[str, Any]]
     if isinstance(expr, NumberLiteral):
         return 200, {"status": "success", "data": {"resultType": "scalar",
                                                    "result": [timestamp, format_value(expr.value)]}}
-    samples = evaluate(expr, collect_series(sim, _families(expr)))
-    samples.sort(key=lambda s: sorted(s.labels.items()))
+    samples = evaluate_indexed(expr, series_index(sim, _families(expr)))
     result = [{"metric": s.labels, "value": [timestamp, format_value(s.value)]} for s in samples]
     return 200, {"status": "success", "data": {"resultType": "vector", "result": result}}

@@ -24,9 +24,10 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
+from functools import cache
 from typing import Any
 
-from sqlalchemy import and_, func, null, select, text, update
+from sqlalchemy import String, and_, bindparam, func, select, text, update
 from sqlalchemy.orm import Session
 
 from models import Deployment, GpuNode, GpuReservation, PodAllocation, Tenant
@@ -172,6 +173,24 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
     """GPU types, the tenant's quota and use, free GPUs per node and (if ``name`` is given) the live
     deployment of the tenant already called ``name``: the reads of :func:`known_gpu_types`,
     :func:`tenant_quota` and :func:`current_capacity` as ONE statement. Call it after :func:`lock`."""
+    explicit_quota, used, taken_by, node_rows, known_types = session.execute(
+        _admission_state_statement(), {"state_tenant_id": tenant_id, "state_name": name}
+    ).one()
+    quota = explicit_quota if explicit_quota is not None else get_settings().default_tenant_gpu_quota
+    return AdmissionState(
+        known_gpu_types={str(product): int(largest) for product, largest in (known_types or {}).items()},
+        quota=int(quota),
+        used=int(used),
+        capacity=_capacity_from_rows(node_rows or []),
+        name_taken_by=taken_by if taken_by is None or isinstance(taken_by, uuid.UUID) else uuid.UUID(str(taken_by)),
+    )
+
+
+@cache
+def _admission_state_statement() -> Any:
+    """The statement of :func:`read_admission_state`, built once: its inputs are bind parameters (a NULL
+    ``state_name`` matches no deployment, so the name check answers "not taken")."""
+    tenant_id = bindparam("state_tenant_id", type_=String)
     foreign = _foreign_gpus_by_node().subquery("foreign_gpus")
     reserved = _reserved_gpus_by_node().subquery("reserved_gpus")
     nodes = (
@@ -187,31 +206,24 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
         .subquery("schedulable_nodes")
     )
     known = _known_gpu_types_query().subquery("known_types")
-    taken: Any = null()
-    if name is not None:
-        taken = (
-            select(Deployment.id)
-            .where(Deployment.tenant_id == tenant_id, Deployment.name == name, Deployment.deleted_at.is_(None))
-            .limit(1)
-            .scalar_subquery()
+    taken = (
+        select(Deployment.id)
+        .where(
+            Deployment.tenant_id == tenant_id,
+            Deployment.name == bindparam("state_name", type_=String),
+            Deployment.deleted_at.is_(None),
         )
-    row = session.execute(
-        select(
-            select(Tenant.gpu_quota).where(Tenant.id == tenant_id).scalar_subquery(),
-            _tenant_used_query(tenant_id).scalar_subquery(),
-            taken,
-            select(func.jsonb_agg(nodes.c.node)).scalar_subquery(),
-            select(func.jsonb_object_agg(known.c.gpu_product, known.c.largest)).scalar_subquery(),
-        )
-    ).one()
-    explicit_quota, used, taken_by, node_rows, known_types = row
-    quota = explicit_quota if explicit_quota is not None else get_settings().default_tenant_gpu_quota
-    return AdmissionState(
-        known_gpu_types={str(product): int(largest) for product, largest in (known_types or {}).items()},
-        quota=int(quota),
-        used=int(used),
-        capacity=_capacity_from_rows(node_rows or []),
-        name_taken_by=taken_by if taken_by is None or isinstance(taken_by, uuid.UUID) else uuid.UUID(str(taken_by)),
+        .limit(1)
+        .scalar_subquery()
+    )
+    return select(
+        select(Tenant.gpu_quota).where(Tenant.id == tenant_id).scalar_subquery(),
+        select(func.coalesce(func.sum(GpuReservation.gpus), 0))
+        .where(GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None))
+        .scalar_subquery(),
+        taken,
+        select(func.jsonb_agg(nodes.c.node)).scalar_subquery(),
+        select(func.jsonb_object_agg(known.c.gpu_product, known.c.largest)).scalar_subquery(),
     )
 
 
@@ -254,7 +266,6 @@ def admit(
     replicas: int,
     check_quota: bool = True,
     state: AdmissionState | None = None,
-    flush: bool = True,
 ) -> Placement:
     """Reserve GPUs for ``replicas`` more replicas or raise :class:`AdmissionError`; writes GpuReservation rows.
 
@@ -263,6 +274,39 @@ def admit(
     tenant did not ask for and which are released when the rollout ends. ``state`` is what the caller
     already read with :func:`read_admission_state` under the lock in this transaction (saves the read).
     """
+    placement = decide(
+        session,
+        tenant_id=tenant_id,
+        gpu_type=gpu_type,
+        gpus_per_replica=gpus_per_replica,
+        replicas=replicas,
+        check_quota=check_quota,
+        state=state,
+    )
+    reserve(
+        session,
+        placement,
+        tenant_id=tenant_id,
+        deployment_id=deployment_id,
+        job_id=job_id,
+        gpu_type=gpu_type,
+        gpus_per_replica=gpus_per_replica,
+    )
+    return placement
+
+
+def decide(
+    session: Session,
+    *,
+    tenant_id: str,
+    gpu_type: str,
+    gpus_per_replica: int,
+    replicas: int,
+    check_quota: bool = True,
+    state: AdmissionState | None = None,
+) -> Placement:
+    """The decision half of :func:`admit`: takes the lock, returns where the replicas go or raises
+    :class:`AdmissionError`; writes nothing. Follow it with :func:`reserve` in the same transaction."""
     lock(session)
     if state is None:
         state = read_admission_state(session, tenant_id)
@@ -285,6 +329,20 @@ def admit(
             f"{capacity.free_total(gpu_type)} free, largest block {capacity.largest_block(gpu_type)} on one node",
             insufficient_details(capacity, gpu_type, gpus_per_replica, replicas),
         )
+    return placement
+
+
+def reserve(
+    session: Session,
+    placement: Placement,
+    *,
+    tenant_id: str,
+    deployment_id: uuid.UUID,
+    job_id: uuid.UUID | None,
+    gpu_type: str,
+    gpus_per_replica: int,
+) -> None:
+    """The write half of :func:`admit`: one GpuReservation row per node of ``placement`` (one INSERT)."""
     for node_name, node_replicas in sorted(placement.replicas_by_node.items()):
         session.add(
             GpuReservation(
@@ -297,9 +355,7 @@ def admit(
                 replicas=node_replicas,
             )
         )
-    if flush:
-        session.flush()
-    return placement
+    session.flush()
 
 
 def insufficient_details(capacity: Capacity, gpu_type: str, gpus_per_replica: int, replicas: int) -> dict[str, Any]:

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import func, update
+from sqlalchemy import Uuid, func, select, update
 
 from models import (
     Deployment,
@@ -61,12 +61,17 @@ class Target:
 
 
 def _load_target(job_id: uuid.UUID | str) -> Target:
-    # Two primary-key reads; no transaction needed (the job's deployment is fixed once the job exists).
+    # ONE read: the job joined to its deployment (outer join, to tell a missing deployment from a missing
+    # job); no transaction needed, the job's deployment is fixed once the job exists.
     with autocommit_session() as session:
-        job = session.get(Job, uuid.UUID(str(job_id)))
-        if job is None:
+        row = session.execute(
+            select(Job, Deployment)
+            .outerjoin(Deployment, Deployment.id == func.cast(Job.target_id, Uuid))
+            .where(Job.id == uuid.UUID(str(job_id)))
+        ).first()
+        if row is None:
             raise PermanentClusterError("job_not_found", f"job {job_id} does not exist")
-        deployment = session.get(Deployment, uuid.UUID(job.target_id))
+        job, deployment = row
         if deployment is None:
             raise PermanentClusterError("deployment_not_found", f"deployment {job.target_id} does not exist")
         settings = get_settings()

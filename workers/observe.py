@@ -22,12 +22,27 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import (
+    Boolean,
+    DateTime,
+    Integer,
+    String,
+    Text,
+    Uuid,
+    bindparam,
+    column,
+    exists,
+    func,
+    null,
+    select,
+    update,
+)
+from sqlalchemy.dialects.postgresql import JSONB, insert
 
-from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation
+from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation, TargetKind
 from models.db import autocommit_session, session_scope
 from workers import admission
 from workers.k8s import get_clients
@@ -231,56 +246,114 @@ def poll_delay(seconds_since_change: float, interval: float) -> float:
     return max(float(interval), min(seconds_since_change / 10.0, MAX_POLL_DELAY_SECONDS))
 
 
-def next_poll_delay(deployment_id: uuid.UUID | str) -> float:
-    """:func:`poll_delay` for the deployment's most recent job (the change being followed)."""
+# Poll delays worked out by the observation that just ran in this process (deployment id -> seconds), so
+# the task's follow-up :func:`next_poll_delay` costs no query: the observation's first read already
+# fetched the latest change's time and the database clock. Kept only when the observation asks for
+# another poll, and each entry is used once, so the map holds at most the deployments being polled.
+_DELAYS_FROM_LAST_OBSERVATION: dict[str, float] = {}
+
+
+def _latest_change_started() -> Any:
+    """Correlated scalar subquery: when the deployment's most recent job was created."""
+    return (
+        select(func.max(Job.created_at))
+        .where(Job.target_kind == TargetKind.DEPLOYMENT, Job.target_id == func.cast(Deployment.id, String))
+        .correlate(Deployment)
+        .scalar_subquery()
+    )
+
+
+def _delay_since(started: datetime | None, now: datetime) -> float:
     from settings import get_settings
 
+    elapsed = (now - started).total_seconds() if started is not None else 0.0
+    return poll_delay(elapsed, get_settings().status_poll_interval_seconds)
+
+
+def next_poll_delay(deployment_id: uuid.UUID | str) -> float:
+    """:func:`poll_delay` for the deployment's most recent job (the change being followed)."""
+    remembered = _DELAYS_FROM_LAST_OBSERVATION.pop(str(deployment_id), None)
+    if remembered is not None:
+        return remembered
     with autocommit_session() as session:  # one read: the latest change and the database clock together
         started, now = session.execute(
             select(func.max(Job.created_at), func.now()).where(Job.target_id == str(deployment_id))
         ).one()
-    elapsed = (now - started).total_seconds() if started is not None else 0.0
-    return poll_delay(elapsed, get_settings().status_poll_interval_seconds)
+    return _delay_since(started, now)
+
+
+@dataclass(frozen=True)
+class _Observed:
+    """What the write needs from the first read, copied out so no connection is held during cluster calls."""
+
+    tenant_id: str
+    name: str
+    namespace: str
+    selector: str
+    status: DeploymentStatus
+    desired: int
+    busy: bool
+    poll_delay: float
+
+
+def _read_for_observation(deployment_uuid: uuid.UUID) -> _Observed | None:
+    """ONE read: the deployment, plus what :func:`next_poll_delay` needs (latest change, database clock)."""
+    with autocommit_session() as session:
+        row = session.execute(
+            select(Deployment, _latest_change_started(), func.now()).where(Deployment.id == deployment_uuid)
+        ).first()
+        if row is None:
+            return None
+        deployment, change_started, now = row
+        if deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
+            return None
+        return _Observed(
+            poll_delay=_delay_since(change_started, now),
+            tenant_id=deployment.tenant_id,
+            name=deployment.k8s_name,
+            namespace=deployment.k8s_namespace,
+            selector=label_selector(deployment),
+            status=DeploymentStatus(deployment.status),
+            desired=deployment.replicas_desired,
+            busy=deployment.active_job_id is not None,
+        )
 
 
 def observe_deployment(deployment_id: uuid.UUID | str) -> bool:
     """Observe once and record; returns True while the deployment is still converging (poll again)."""
     deployment_uuid = uuid.UUID(str(deployment_id))
-    with autocommit_session() as session:  # one read; the write below re-checks under a row lock
-        deployment = session.get(Deployment, deployment_uuid)
-        if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
-            return False
-        name, namespace = deployment.k8s_name, deployment.k8s_namespace
-        selector = label_selector(deployment)
-        status_before = DeploymentStatus(deployment.status)
-        desired = deployment.replicas_desired
-        busy = deployment.active_job_id is not None
+    _DELAYS_FROM_LAST_OBSERVATION.pop(str(deployment_uuid), None)
+    observed = _read_for_observation(deployment_uuid)
+    if observed is None:
+        return False
+    again = _observe(deployment_uuid, observed)
+    if again:
+        _DELAYS_FROM_LAST_OBSERVATION[str(deployment_uuid)] = observed.poll_delay
+    return again
+
+
+def _observe(deployment_uuid: uuid.UUID, observed: _Observed) -> bool:
+    """Read the cluster, judge, record (see :func:`observe_deployment`)."""
+    status_before, desired, busy = observed.status, observed.desired, observed.busy
     clients = get_clients()
-    k8s_deployment = read(clients, clients.apps.read_namespaced_deployment, name, namespace)
+    k8s_deployment = read(clients, clients.apps.read_namespaced_deployment, observed.name, observed.namespace)
     pods = [
         pod_view(pod)
-        for pod in list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=selector)
+        for pod in list_pages(
+            clients, clients.core.list_namespaced_pod, observed.namespace, label_selector=observed.selector
+        )
     ]
     verdict = judge(status_before, desired, k8s_deployment, pods)
     if busy:
         # A job is still changing the cluster (e.g. the restart patch may not be applied yet): what we see
         # may be the state from before it, so record pods and readiness but keep the status for now.
         verdict = Verdict(status_before, verdict.reason, verdict.message, verdict.ready, False, verdict.pods)
-    with session_scope() as session:
-        deployment = session.get(Deployment, deployment_uuid, with_for_update=True)
-        if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
-            return False
-        if deployment.status != status_before or deployment.replicas_desired != desired:
-            # A new request changed the target while we were reading: judge again on the next poll.
-            return True
-        if verdict.rollout_complete and status_before == DeploymentStatus.RESTARTING:
-            _end_restart_surge(session, deployment)
-        deployment.status = verdict.status
-        deployment.status_reason = verdict.reason
-        deployment.status_message = verdict.message
-        deployment.replicas_ready = verdict.ready
-        deployment.last_observed_at = func.now()
-        record_pods(session, deployment.id, deployment.tenant_id, verdict.pods)
+    if verdict.rollout_complete and status_before == DeploymentStatus.RESTARTING:
+        outcome = _record_end_of_restart(deployment_uuid, status_before, desired, verdict)
+    else:
+        outcome = _record_guarded(deployment_uuid, observed, verdict)
+    if outcome is not None:
+        return outcome
     still_converging = busy or verdict.status in SETTLING_STATUSES
     if verdict.status != status_before:
         logger.info(
@@ -293,6 +366,211 @@ def observe_deployment(deployment_id: uuid.UUID | str) -> bool:
             },
         )
     return still_converging
+
+
+def _changed_meanwhile(deployment_uuid: uuid.UUID) -> bool:
+    """After a guarded write matched nothing: True (poll again) if a new request changed the target while
+    we were reading, False if the deployment is gone or being deleted (stop polling)."""
+    with autocommit_session() as session:
+        status = session.execute(select(Deployment.status).where(Deployment.id == deployment_uuid)).scalar()
+    return status is not None and status not in (DeploymentStatus.DELETED, DeploymentStatus.DELETING)
+
+
+def _record_guarded(deployment_uuid: uuid.UUID, observed: _Observed, verdict: Verdict) -> bool | None:
+    """Write the verdict and the pods as ONE statement, guarded on the state the verdict was judged from.
+
+    The UPDATE's WHERE re-checks status and desired replicas on the row's latest version (it waits for a
+    concurrent writer's row lock, then re-evaluates), so a request that changed the target meanwhile makes it
+    match nothing, and then the pod writes (which depend on it) do nothing either: the same outcome as
+    locking the row, checking and writing, without the BEGIN, SELECT ... FOR UPDATE and COMMIT round trips.
+    Returns None when written, else what :func:`observe_deployment` should return.
+    """
+    now = datetime.now(UTC)
+    parameters = {
+        "observed_id": deployment_uuid,
+        "status_before": observed.status,
+        "desired_before": observed.desired,
+        "new_status": verdict.status,
+        "new_reason": verdict.reason,
+        "new_message": verdict.message,
+        "new_ready": verdict.ready,
+        "pod_rows": [_pod_row(pod) for pod in verdict.pods],
+        "pod_tenant_id": observed.tenant_id,
+        "pods_observed_at": now,
+        "live_pod_uids": [pod.uid for pod in verdict.pods] or [""],
+    }
+    with autocommit_session() as session:
+        matched = session.execute(_guarded_observation_statement(), parameters).scalar_one()
+    if matched:
+        return None
+    return _changed_meanwhile(deployment_uuid)
+
+
+def _pod_row(pod: PodView) -> dict[str, Any]:
+    return {
+        "id": str(uuid.uuid4()),
+        "pod_uid": pod.uid,
+        "namespace": pod.namespace,
+        "pod_name": pod.name,
+        "node_name": pod.node,
+        "gpus": pod.gpus,
+        "phase": pod.phase,
+        "ready": pod.ready,
+        "restarts": pod.restarts,
+        "reason": (pod.reason or None) and pod.reason[:128],
+        "message": pod.message,
+        "started_at": pod.started_at.isoformat() if pod.started_at else None,
+    }
+
+
+@cache
+def _guarded_observation_statement() -> Any:
+    """The statement of :func:`_record_guarded`, built once (its values are all bind parameters): a CTE'd
+    guarded UPDATE of the deployment, the pods upsert and the vanished-pods UPDATE, both conditional on
+    the guard having matched; it returns how many deployment rows the guard matched (0 or 1)."""
+    observed_deployment = (
+        update(Deployment)
+        .where(
+            Deployment.id == bindparam("observed_id", type_=Uuid),
+            Deployment.status == bindparam("status_before", type_=Deployment.__table__.c.status.type),
+            Deployment.replicas_desired == bindparam("desired_before", type_=Integer),
+        )
+        .values(
+            status=bindparam("new_status", type_=Deployment.__table__.c.status.type),
+            status_reason=bindparam("new_reason", type_=String),
+            status_message=bindparam("new_message", type_=Text),
+            replicas_ready=bindparam("new_ready", type_=Integer),
+            last_observed_at=func.now(),
+        )
+        .returning(Deployment.id)
+        .cte("observed_deployment")
+    )
+    written = exists(select(observed_deployment.c.id))
+    vanished_pods = (
+        update(PodAllocation)
+        .where(
+            PodAllocation.deployment_id == bindparam("observed_id", type_=Uuid),
+            PodAllocation.terminated_at.is_(None),
+            PodAllocation.pod_uid.not_in(bindparam("live_pod_uids", expanding=True)),
+            written,
+        )
+        .values(terminated_at=bindparam("pods_observed_at", type_=DateTime(timezone=True)))
+        .returning(PodAllocation.id)
+        .cte("vanished_pods")
+    )
+    return (
+        select(select(func.count()).select_from(observed_deployment).scalar_subquery())
+        .add_cte(_upsert_pods(written))
+        .add_cte(vanished_pods)
+    )
+
+
+def _record_end_of_restart(
+    deployment_uuid: uuid.UUID, status_before: DeploymentStatus, desired: int, verdict: Verdict
+) -> bool | None:
+    """The rare write that also ends a single-replica restart's surge (a cluster call and reservation
+    releases), in one transaction under the deployment's row lock. Returns like :func:`_record_guarded`."""
+    with session_scope() as session:
+        deployment = session.get(Deployment, deployment_uuid, with_for_update=True)
+        if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
+            return False
+        if deployment.status != status_before or deployment.replicas_desired != desired:
+            # A new request changed the target while we were reading: judge again on the next poll.
+            return True
+        _end_restart_surge(session, deployment)
+        deployment.status = verdict.status
+        deployment.status_reason = verdict.reason
+        deployment.status_message = verdict.message
+        deployment.replicas_ready = verdict.ready
+        deployment.last_observed_at = func.now()
+        record_pods(session, deployment.id, deployment.tenant_id, verdict.pods)
+    return None
+
+
+def _upsert_pods(written: Any) -> Any:
+    """The pods upsert of :func:`record_pods` as a CTE that writes only if ``written`` holds. The pods travel
+    as one JSONB parameter (``pod_rows``), so the statement's text (and its prepared plan) is the same for
+    any pod count, none included."""
+    rows = (
+        func.jsonb_to_recordset(bindparam("pod_rows", type_=JSONB))
+        .table_valued(
+            column("id", Uuid),
+            column("pod_uid", String),
+            column("namespace", String),
+            column("pod_name", String),
+            column("node_name", String),
+            column("gpus", Integer),
+            column("phase", String),
+            column("ready", Boolean),
+            column("restarts", Integer),
+            column("reason", String),
+            column("message", Text),
+            column("started_at", DateTime(timezone=True)),
+        )
+        .render_derived(name="observed_pod", with_types=True)
+    )
+    statement = insert(PodAllocation).from_select(
+        [
+            "id",
+            "pod_uid",
+            "namespace",
+            "pod_name",
+            "deployment_id",
+            "tenant_id",
+            "node_name",
+            "gpus",
+            "phase",
+            "ready",
+            "restarts",
+            "reason",
+            "message",
+            "started_at",
+            "observed_at",
+            "terminated_at",
+        ],
+        select(
+            rows.c.id,
+            rows.c.pod_uid,
+            rows.c.namespace,
+            rows.c.pod_name,
+            bindparam("observed_id", type_=Uuid),
+            bindparam("pod_tenant_id", type_=String),
+            rows.c.node_name,
+            rows.c.gpus,
+            rows.c.phase,
+            rows.c.ready,
+            rows.c.restarts,
+            rows.c.reason,
+            rows.c.message,
+            rows.c.started_at,
+            bindparam("pods_observed_at", type_=DateTime(timezone=True)),
+            null(),
+        ).where(written),
+    )
+    excluded = statement.excluded
+    return (
+        statement.on_conflict_do_update(index_elements=[PodAllocation.pod_uid], set_=_pod_upsert_set(excluded))
+        .returning(PodAllocation.id)
+        .cte("recorded_pods")
+    )
+
+
+def _pod_upsert_set(excluded: Any) -> dict[str, Any]:
+    """The columns an observation overwrites on a pod row that already exists (both upserts)."""
+    return {
+        "deployment_id": excluded.deployment_id,
+        "tenant_id": excluded.tenant_id,
+        "node_name": excluded.node_name,
+        "gpus": excluded.gpus,
+        "phase": excluded.phase,
+        "ready": excluded.ready,
+        "restarts": excluded.restarts,
+        "reason": excluded.reason,
+        "message": excluded.message,
+        "started_at": excluded.started_at,
+        "observed_at": excluded.observed_at,
+        "terminated_at": None,
+    }
 
 
 def _end_restart_surge(session: Any, deployment: Deployment) -> None:
@@ -347,23 +625,7 @@ def record_pods(session: Any, deployment_id: uuid.UUID, tenant_id: str, pods: li
         statement = insert(PodAllocation).values(rows)
         excluded = statement.excluded
         session.execute(
-            statement.on_conflict_do_update(
-                index_elements=[PodAllocation.pod_uid],
-                set_={
-                    "deployment_id": excluded.deployment_id,
-                    "tenant_id": excluded.tenant_id,
-                    "node_name": excluded.node_name,
-                    "gpus": excluded.gpus,
-                    "phase": excluded.phase,
-                    "ready": excluded.ready,
-                    "restarts": excluded.restarts,
-                    "reason": excluded.reason,
-                    "message": excluded.message,
-                    "started_at": excluded.started_at,
-                    "observed_at": excluded.observed_at,
-                    "terminated_at": None,
-                },
-            )
+            statement.on_conflict_do_update(index_elements=[PodAllocation.pod_uid], set_=_pod_upsert_set(excluded))
         )
     session.execute(
         update(PodAllocation)

@@ -279,25 +279,35 @@ def request_create(
         fingerprint=fingerprint,
         params={"replicas": spec.replicas},
     )
-    deployment.active_job_id = job.id
-    session.add(job)
-    session.add(deployment)
+    placement = None
     if spec.replicas > 0:
-        # Decided before anything is written, so the job, the deployment and the reservations go out in one
-        # flush (one INSERT per table, in foreign-key order) with the placement already in the job's params.
-        placement = admission.admit(
+        # Decided before anything is written, so the job row carries its placement from the first INSERT.
+        placement = admission.decide(
             session,
+            tenant_id=tenant_id,
+            gpu_type=gpu_type,
+            gpus_per_replica=spec.gpus_per_replica,
+            replicas=spec.replicas,
+            state=state,
+        )
+        job.params = {"replicas": spec.replicas, "placement": placement.replicas_by_node}
+    # Foreign keys order the INSERTs (deployment -> job, reservation -> both); the models have no
+    # relationships that would let one flush order them, hence a flush per table.
+    session.add(job)
+    session.flush()
+    deployment.active_job_id = job.id
+    session.add(deployment)
+    session.flush()
+    if placement is not None:
+        admission.reserve(
+            session,
+            placement,
             tenant_id=tenant_id,
             deployment_id=deployment.id,
             job_id=job.id,
             gpu_type=gpu_type,
             gpus_per_replica=spec.gpus_per_replica,
-            replicas=spec.replicas,
-            state=state,
-            flush=False,
         )
-        job.params = {"replicas": spec.replicas, "placement": placement.replicas_by_node}
-    session.flush()
     return Submitted(job=job, deployment=deployment, replayed=False)
 
 
