@@ -403,6 +403,9 @@ class Sample:
     value: float
 
 
+SortKey = tuple[tuple[str, str], ...]  # a label set in label-name order: results are sorted by it
+
+
 def _selectors(expr: Expr) -> list[VectorSelector]:
     if isinstance(expr, VectorSelector):
         return [expr]
@@ -421,7 +424,12 @@ def evaluate(expr: Expr, series: list[Sample]) -> list[Sample]:
 
 
 def _aggregate(agg: Aggregation, samples: list[Sample]) -> list[Sample]:
-    groups: dict[tuple[tuple[str, str], ...], list[float]] = {}
+    return [sample for _, sample in _aggregate_keyed(agg, samples)]
+
+
+def _aggregate_keyed(agg: Aggregation, samples: list[Sample]) -> list[tuple[SortKey, Sample]]:
+    """The aggregation's output series, each with its label set in sorted order (its sort key)."""
+    groups: dict[SortKey, list[float]] = {}
     if agg.without:
         dropped = {*agg.grouping, "__name__"}
         for sample in samples:
@@ -436,17 +444,19 @@ def _aggregate(agg: Aggregation, samples: list[Sample]) -> list[Sample]:
             groups.setdefault(key, []).append(sample.value)
     out = []
     for key, values in groups.items():
-        if agg.op == "sum":
+        if agg.op == "count":
+            value = float(len(values))
+        elif len(values) == 1:
+            value = values[0]  # what sum, avg, max and min of one value all are (NaN included)
+        elif agg.op == "sum":
             value = math.fsum(values)
         elif agg.op == "avg":
             value = math.fsum(values) / len(values)
         elif agg.op == "max":
             value = max(values, key=lambda v: -math.inf if math.isnan(v) else v)
-        elif agg.op == "min":
-            value = min(values, key=lambda v: math.inf if math.isnan(v) else v)
         else:
-            value = float(len(values))
-        out.append(Sample(dict(key), value))
+            value = min(values, key=lambda v: math.inf if math.isnan(v) else v)
+        out.append((key, Sample(dict(key), value)))
     return out
 
 
@@ -656,9 +666,6 @@ def _vllm_series(ctx: LoadContext) -> dict[str, list[Sample]]:
     return out
 
 
-SortKey = tuple[tuple[str, str], ...]
-
-
 def _sort_key(sample: Sample) -> SortKey:
     """The order results are returned in: by the sorted label set, as Prometheus sorts label sets."""
     return tuple(sorted(sample.labels.items()))
@@ -733,7 +740,9 @@ def evaluate_indexed(expr: Expr, index: SeriesIndex) -> list[Sample]:
     if isinstance(expr, VectorSelector):
         return [sample for _, sample in _select(expr, index)]
     if isinstance(expr, Aggregation):
-        return sorted(_aggregate(expr, evaluate_indexed(expr.expr, index)), key=_sort_key)
+        keyed = _aggregate_keyed(expr, evaluate_indexed(expr.expr, index))
+        keyed.sort(key=operator.itemgetter(0))
+        return [sample for _, sample in keyed]
     raise TypeError(f"not a vector expression: {expr!r}")
 
 
