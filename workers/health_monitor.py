@@ -431,7 +431,7 @@ def _recover(
         can_restart=deployment.status in ("RUNNING", "DEGRADED"),
         stuck_creating=deployment.status == "CREATING" and age > config.create_deadline_seconds,
     )
-    common = {"deployment": deployment, "now": now, "diagnosis": diagnosis}
+    common: dict[str, Any] = {"deployment": deployment, "now": now, "diagnosis": diagnosis}
     if decision.kind == "close":
         actions.events.append(recovery.event_row(
             outcome=recovery.Outcome.RECOVERED, status=ScalingEventStatus.SUCCEEDED,
@@ -453,6 +453,7 @@ def _recover(
     if decision.kind != "act" or decision.step is None:
         return
     pod_names = [pod.name for pod in decision.pods]
+    extra: dict[str, Any]
     try:
         if decision.step == recovery.Step.DELETE_PODS:
             recovery.delete_pods(clients, decision.pods)

@@ -27,9 +27,9 @@ from collections.abc import Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import select, text
+from sqlalchemy import CursorResult, select, text
 from sqlalchemy.orm import Session
 
 from models import SCHEMA, Deployment, SweepName
@@ -202,9 +202,10 @@ def write_inventory(session: Session, snapshot: inventory.InventorySnapshot) -> 
     for row in node_rows:
         row["gpu_allocated"] = allocated.get(row["name"], 0)
     session.execute(_UPSERT_NODES, {"now": now, "rows": _json_rows(node_rows, _NODE_COLUMNS)})
-    missing = session.execute(_MARK_MISSING_NODES, {"names": _columns(node_rows, "name")}).rowcount
+    missing = cast(CursorResult, session.execute(_MARK_MISSING_NODES, {"names": _columns(node_rows, "name")})).rowcount
     session.execute(_UPSERT_POD_ROWS, {"now": now, "rows": _json_rows(pod_rows, _POD_COLUMNS)})
-    terminated = session.execute(_CLOSE_MISSING_PODS, {"uids": _columns(pod_rows, "pod_uid")}).rowcount
+    closed = session.execute(_CLOSE_MISSING_PODS, {"uids": _columns(pod_rows, "pod_uid")})
+    terminated = cast(CursorResult, closed).rowcount
     return inventory.InventoryResult(
         nodes_seen=len(node_rows),
         nodes_missing=int(missing or 0),
