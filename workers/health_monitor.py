@@ -9,6 +9,7 @@ one INSERT of all events). The cluster unreachable -> the run skips and says so,
 
 from __future__ import annotations
 
+import json
 import time
 import uuid
 from collections import defaultdict
@@ -66,39 +67,47 @@ class ClusterView:
     pod_count: int = 0
 
 
-def read_cluster(clients: Any, *, namespace: str, nodes: bool = True) -> ClusterView:
+def read_cluster(
+    clients: Any, *, namespace: str, nodes: bool = True, meanwhile: Callable[[], None] | None = None
+) -> ClusterView:
     """Our Deployments and pods (label selector) and the nodes: three paginated list calls.
 
-    The three run on their own threads: the pod list, by far the largest, overlaps with the other two,
-    and the client decodes one page while the server encodes another.
+    The three run on their own threads, each turning its pages into the view as they arrive: the pod
+    list, by far the largest, overlaps with the other two, and the client digests one page while the
+    server encodes the next. ``meanwhile`` runs in the caller's thread while the lists are in flight (the
+    sweep reads its own tables then). A list's ClusterError is re-raised here, after ``meanwhile``.
     """
-    calls: dict[str, Callable[[], list[dict]]] = {
-        "deployments": lambda: list(
-            list_pages(clients, clients.apps.list_namespaced_deployment, namespace, label_selector=OUR_SELECTOR)
-        ),
-        "pods": lambda: list(
-            list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR)
-        ),
-    }
-    if nodes:
-        calls["nodes"] = lambda: list(list_pages(clients, clients.core.list_node))
-    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="health-monitor-list") as pool:
-        futures = {name: pool.submit(call) for name, call in calls.items()}
-        # .result() re-raises a list's ClusterError here, in the caller's thread.
-        items = {name: future.result() for name, future in futures.items()}
     view = ClusterView()
-    for item in items["deployments"]:
-        deployment_id = ((item.get("metadata") or {}).get("labels") or {}).get(DEPLOYMENT_ID_LABEL)
-        if deployment_id:
-            view.deployments[deployment_id] = item
-    for item in items["pods"]:
-        pod = pod_view(item)
-        view.pod_count += 1
-        deployment_id = pod.labels.get(DEPLOYMENT_ID_LABEL)
-        if deployment_id:
-            view.pods[deployment_id].append(pod)
-    for item in items.get("nodes", []):
-        view.node_ready[(item.get("metadata") or {}).get("name", "")] = node_ready_status(item)
+    node_ready: dict[str, str] = {}
+
+    def read_deployments() -> None:
+        listed = list_pages(clients, clients.apps.list_namespaced_deployment, namespace, label_selector=OUR_SELECTOR)
+        for item in listed:
+            deployment_id = ((item.get("metadata") or {}).get("labels") or {}).get(DEPLOYMENT_ID_LABEL)
+            if deployment_id:
+                view.deployments[deployment_id] = item
+
+    def read_pods() -> None:
+        for item in list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR):
+            pod = pod_view(item)
+            view.pod_count += 1
+            deployment_id = pod.labels.get(DEPLOYMENT_ID_LABEL)
+            if deployment_id:
+                view.pods[deployment_id].append(pod)
+
+    def read_nodes() -> None:
+        for item in list_pages(clients, clients.core.list_node):
+            node_ready[(item.get("metadata") or {}).get("name", "")] = node_ready_status(item)
+
+    # Each list fills its own part of the view; nothing is shared between the threads.
+    calls: list[Callable[[], None]] = [read_deployments, read_pods, *([read_nodes] if nodes else [])]
+    with ThreadPoolExecutor(max_workers=len(calls), thread_name_prefix="health-monitor-list") as pool:
+        futures = [pool.submit(call) for call in calls]
+        if meanwhile is not None:
+            meanwhile()
+        for future in futures:
+            future.result()  # re-raises a list's ClusterError here, in the caller's thread
+    view.node_ready = node_ready
     return view
 
 
@@ -144,6 +153,8 @@ def load_deployments(session: Session) -> list[MonitoredDeployment]:
 
 
 # ------------------------------------------------------------------------------------------ writing
+# Rows travel as one JSON document (``jsonb_to_recordset``), not one array per column: the driver's
+# per-element array quoting of thousands of values cost more than the statement itself.
 _UPDATE_DEPLOYMENTS = text(
     f"""
     UPDATE {SCHEMA}.deployments AS d SET
@@ -156,44 +167,46 @@ _UPDATE_DEPLOYMENTS = text(
             WHEN v.write_status AND (d.status, d.status_reason, d.status_message)
                  IS DISTINCT FROM (v.status, v.reason, v.message) THEN now()
             ELSE d.updated_at END
-    FROM unnest(
-        CAST(:ids AS uuid[]), CAST(:statuses AS text[]), CAST(:reasons AS text[]),
-        CAST(:messages AS text[]), CAST(:ready AS int[]), CAST(:write_status AS boolean[]),
-        CAST(:expected AS text[])
-    ) AS v(id, status, reason, message, ready, write_status, expected)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+        id uuid, status text, reason text, message text, ready int, write_status boolean, expected text
+    )
     WHERE d.id = v.id AND d.deleted_at IS NULL AND d.status = v.expected
     """  # noqa: S608 - SCHEMA is a validated lowercase identifier (settings.DB_SCHEMA); values are bound
 )
 
+_P = f"{SCHEMA}.pod_allocations"
+# What the upsert keeps up to date; a pod whose stored row already matches is left out before the upsert.
+# (ON CONFLICT DO UPDATE locks the existing row even when its WHERE then skips the update: a WAL-logged
+# write per steady pod, most of the statement's time. Filtering first touches only new and changed pods;
+# the ON CONFLICT clause still guards against a row written meanwhile.)
+_TRACKED = "node_name, phase, ready, restarts, reason, message, gpus, deployment_id"
 _UPSERT_PODS = text(
     f"""
-    INSERT INTO {SCHEMA}.pod_allocations (
+    INSERT INTO {_P} (
         id, pod_uid, namespace, pod_name, deployment_id, tenant_id, node_name, gpus, phase, ready,
         restarts, reason, message, started_at, observed_at
     )
     SELECT gen_random_uuid(), v.pod_uid, v.namespace, v.pod_name, d.id, v.tenant_id, v.node_name, v.gpus,
            v.phase, v.ready, v.restarts, v.reason, v.message, v.started_at, :observed_at
-    FROM unnest(
-        CAST(:uids AS text[]), CAST(:namespaces AS text[]), CAST(:names AS text[]), CAST(:deployment_ids AS uuid[]),
-        CAST(:tenants AS text[]), CAST(:nodes AS text[]), CAST(:gpus AS int[]), CAST(:phases AS text[]),
-        CAST(:ready AS boolean[]), CAST(:restarts AS int[]), CAST(:reasons AS text[]), CAST(:messages AS text[]),
-        CAST(:started AS timestamptz[])
-    ) AS v(pod_uid, namespace, pod_name, deployment_id, tenant_id, node_name, gpus, phase, ready, restarts,
-           reason, message, started_at)
+    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
+        pod_uid text, namespace text, pod_name text, deployment_id uuid, tenant_id text, node_name text, gpus int,
+        phase text, ready boolean, restarts int, reason text, message text, started_at timestamptz
+    )
     LEFT JOIN {SCHEMA}.deployments AS d ON d.id = v.deployment_id
+    LEFT JOIN {_P} AS p ON p.pod_uid = v.pod_uid
+    WHERE p.pod_uid IS NULL
+       OR (p.{_TRACKED.replace(", ", ", p.")})
+          IS DISTINCT FROM (v.node_name, v.phase, v.ready, v.restarts, v.reason, v.message, v.gpus, d.id)
     ORDER BY v.pod_uid
     ON CONFLICT (pod_uid) DO UPDATE SET
         node_name = EXCLUDED.node_name, gpus = EXCLUDED.gpus, phase = EXCLUDED.phase, ready = EXCLUDED.ready,
         restarts = EXCLUDED.restarts, reason = EXCLUDED.reason, message = EXCLUDED.message,
-        started_at = COALESCE(EXCLUDED.started_at, {SCHEMA}.pod_allocations.started_at),
+        started_at = COALESCE(EXCLUDED.started_at, {_P}.started_at),
         deployment_id = EXCLUDED.deployment_id, tenant_id = EXCLUDED.tenant_id, observed_at = EXCLUDED.observed_at
     -- Unchanged pods are not rewritten: no new row versions (and WAL) for thousands of steady pods per sweep.
-    WHERE ({SCHEMA}.pod_allocations.node_name, {SCHEMA}.pod_allocations.phase, {SCHEMA}.pod_allocations.ready,
-           {SCHEMA}.pod_allocations.restarts, {SCHEMA}.pod_allocations.reason, {SCHEMA}.pod_allocations.message,
-           {SCHEMA}.pod_allocations.gpus, {SCHEMA}.pod_allocations.deployment_id)
+    WHERE ({_P}.{_TRACKED.replace(", ", f", {_P}.")})
           IS DISTINCT FROM
-          (EXCLUDED.node_name, EXCLUDED.phase, EXCLUDED.ready, EXCLUDED.restarts, EXCLUDED.reason, EXCLUDED.message,
-           EXCLUDED.gpus, EXCLUDED.deployment_id)
+          (EXCLUDED.{_TRACKED.replace(", ", ", EXCLUDED.")})
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 
@@ -202,7 +215,7 @@ _CLOSE_VANISHED_PODS = text(
     f"""
     UPDATE {SCHEMA}.pod_allocations SET terminated_at = :observed_at, ready = false, observed_at = :observed_at
     WHERE deployment_id IS NOT NULL AND terminated_at IS NULL AND namespace = :namespace
-      AND pod_uid NOT IN (SELECT unnest(CAST(:uids AS text[])))
+      AND pod_uid NOT IN (SELECT jsonb_array_elements_text(CAST(:uids AS jsonb)))
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 
@@ -211,32 +224,32 @@ def _timestamp(epoch: float | None) -> datetime | None:
     return None if epoch is None else datetime.fromtimestamp(epoch, tz=UTC)
 
 
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
+
+
 def write_pods(session: Session, view: ClusterView, namespace: str, observed_at: datetime) -> None:
     """Upsert every pod of ours and close the rows of those that vanished: two statements in all."""
     pods = [pod for pods in view.pods.values() for pod in pods if pod.uid]
-    valid = [pod for pod in pods if _is_uuid(pod.labels.get(DEPLOYMENT_ID_LABEL))]
+    # view.pods is keyed by the deployment-id label: one check per deployment, not per pod.
+    valid = [pod for deployment_id, pods in view.pods.items() if _is_uuid(deployment_id) for pod in pods if pod.uid]
     if valid:
-        session.execute(
-            _UPSERT_PODS,
+        rows = [
             {
-                "observed_at": observed_at,
-                "uids": [pod.uid for pod in valid],
-                "namespaces": [pod.namespace for pod in valid],
-                "names": [pod.name for pod in valid],
-                "deployment_ids": [pod.labels[DEPLOYMENT_ID_LABEL] for pod in valid],
-                "tenants": [pod.labels.get("orchestration.ai/tenant") for pod in valid],
-                "nodes": [pod.node for pod in valid],
-                "gpus": [pod.gpus for pod in valid],
-                "phases": [pod.phase for pod in valid],
-                "ready": [pod.ready for pod in valid],
-                "restarts": [pod.restarts for pod in valid],
-                "reasons": [(pod.reason or None) and pod.reason[:128] for pod in valid],
-                "messages": [pod.message for pod in valid],
-                "started": [_timestamp(pod.started_at) for pod in valid],
-            },
-        )
+                "pod_uid": pod.uid, "namespace": pod.namespace, "pod_name": pod.name,
+                "deployment_id": pod.labels[DEPLOYMENT_ID_LABEL],
+                "tenant_id": pod.labels.get("orchestration.ai/tenant"),
+                "node_name": pod.node, "gpus": pod.gpus, "phase": pod.phase, "ready": pod.ready,
+                "restarts": pod.restarts, "reason": (pod.reason or None) and pod.reason[:128], "message": pod.message,
+                "started_at": _iso(_timestamp(pod.started_at)),
+            }
+            for pod in valid
+        ]
+        session.execute(_UPSERT_PODS, {"observed_at": observed_at, "rows": json.dumps(rows)})
     session.execute(
-        _CLOSE_VANISHED_PODS, {"observed_at": observed_at, "namespace": namespace, "uids": [pod.uid for pod in pods]}
+        _CLOSE_VANISHED_PODS,
+        # As a JSON array: cheaper to send than a text[] of thousands of elements quoted one by one.
+        {"observed_at": observed_at, "namespace": namespace, "uids": json.dumps([pod.uid for pod in pods])},
     )
 
 
@@ -262,19 +275,14 @@ def write_deployments(session: Session, outcomes: Iterable[DeploymentOutcome], o
     rows = list(outcomes)
     if not rows:
         return
-    session.execute(
-        _UPDATE_DEPLOYMENTS,
+    document = [
         {
-            "observed_at": observed_at,
-            "ids": [str(row.deployment.id) for row in rows],
-            "statuses": [row.status for row in rows],
-            "reasons": [row.reason for row in rows],
-            "messages": [row.message for row in rows],
-            "ready": [row.diagnosis.ready_replicas for row in rows],
-            "write_status": [row.write_status for row in rows],
-            "expected": [row.deployment.status for row in rows],
-        },
-    )
+            "id": str(row.deployment.id), "status": row.status, "reason": row.reason, "message": row.message,
+            "ready": row.diagnosis.ready_replicas, "write_status": row.write_status, "expected": row.deployment.status,
+        }
+        for row in rows
+    ]
+    session.execute(_UPDATE_DEPLOYMENTS, {"observed_at": observed_at, "rows": json.dumps(document)})
 
 
 # ------------------------------------------------------------------------------------------ the sweep
@@ -345,8 +353,16 @@ def _sweep(
     config: HealthMonitorConfig,
     enqueue: Callable[[Job], None],
 ) -> None:
+    # The service's own side (deployments, recovery states) is read while the lists are in flight.
+    deployments: list[MonitoredDeployment] = []
+    states: dict[uuid.UUID, recovery.RecoveryState] = {}
+
+    def read_database() -> None:
+        deployments.extend(load_deployments(session))
+        states.update(recovery.load_states(session))
+
     try:
-        view = read_cluster(clients, namespace=config.namespace)
+        view = read_cluster(clients, namespace=config.namespace, meanwhile=read_database)
     except ClusterError as error:
         report.error(error.code, error.message)
         report.skip(f"kubernetes_unavailable: {error.message}")
@@ -354,9 +370,7 @@ def _sweep(
     report.saw("k8s_deployments", len(view.deployments))
     report.saw("pods", view.pod_count)
     report.saw("nodes", len(view.node_ready))
-    deployments = load_deployments(session)
     report.saw("deployments", len(deployments))
-    states = recovery.load_states(session)
     observed_at = datetime.fromtimestamp(now, tz=UTC)
 
     outcomes: list[DeploymentOutcome] = []

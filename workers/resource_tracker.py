@@ -12,9 +12,9 @@ Built on :mod:`workers.inventory` (its paginated node and pod lists, and its row
   stays true;
 - cleanup: our pods that ended (Failed/Succeeded) are deleted from the cluster and their rows closed.
 
-Calls per run are constant: the inventory's two paginated lists, two metrics.k8s.io lists, four
+Calls per run are constant: the inventory's two paginated lists, metrics.k8s.io's pod list, four
 Prometheus queries (the three sources read side by side on their own threads); writes are a fixed set
-of set-based statements. Kubernetes down -> skip, say so, write nothing.
+of set-based statements (each pod row written once, with its usage). Kubernetes down -> skip, say so, write nothing.
 """
 
 from __future__ import annotations
@@ -102,14 +102,25 @@ def read_prometheus(prometheus: Any, utilization: Utilization) -> None:
 
 
 def read_metrics_server(clients: Any, utilization: Utilization) -> None:
-    """CPU/memory per pod from metrics.k8s.io (one node list and one pod list)."""
+    """CPU/memory per pod from metrics.k8s.io: the pod list only (the sweep stores no per-node usage)."""
     from kubernetes import client as k8s_client
 
-    from workers.admin_queries import resource_metrics
+    # The same quantity parsing as the admin API's usage view (admin_queries.resource_metrics), whose node
+    # list this sweep would only throw away.
+    from workers.admin_queries.resource_usage import _cpu_millicores, _memory_bytes
 
     custom = k8s_client.CustomObjectsApi(clients.api_client)
-    usage = call(resource_metrics, custom, timeout=clients.request_timeout)
-    utilization.pod_usage = usage["pods"]
+    listed = cast(dict[str, Any], call(
+        custom.list_cluster_custom_object, "metrics.k8s.io", "v1beta1", "pods", _request_timeout=clients.request_timeout
+    ))
+    usage: dict[tuple[str, str], dict[str, int]] = {}
+    for item in listed.get("items") or []:
+        containers = item.get("containers") or []
+        usage[(item["metadata"].get("namespace", ""), item["metadata"]["name"])] = {
+            "cpu_millicores": round(sum(_cpu_millicores(c["usage"].get("cpu", "0")) for c in containers)),
+            "memory_bytes": sum(_memory_bytes(c["usage"].get("memory", "0")) for c in containers),
+        }
+    utilization.pod_usage = usage
     utilization.metrics_server_ok = True
 
 
@@ -118,6 +129,7 @@ def read_metrics_server(clients: Any, utilization: Utilization) -> None:
 # the rows sent as one JSON document (``jsonb_to_recordset``): one round trip whatever the cluster size, no
 # statement with tens of thousands of bind parameters, and no per-element array quoting in the driver
 # (escaping the quotes of 3,000 JSON label/taint/condition texts inside a text[] cost more than the write).
+# The key lists of the "mark what vanished" statements travel as JSON arrays for the same reason.
 _NODE_COLUMNS = (
     "name", "uid", "internal_ip", "hostname", "gpu_product", "gpu_memory_mb", "gpu_capacity", "gpu_allocatable",
     "gpu_allocated", "cpu_capacity_millicores", "cpu_allocatable_millicores", "memory_capacity_bytes",
@@ -149,33 +161,49 @@ _UPSERT_NODES = text(
 _MARK_MISSING_NODES = text(
     f"""
     UPDATE {SCHEMA}.gpu_nodes SET present = false, gpu_allocated = 0
-    WHERE present AND name NOT IN (SELECT unnest(CAST(:names AS text[])))
+    WHERE present AND name NOT IN (SELECT jsonb_array_elements_text(CAST(:names AS jsonb)))
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 _POD_COLUMNS = (
     "pod_uid", "namespace", "pod_name", "deployment_id", "tenant_id", "node_name", "gpus", "phase", "ready",
     "restarts", "reason", "message", "started_at",
 )
+# The pod rows carry this sweep's usage figures too (one write per pod, not an upsert then an UPDATE). A pod
+# the metrics sources said nothing about keeps its previous figures: CPU/memory through COALESCE, GPU
+# utilization and the model-server figures unless Prometheus answered (:gpu_known) and the row has figures.
+_P = f"{SCHEMA}.pod_allocations"
+_HAS_FIGURES = (
+    "(EXCLUDED.cpu_usage_millicores IS NOT NULL OR EXCLUDED.gpu_utilization IS NOT NULL"
+    " OR EXCLUDED.metrics <> '{}'::jsonb)"
+)
 _UPSERT_POD_ROWS = text(
     f"""
-    INSERT INTO {SCHEMA}.pod_allocations (id, {", ".join(_POD_COLUMNS)}, observed_at, terminated_at)
-    SELECT gen_random_uuid(), {", ".join(f"v.{column}" for column in _POD_COLUMNS)}, :now, NULL
+    INSERT INTO {_P} (id, {", ".join(_POD_COLUMNS)}, cpu_usage_millicores, memory_usage_bytes,
+                      gpu_utilization, metrics, observed_at, terminated_at)
+    SELECT gen_random_uuid(), {", ".join(f"v.{column}" for column in _POD_COLUMNS)}, v.cpu, v.memory,
+           v.gpu, COALESCE(v.metrics, '{{}}'::jsonb), :now, NULL
     FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(
         pod_uid text, namespace text, pod_name text, deployment_id uuid, tenant_id text, node_name text, gpus int,
-        phase text, ready boolean, restarts int, reason text, message text, started_at timestamptz
+        phase text, ready boolean, restarts int, reason text, message text, started_at timestamptz,
+        cpu int, memory bigint, gpu float8, metrics jsonb
     )
     ORDER BY v.namespace, v.pod_name
     ON CONFLICT (pod_uid) DO UPDATE SET
         deployment_id = EXCLUDED.deployment_id, tenant_id = EXCLUDED.tenant_id, node_name = EXCLUDED.node_name,
         gpus = EXCLUDED.gpus, phase = EXCLUDED.phase, ready = EXCLUDED.ready, restarts = EXCLUDED.restarts,
         reason = EXCLUDED.reason, message = EXCLUDED.message, started_at = EXCLUDED.started_at,
-        observed_at = EXCLUDED.observed_at, terminated_at = NULL
+        observed_at = EXCLUDED.observed_at, terminated_at = NULL,
+        cpu_usage_millicores = COALESCE(EXCLUDED.cpu_usage_millicores, {_P}.cpu_usage_millicores),
+        memory_usage_bytes = COALESCE(EXCLUDED.memory_usage_bytes, {_P}.memory_usage_bytes),
+        gpu_utilization = CASE WHEN :gpu_known AND {_HAS_FIGURES}
+                               THEN EXCLUDED.gpu_utilization ELSE {_P}.gpu_utilization END,
+        metrics = CASE WHEN :gpu_known AND {_HAS_FIGURES} THEN EXCLUDED.metrics ELSE {_P}.metrics END
     """  # noqa: S608 - SCHEMA is a validated identifier; column names are constants
 )
 _CLOSE_MISSING_PODS = text(
     f"""
     UPDATE {SCHEMA}.pod_allocations SET terminated_at = now()
-    WHERE terminated_at IS NULL AND pod_uid NOT IN (SELECT unnest(CAST(:uids AS text[])))
+    WHERE terminated_at IS NULL AND pod_uid NOT IN (SELECT jsonb_array_elements_text(CAST(:uids AS jsonb)))
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 
@@ -184,35 +212,61 @@ def _columns(rows: list[dict[str, Any]], key: str) -> list[Any]:
     return [row[key] for row in rows]
 
 
-def _json_value(value: Any) -> Any:
-    return value.isoformat() if isinstance(value, datetime) else value
+def _json_default(value: Any) -> Any:
+    """Datetimes as ISO 8601 (which timestamptz parses); ``json`` calls this only for what it cannot encode."""
+    if isinstance(value, datetime):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
-def _json_rows(rows: list[dict[str, Any]], columns: tuple[str, ...]) -> str:
-    """Rows as the JSON array ``jsonb_to_recordset`` reads (datetimes as ISO 8601, which timestamptz parses)."""
-    return json.dumps([{column: _json_value(row[column]) for column in columns} for row in rows])
+def _json_rows(rows: list[dict[str, Any]]) -> str:
+    """Rows as the JSON array ``jsonb_to_recordset`` reads (it ignores keys its column list does not name)."""
+    return json.dumps(rows, default=_json_default)
 
 
-def write_inventory(session: Session, snapshot: inventory.InventorySnapshot) -> inventory.InventoryResult:
-    """``inventory.apply_snapshot``'s result, written with one statement per table and action."""
-    now = datetime.now(UTC)
-    known = {str(value) for value in session.execute(select(Deployment.id)).scalars()}
-    pod_rows, allocated = inventory_pod_rows(snapshot.pods, known)
+def add_pod_usage(pod_rows: list[dict[str, Any]], utilization: Utilization) -> int:
+    """Put this sweep's usage figures on the pod rows (``cpu``, ``memory``, ``gpu``, ``metrics``; NULLs and
+    ``{}`` where a source said nothing, which the upsert reads as "keep the stored figures"). Returns the
+    number of rows that carry figures."""
+    with_figures = 0
+    for row in pod_rows:
+        key = (row["namespace"], row["pod_name"])
+        usage = utilization.pod_usage.get(key) if utilization.metrics_server_ok else None
+        gpu = utilization.pod_gpu_util.get(key) if utilization.prometheus_ok else None
+        metrics = utilization.pod_metrics.get(key, {}) if utilization.prometheus_ok else {}
+        row["cpu"] = usage["cpu_millicores"] if usage else None
+        row["memory"] = usage["memory_bytes"] if usage else None
+        row["gpu"] = None if gpu is None else round(gpu, 2)
+        row["metrics"] = {name: round(value, 4) for name, value in metrics.items()}
+        if usage is not None or gpu is not None or metrics:
+            with_figures += 1
+    return with_figures
+
+
+def known_deployment_ids(session: Session) -> set[str]:
+    return {str(value) for value in session.execute(select(Deployment.id)).scalars()}
+
+
+def write_nodes(
+    session: Session, snapshot: inventory.InventorySnapshot, allocated: dict[str, int], now: datetime
+) -> tuple[int, int]:
+    """Upsert the node rows (with the GPUs their pods hold) and mark the vanished ones: (seen, missing)."""
     node_rows = [inventory.node_row(node, now) for node in snapshot.nodes if (node.get("metadata") or {}).get("name")]
     for row in node_rows:
         row["gpu_allocated"] = allocated.get(row["name"], 0)
-    session.execute(_UPSERT_NODES, {"now": now, "rows": _json_rows(node_rows, _NODE_COLUMNS)})
-    missing = cast(CursorResult, session.execute(_MARK_MISSING_NODES, {"names": _columns(node_rows, "name")})).rowcount
-    session.execute(_UPSERT_POD_ROWS, {"now": now, "rows": _json_rows(pod_rows, _POD_COLUMNS)})
-    closed = session.execute(_CLOSE_MISSING_PODS, {"uids": _columns(pod_rows, "pod_uid")})
-    terminated = cast(CursorResult, closed).rowcount
-    return inventory.InventoryResult(
-        nodes_seen=len(node_rows),
-        nodes_missing=int(missing or 0),
-        pods_seen=len(pod_rows),
-        pods_terminated=int(terminated or 0),
-        list_calls=0,
+    session.execute(_UPSERT_NODES, {"now": now, "rows": _json_rows(node_rows)})
+    marked = session.execute(_MARK_MISSING_NODES, {"names": json.dumps(_columns(node_rows, "name"))})
+    return len(node_rows), int(cast(CursorResult, marked).rowcount or 0)
+
+
+def write_pods(session: Session, pod_rows: list[dict[str, Any]], utilization: Utilization, now: datetime) -> int:
+    """Upsert the pod rows with this sweep's usage figures and close the vanished ones; returns how many
+    rows closed."""
+    session.execute(
+        _UPSERT_POD_ROWS, {"now": now, "rows": _json_rows(pod_rows), "gpu_known": utilization.prometheus_ok}
     )
+    closed = session.execute(_CLOSE_MISSING_PODS, {"uids": json.dumps(_columns(pod_rows, "pod_uid"))})
+    return int(cast(CursorResult, closed).rowcount or 0)
 
 
 def inventory_pod_rows(pods: list[dict[str, Any]], known_deployments: set[str]) -> tuple[list[dict], dict[str, int]]:
@@ -246,17 +300,6 @@ _UPDATE_NODE_UTIL = text(
     FROM unnest(CAST(:names AS text[]), CAST(:utils AS float8[])) AS v(name, util)
     WHERE n.name = v.name AND n.gpu_utilization IS DISTINCT FROM v.util
     """  # noqa: S608 - SCHEMA is a validated identifier (settings.DB_SCHEMA); values are bound
-)
-_UPDATE_POD_USAGE = text(
-    f"""
-    UPDATE {SCHEMA}.pod_allocations AS p SET
-        cpu_usage_millicores = COALESCE(v.cpu, p.cpu_usage_millicores),
-        memory_usage_bytes = COALESCE(v.memory, p.memory_usage_bytes),
-        gpu_utilization = CASE WHEN :gpu_known THEN v.gpu ELSE p.gpu_utilization END,
-        metrics = CASE WHEN :gpu_known THEN v.metrics ELSE p.metrics END
-    FROM jsonb_to_recordset(CAST(:rows AS jsonb)) AS v(pod_uid text, cpu int, memory bigint, gpu float8, metrics jsonb)
-    WHERE p.pod_uid = v.pod_uid AND p.terminated_at IS NULL
-    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 _CLOSE_CLEANED_PODS = text(
     f"""
@@ -332,37 +375,14 @@ _RESERVE_ACTUAL = text(
 )
 
 
-def write_utilization(session: Session, utilization: Utilization, pods: list[dict[str, Any]]) -> int:
-    """Two set-based UPDATEs: GPU utilization per node, usage and model-server figures per live pod."""
+def write_node_utilization(session: Session, utilization: Utilization) -> None:
+    """GPU utilization per node, from Prometheus (nodes it has no figure for keep theirs)."""
     if utilization.prometheus_ok:
         names = sorted(utilization.node_gpu_util)
         session.execute(
             _UPDATE_NODE_UTIL,
             {"names": names, "utils": [round(utilization.node_gpu_util[name], 2) for name in names]},
         )
-    if not (utilization.prometheus_ok or utilization.metrics_server_ok):
-        return 0
-    rows: list[dict[str, Any]] = []
-    for pod in pods:
-        metadata = pod.get("metadata") or {}
-        key = (metadata.get("namespace", ""), metadata.get("name", ""))
-        if not metadata.get("uid"):
-            continue
-        usage = utilization.pod_usage.get(key)
-        gpu = utilization.pod_gpu_util.get(key)
-        metrics = utilization.pod_metrics.get(key, {})
-        if usage is None and gpu is None and not metrics:
-            continue
-        rows.append({
-            "pod_uid": str(metadata["uid"]),
-            "cpu": usage["cpu_millicores"] if usage else None,
-            "memory": usage["memory_bytes"] if usage else None,
-            "gpu": None if gpu is None else round(gpu, 2),
-            "metrics": {name: round(value, 4) for name, value in metrics.items()},
-        })
-    if rows:
-        session.execute(_UPDATE_POD_USAGE, {"gpu_known": utilization.prometheus_ok, "rows": json.dumps(rows)})
-    return len(rows)
 
 
 @dataclass
@@ -501,6 +521,9 @@ def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any 
     # The metrics are read on a second thread while this one lists and writes the inventory: the servers
     # compute them (thousands of series at 1,000 nodes) while the database takes the inventory, instead of
     # one after the other. Nothing here shares a connection between the threads.
+    # The metrics are read on a second thread while this one lists the inventory and writes the nodes, so
+    # the servers compute them (thousands of series at 1,000 nodes) meanwhile. The pods are written once,
+    # with their usage, when both are in. Nothing here shares a connection between the threads.
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="resource-tracker-metrics") as pool:
         metrics = pool.submit(read_utilization, clients, prometheus)
         try:
@@ -509,17 +532,21 @@ def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any 
             report.error(error.code, error.message)
             report.skip(f"kubernetes_unavailable: {error.message}")
             return
-        result = write_inventory(session, snapshot)
+        now = datetime.now(UTC)
+        pod_rows, allocated = inventory_pod_rows(snapshot.pods, known_deployment_ids(session))
+        nodes_seen, nodes_missing = write_nodes(session, snapshot, allocated, now)
         utilization, sources, errors = metrics.result()
+    report.acted("pod_usage_updated", add_pod_usage(pod_rows, utilization))
+    pods_closed = write_pods(session, pod_rows, utilization, now)
+    write_node_utilization(session, utilization)
     report.saw("list_pages", list_pages_fetched)
-    report.saw("nodes", result.nodes_seen)
-    report.saw("pods", result.pods_seen)
-    report.acted("nodes_marked_missing", result.nodes_missing)
-    report.acted("pod_rows_closed", result.pods_terminated)
+    report.saw("nodes", nodes_seen)
+    report.saw("pods", len(pod_rows))
+    report.acted("nodes_marked_missing", nodes_missing)
+    report.acted("pod_rows_closed", pods_closed)
     for code, message in errors:
         report.error(code, message)
     report.details["metrics_sources"] = sources
-    report.acted("pod_usage_updated", write_utilization(session, utilization, snapshot.pods))
 
     drift = reconcile_drift(session)
     GPU_DRIFT_DEPLOYMENTS.set(len(drift.deployments))

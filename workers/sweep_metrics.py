@@ -7,6 +7,7 @@ upserts the sweep's row, so ``/health`` and operators see the same story as the 
 
 from __future__ import annotations
 
+import gc
 import logging
 import time
 from collections import Counter as TallyCounter
@@ -139,6 +140,24 @@ def export(report: SweepReport) -> None:
 
 
 @contextmanager
+def cyclic_gc_paused() -> Iterator[None]:
+    """The cyclic garbage collector off for the block, back as it was after.
+
+    A sweep decodes hundreds of thousands of short-lived containers (the JSON of every pod, node and series)
+    that reference counting frees on its own; the collector's generational passes over them found nothing to
+    reclaim and cost a tenth of a second or more per 1,000-node sweep. The switch is process-wide, which is
+    fine in a worker that runs one task at a time; any cycles made meanwhile are collected after.
+    """
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+@contextmanager
 def observed_sweep(session: Session, name: str) -> Iterator[SweepReport]:
     """Time the block, then export metrics, log and store the outcome, whatever happened inside.
 
@@ -149,7 +168,8 @@ def observed_sweep(session: Session, name: str) -> Iterator[SweepReport]:
     record_start(session, name)
     started = time.perf_counter()
     try:
-        yield report
+        with cyclic_gc_paused():
+            yield report
     except Exception as error:
         session.rollback()
         report.status = FAILED

@@ -144,6 +144,32 @@ def test_metrics_sources_down_degrade_gracefully(session, sim, redis_client):
     assert node(session, "l40s-0").gpu_capacity == 8  # the inventory itself still ran
 
 
+def test_pods_keep_their_figures_while_the_metrics_sources_are_down(session, sim, redis_client):
+    sync_inventory(session)
+    deployment_id = create_deployment(session, sim, replicas=2)
+    sim.advance(400)
+    track(session, sim, redis_client)
+    before = our_pods(session, deployment_id)
+    observed = {pod.pod_uid: pod.observed_at for pod in before}
+    figures = {
+        pod.pod_uid: (pod.cpu_usage_millicores, pod.memory_usage_bytes, pod.gpu_utilization, dict(pod.metrics))
+        for pod in before
+    }
+    assert len(figures) == 2
+    assert all(cpu and memory and metrics for cpu, memory, _gpu, metrics in figures.values())
+    sim.sim.metrics_available = False
+    sim.advance(30)
+    report = track(session, sim, redis_client, prometheus=PrometheusClient("http://127.0.0.1:9/prometheus"))
+    assert report.status == "succeeded"
+    assert report.actions["pod_usage_updated"] == 0
+    pods = our_pods(session, deployment_id)
+    assert all(pod.observed_at > observed[pod.pod_uid] for pod in pods)  # the rows themselves were rewritten
+    assert {
+        pod.pod_uid: (pod.cpu_usage_millicores, pod.memory_usage_bytes, pod.gpu_utilization, dict(pod.metrics))
+        for pod in pods
+    } == figures
+
+
 def test_kubernetes_down_skips(session, sim, redis_client):
     track(session, sim, redis_client)
     before = node(session, "l40s-0").last_seen_at
@@ -172,5 +198,5 @@ def test_calls_do_not_grow_with_cluster_size(session, sim, redis_client):
     sim.server.request_log.clear()
     with StatementCounter(get_engine()) as large_statements:
         track(session, sim, redis_client)
-    assert small_calls == len(k8s_calls(sim)) == 4  # nodes, pods, node metrics, pod metrics
+    assert small_calls == len(k8s_calls(sim)) == 3  # nodes, pods, pod metrics
     assert small_statements.count == large_statements.count
