@@ -7,8 +7,8 @@ deployment, the minimum number of Ready (and not terminating) replicas. Printed 
 (real seconds and simulated seconds) and the minimum Ready replicas vs the desired count.
 
 Run:  python -m bench.drain [--speed 50] [--model-load 90]
-Needs Postgres (DATABASE_URL or the DB_* settings; a throwaway database is created and dropped) and
-runs the service's drain steps in-process (the same code a Celery worker runs, without the broker hop).
+Needs Postgres (TEST_DATABASE_ADMIN_URL, default the local test server; a throwaway database is created
+and dropped) and runs the service's drain steps in-process (the same code a Celery worker runs, without the broker hop).
 
 The scenario helpers here are also used by the drain tests, so the benchmark and the tests exercise
 exactly the same cluster shape.
@@ -309,9 +309,13 @@ def _throwaway_database() -> tuple[str, Callable[[], None]]:
     from sqlalchemy.engine import make_url
 
     from models.migrate import upgrade_database
-    from settings import get_settings
+    from settings import normalize_database_url
 
-    admin_url = get_settings().database_url
+    # The same server the tests use; the throwaway database is created there and dropped afterwards.
+    admin_url = normalize_database_url(
+        os.environ.get("TEST_DATABASE_ADMIN_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"),
+        variable="TEST_DATABASE_ADMIN_URL",
+    )
     name = f"orch_bench_{uuid.uuid4().hex[:10]}"
     admin_engine = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin_engine.connect() as connection:
