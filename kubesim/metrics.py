@@ -14,6 +14,7 @@ There are no GPU metrics here, just as on a real cluster; see kubesim/prometheus
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections.abc import Callable
 from typing import Any
@@ -114,11 +115,9 @@ def _render_node_metrics(ctx: LoadContext, node: Obj) -> Obj:
     cpu *= 1 + rng.uniform(-0.03, 0.03)
     memory *= 1 + rng.uniform(-0.01, 0.01)
     capacity = (node.get("status") or {}).get("capacity") or {}
-    try:
+    with contextlib.suppress(KeyError, ValueError):  # no declared capacity: nothing to cap against
         cpu = min(cpu, parse_quantity(capacity["cpu"]) * 1e9)
         memory = min(memory, parse_quantity(capacity["memory"]))
-    except (KeyError, ValueError):
-        pass  # no declared capacity: nothing to cap against
     return {
         "metadata": {
             "name": name,

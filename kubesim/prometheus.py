@@ -18,6 +18,7 @@ state, stamped with the requested `time` (or the sim's now).
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import hashlib
 import heapq
@@ -762,10 +763,8 @@ def _bad_data(message: str) -> tuple[int, dict[str, Any]]:
 
 
 def _parse_time(text: str) -> float:
-    try:
+    with contextlib.suppress(ValueError):
         return float(text)
-    except ValueError:
-        pass
     try:
         return datetime.fromisoformat(text).timestamp()
     except ValueError as exc:

@@ -160,6 +160,47 @@ def _new_job(
     )
 
 
+@dataclass(frozen=True)
+class _DeploymentRequest:
+    """What every operation on an existing deployment shares: who asks, and its idempotency scope and key."""
+
+    scope: str
+    requested_by: str
+    idempotency_key: str | None
+    fingerprint: str
+
+    def job(self, deployment: Deployment, job_type: JobType, params: dict[str, Any]) -> Job:
+        return _new_job(
+            job_type=job_type,
+            tenant_id=deployment.tenant_id,
+            target_id=deployment.id,
+            requested_by=self.requested_by,
+            scope=self.scope,
+            idempotency_key=self.idempotency_key,
+            fingerprint=self.fingerprint,
+            params=params,
+        )
+
+
+def _begin(
+    session: Session,
+    *,
+    tenant_id: str | None,
+    requested_by: str,
+    idempotency_key: str | None,
+    fingerprint: str | None,
+    request_fields: dict[str, Any],
+) -> tuple[_DeploymentRequest, Submitted | None]:
+    """The request's idempotency identity, and the earlier job if this is a replay of it."""
+    request = _DeploymentRequest(
+        scope=tenant_id or f"requester:{requested_by}",
+        requested_by=requested_by,
+        idempotency_key=idempotency_key,
+        fingerprint=fingerprint or default_fingerprint(request_fields),
+    )
+    return request, _replay(session, request.scope, idempotency_key, request.fingerprint)
+
+
 # ------------------------------------------------------------------------------------------ lookups
 def _load_deployment(session: Session, tenant_id: str | None, deployment_id: uuid.UUID | str) -> Deployment:
     try:
@@ -322,22 +363,14 @@ def request_delete(
     fingerprint: str | None = None,
 ) -> Submitted:
     """Record a delete job; the deployment shows DELETING until the worker has removed it from the cluster."""
-    scope = tenant_id or f"requester:{requested_by}"
-    fingerprint = fingerprint or default_fingerprint({"op": "delete", "deployment_id": str(deployment_id)})
-    replayed = _replay(session, scope, idempotency_key, fingerprint)
+    request, replayed = _begin(
+        session, tenant_id=tenant_id, requested_by=requested_by, idempotency_key=idempotency_key,
+        fingerprint=fingerprint, request_fields={"op": "delete", "deployment_id": str(deployment_id)},
+    )
     if replayed is not None:
         return replayed
     deployment = _load_deployment(session, tenant_id, deployment_id)
-    job = _new_job(
-        job_type=JobType.DEPLOYMENT_DELETE,
-        tenant_id=deployment.tenant_id,
-        target_id=deployment.id,
-        requested_by=requested_by,
-        scope=scope,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        params={},
-    )
+    job = request.job(deployment, JobType.DEPLOYMENT_DELETE, {})
     _claim(session, deployment, job)
     deployment.status = DeploymentStatus.DELETING
     deployment.status_reason = None
@@ -358,9 +391,10 @@ def request_restart(
 ) -> Submitted:
     """Record a rolling restart. A single-replica deployment needs room for one temporary extra replica
     (so its only replica never goes down); that surge is admitted here, so "no room" is an immediate 409."""
-    scope = tenant_id or f"requester:{requested_by}"
-    fingerprint = fingerprint or default_fingerprint({"op": "restart", "deployment_id": str(deployment_id)})
-    replayed = _replay(session, scope, idempotency_key, fingerprint)
+    request, replayed = _begin(
+        session, tenant_id=tenant_id, requested_by=requested_by, idempotency_key=idempotency_key,
+        fingerprint=fingerprint, request_fields={"op": "restart", "deployment_id": str(deployment_id)},
+    )
     if replayed is not None:
         return replayed
     deployment = _load_deployment(session, tenant_id, deployment_id)
@@ -371,16 +405,7 @@ def request_restart(
             {"status": str(deployment.status)},
         )
     surge = deployment.replicas_desired == 1
-    job = _new_job(
-        job_type=JobType.DEPLOYMENT_RESTART,
-        tenant_id=deployment.tenant_id,
-        target_id=deployment.id,
-        requested_by=requested_by,
-        scope=scope,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        params={"surge": surge},
-    )
+    job = request.job(deployment, JobType.DEPLOYMENT_RESTART, {"surge": surge})
     _claim(session, deployment, job)
     if surge:
         admission.admit(
@@ -416,11 +441,11 @@ def request_scale(
     a ScalingEvent (status pending, completed by the worker) records who asked and why."""
     if replicas < 0:
         raise InvalidRequestError("invalid_replicas", "replicas must be >= 0", {"field": "replicas"})
-    scope = tenant_id or f"requester:{requested_by}"
-    fingerprint = fingerprint or default_fingerprint(
-        {"op": "scale", "deployment_id": str(deployment_id), "replicas": replicas, "trigger": trigger}
+    request, replayed = _begin(
+        session, tenant_id=tenant_id, requested_by=requested_by, idempotency_key=idempotency_key,
+        fingerprint=fingerprint,
+        request_fields={"op": "scale", "deployment_id": str(deployment_id), "replicas": replicas, "trigger": trigger},
     )
-    replayed = _replay(session, scope, idempotency_key, fingerprint)
     if replayed is not None:
         return replayed
     deployment = _load_deployment(session, tenant_id, deployment_id)
@@ -429,15 +454,10 @@ def request_scale(
             "invalid_state", f"a {deployment.status} deployment cannot be scaled", {"status": str(deployment.status)}
         )
     before = deployment.replicas_desired
-    job = _new_job(
-        job_type=JobType.DEPLOYMENT_SCALE,
-        tenant_id=deployment.tenant_id,
-        target_id=deployment.id,
-        requested_by=requested_by,
-        scope=scope,
-        idempotency_key=idempotency_key,
-        fingerprint=fingerprint,
-        params={"replicas_before": before, "replicas_after": replicas, "trigger": trigger, "reason": reason},
+    job = request.job(
+        deployment,
+        JobType.DEPLOYMENT_SCALE,
+        {"replicas_before": before, "replicas_after": replicas, "trigger": trigger, "reason": reason},
     )
     _claim(session, deployment, job)
     if replicas > before:

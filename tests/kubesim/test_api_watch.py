@@ -82,9 +82,8 @@ def test_python_watch_raises_410_after_compaction(api):
     api.store.compact(api.store.revision)
     v1 = kubernetes.client.CoreV1Api(api.api_client())
     with pytest.raises(ApiException) as caught:
-        for _ in kubernetes.watch.Watch().stream(v1.list_namespaced_pod, "default", timeout_seconds=5,
-                                                 resource_version=created["metadata"]["resourceVersion"]):
-            pass
+        list(kubernetes.watch.Watch().stream(v1.list_namespaced_pod, "default", timeout_seconds=5,
+                                             resource_version=created["metadata"]["resourceVersion"]))
     assert caught.value.status == 410
 
 

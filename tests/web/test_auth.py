@@ -179,7 +179,7 @@ def test_rs256_with_jwks(make_app, web_settings, rsa_keys):
             self.wfile.write(payload)
 
         def log_message(self, *args):
-            pass
+            """Keep request lines out of the test output."""
 
     server = ThreadingHTTPServer(("127.0.0.1", 0), JwksHandler)
     thread = threading.Thread(target=server.serve_forever, daemon=True)

@@ -112,7 +112,7 @@ class _TenantService:
                 self.wfile.write(b"{}")
 
             def log_message(self, *args):
-                pass
+                """Keep request lines out of the test output."""
 
         self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
         self.url = f"http://127.0.0.1:{self.server.server_port}"
