@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from settings import get_settings
 from workers import deployments, observe
 from workers.celery_app import app
 from workers.dispatch import enqueue_observe
@@ -12,9 +13,11 @@ from workers.queues import Queues, TaskNames
 
 
 def _observe_after(job_id: str, result: dict[str, Any]) -> None:
+    """The first poll one interval after the change: the cluster cannot have acted on it any sooner, so an
+    immediate poll would only cost a task and find nothing new."""
     del job_id
     if result.get("observe"):
-        enqueue_observe(result["deployment_id"], countdown=0)
+        enqueue_observe(result["deployment_id"], countdown=get_settings().status_poll_interval_seconds)
 
 
 @app.task(name=TaskNames.CREATE, **JOB_TASK_OPTIONS)

@@ -16,7 +16,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Uuid, func, select, update
+from sqlalchemy import Uuid, case, func, select, update
 
 from models import (
     Deployment,
@@ -30,8 +30,10 @@ from models.db import autocommit_session, session_scope
 from settings import get_settings
 from workers import admission
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
+from workers.job_runner import Outcome
+from workers.jobs import DeploymentChange
 from workers.k8s import KubeClients, get_clients
-from workers.kube_calls import STRATEGIC_MERGE_PATCH, invoke, read
+from workers.kube_calls import STRATEGIC_MERGE_PATCH, get, invoke, object_path, read, send
 from workers.manifests import (
     DEPLOYMENT_ID_LABEL,
     MANAGED_BY_LABEL,
@@ -126,29 +128,10 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
     """Create ``desired``; if it already exists and is ours, patch it to desired (adopt). Returns the action."""
     namespace = desired["metadata"]["namespace"]
     name = desired["metadata"]["name"]
-    # Typed loosely: the generated client's methods carry validation decorators mypy cannot see through.
-    operations: dict[str, Any] = {
-        "deployment": (
-            clients.apps.create_namespaced_deployment,
-            clients.apps.read_namespaced_deployment,
-            clients.apps.patch_namespaced_deployment,
-        ),
-        "service": (
-            clients.core.create_namespaced_service,
-            clients.core.read_namespaced_service,
-            clients.core.patch_namespaced_service,
-        ),
-        "pdb": (
-            clients.policy.create_namespaced_pod_disruption_budget,
-            clients.policy.read_namespaced_pod_disruption_budget,
-            clients.policy.patch_namespaced_pod_disruption_budget,
-        ),
-    }
-    create, get, patch = operations[kind]
     # Create first: the common case costs one call; AlreadyExists (a retry, a redelivery after a crash)
     # falls through to adopting the existing object.
     try:
-        invoke(clients, create, namespace, desired)
+        send(clients, "POST", object_path(kind, namespace), desired)
         return "created"
     except TransientClusterError as error:
         if error.status != 409:
@@ -160,7 +143,7 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
         clients.namespaces_ready.discard(namespace)
         ensure_namespace(clients, namespace)
         return _apply(clients, kind, desired)
-    existing = read(clients, get, name, namespace)
+    existing = get(clients, object_path(kind, namespace, name))
     if existing is None:
         # Deleted between our create and read: let the retry contract try again.
         raise TransientClusterError("cluster_conflict", f"{kind} {name} vanished while being adopted", status=409)
@@ -178,34 +161,36 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
             }
     if kind == "service":
         body["spec"] = {key: value for key, value in desired["spec"].items() if key != "clusterIP"}
-    invoke(clients, patch, name, namespace, body, _content_type=STRATEGIC_MERGE_PATCH)
+    send(clients, "PATCH", object_path(kind, namespace, name), body, content_type=STRATEGIC_MERGE_PATCH)
     return "adopted"
 
 
-def execute_create(job_id: uuid.UUID | str) -> dict[str, Any]:
+_WAITING_TO_BE_CREATED = Deployment.status.in_((DeploymentStatus.PENDING, DeploymentStatus.FAILED))
+_CREATING_AFTER_APPLY = (
+    ("status", case((_WAITING_TO_BE_CREATED, DeploymentStatus.CREATING), else_=Deployment.status)),
+    ("status_reason", case((_WAITING_TO_BE_CREATED, None), else_=Deployment.status_reason)),
+    ("status_message", case((_WAITING_TO_BE_CREATED, None), else_=Deployment.status_message)),
+)
+
+
+def execute_create(job_id: uuid.UUID | str) -> Outcome:
     """Apply Deployment, Service and PDB; mark the deployment CREATING; the status poller takes over."""
     target = _load_target(job_id)
     if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
-        return {"skipped": f"deployment is {target.status}"}
+        return Outcome({"skipped": f"deployment is {target.status}"})
     clients = get_clients()
     ensure_namespace(clients, target.k8s_namespace)
     actions = {kind: _apply(clients, kind, target.manifests[kind]) for kind in ("deployment", "service", "pdb")}
-    with autocommit_session() as session:  # one guarded UPDATE
-        session.execute(
-            update(Deployment)
-            .where(
-                Deployment.id == target.deployment_id,
-                Deployment.status.in_((DeploymentStatus.PENDING, DeploymentStatus.FAILED)),
-            )
-            .values(status=DeploymentStatus.CREATING, status_reason=None, status_message=None)
-        )
-    return {
+    # CREATING from the moment the job succeeds: written by the statement that ends the job, never alone.
+    creating = DeploymentChange(target.deployment_id, _CREATING_AFTER_APPLY)
+    result = {
         "deployment_id": str(target.deployment_id),
         "k8s_name": target.k8s_name,
         "namespace": target.k8s_namespace,
         "actions": actions,
         "observe": True,
     }
+    return Outcome(result, change=creating)
 
 
 def fail_create(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:

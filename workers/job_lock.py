@@ -4,6 +4,9 @@
 copy is still alive; both would then act on the cluster and race on the job row. The lock lets only one copy
 run. It lives on a connection of its own, outside any transaction, so a worker killed mid-task loses it with
 its connection: Postgres releases it at once and the redelivered copy takes over without waiting for a TTL.
+
+Round trips are what a job pays most for, so taking the lock and starting the job is one statement
+(:func:`workers.jobs.claim`), and ending the job releases the lock in the ending statement itself.
 """
 
 from __future__ import annotations
@@ -12,10 +15,13 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import Connection, text
 
 from models.db import get_engine
+from workers import jobs
 
 log = logging.getLogger(__name__)
 
@@ -26,16 +32,54 @@ def job_lock_key(job_id: uuid.UUID | str) -> int:
     return int.from_bytes(job_uuid.bytes[:8], "big", signed=True)
 
 
+@dataclass
+class ClaimedJob:
+    """A job this process holds the lock of, with the connection that holds it.
+
+    ``lock_held`` is False when another live copy holds the job (nothing was changed) and once an ending
+    statement has released the lock. ``started``: the job is now RUNNING (False: it had already ended)."""
+
+    job_id: str
+    connection: Connection
+    lock_key: int
+    lock_held: bool
+    started: bool
+    cancel_requested: bool
+
+    def succeed(self, result: dict[str, Any], change: jobs.DeploymentChange | None = None) -> None:
+        jobs.succeed(self.connection, self.job_id, result, change=change, unlock_key=self.lock_key)
+        self.lock_held = False
+
+    def fail(self, error: dict[str, Any]) -> None:
+        jobs.fail(self.connection, self.job_id, error, unlock_key=self.lock_key)
+        self.lock_held = False
+
+    def cancel(self, reason: str) -> None:
+        jobs.cancel(self.connection, self.job_id, reason, unlock_key=self.lock_key)
+        self.lock_held = False
+
+    def mark_retrying(self, error: dict[str, Any]) -> None:
+        jobs.mark_retrying(self.connection, self.job_id, error)
+
+
 @contextmanager
-def exclusive_job_run(job_id: uuid.UUID | str) -> Iterator[bool]:
-    """Yield True if this process now holds the job's lock, False if another live copy holds it."""
+def claimed_job(job_id: uuid.UUID | str) -> Iterator[ClaimedJob]:
+    """Claim the job (lock + RUNNING, one statement); the lock is released on exit if nothing ended the job."""
     key = job_lock_key(job_id)
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        acquired = bool(connection.execute(text("SELECT pg_try_advisory_lock(:key)"), {"key": key}).scalar())
+        found = jobs.claim(connection, job_id, key)
+        claimed = ClaimedJob(
+            job_id=str(job_id),
+            connection=connection,
+            lock_key=key,
+            lock_held=found.lock_held,
+            started=found.started,
+            cancel_requested=found.cancel_requested,
+        )
         try:
-            yield acquired
+            yield claimed
         finally:
-            if acquired:
+            if claimed.lock_held:
                 try:
                     connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                 except Exception:

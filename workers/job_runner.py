@@ -2,11 +2,13 @@
 
 Tasks declare ``**JOB_TASK_OPTIONS`` (acks_late, time limits, autoretry on transient errors with
 exponential backoff + jitter, a cap and a maximum) and call :func:`run_job`, which:
-- marks the job RUNNING (a finished job is skipped: duplicate deliveries are harmless);
+- claims the job: takes its lock and marks it RUNNING in one statement (a finished job is skipped and a copy
+  that finds the lock taken is dropped: duplicate deliveries are harmless);
 - on a transient error marks it RETRYING and re-raises for Celery to retry (honouring Retry-After);
   on the last attempt marks it FAILED with the reason instead: never left hanging;
 - on a permanent error or a business-rule error marks it FAILED with the cluster's message at once;
-- on success marks it SUCCEEDED with the operation's result and, if asked, schedules the status poller.
+- on success marks it SUCCEEDED with the operation's result (and the operation's own final writes, in the
+  same statement, which also releases the lock) and, if asked, schedules the status poller first.
 """
 
 from __future__ import annotations
@@ -14,16 +16,16 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
-from models.db import autocommit_session, session_scope
-from workers import jobs
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
 from workers.domain import DomainError
-from workers.job_lock import exclusive_job_run
+from workers.job_lock import ClaimedJob, claimed_job
+from workers.jobs import DeploymentChange
 from workers.logs import log_context
 from workers.queues import Queues
 
@@ -52,7 +54,16 @@ JOB_TASK_OPTIONS: dict[str, Any] = {
     "queue": Queues.JOBS,
 }
 
-Operation = Callable[[str], dict[str, Any]]
+@dataclass(frozen=True)
+class Outcome:
+    """What an operation returns when more than its result must be written: ``change`` is written to the
+    deployment by the same statement that marks the job SUCCEEDED, so neither happens alone."""
+
+    result: dict[str, Any]
+    change: DeploymentChange | None = None
+
+
+Operation = Callable[[str], "dict[str, Any] | Outcome"]
 FailureHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -66,14 +77,6 @@ def _error_of(error: BaseException) -> dict[str, Any]:
     if isinstance(error, OperationalError):
         return {"code": "database_unavailable", "message": str(error.orig or error)[:500], "retryable": True}
     return {"code": "internal_error", "message": f"{type(error).__name__}: {error}"[:1000], "retryable": False}
-
-
-def _fail(job_id: str, error: dict[str, Any], on_failure: FailureHook | None) -> None:
-    # Each job transition is one statement (see workers.jobs): no explicit transaction needed.
-    with autocommit_session() as session:
-        jobs.fail(session, job_id, error)
-    if on_failure is not None:
-        on_failure(job_id, error)
 
 
 def run_job(
@@ -94,61 +97,64 @@ def run_job(
     except ValueError:
         logger.error("job task called with a malformed id", extra={"job_id": job_id})
         return {"skipped": "malformed job id"}
-    with exclusive_job_run(job_id) as acquired:
-        if not acquired:
+    with claimed_job(job_id) as job:
+        if not job.lock_held:
             logger.warning("duplicate delivery dropped: another copy of the job is running", extra={"job_id": job_id})
             return {"skipped": "another copy of the job is running"}
-        return _run_job_exclusively(task, job_id, operation, on_failure, after_success)
+        if not job.started:
+            return {"skipped": "job already finished"}
+        with log_context(job_id=str(job_id)):
+            return _run_claimed(task, job, operation, on_failure, after_success)
 
 
-def _run_job_exclusively(
+def _fail(job: ClaimedJob, error: dict[str, Any], on_failure: FailureHook | None) -> None:
+    job.fail(error)
+    if on_failure is not None:
+        on_failure(job.job_id, error)
+
+
+def _run_claimed(
     task: Any,
-    job_id: str,
+    job: ClaimedJob,
     operation: Operation,
     on_failure: FailureHook | None,
     after_success: Callable[[str, dict[str, Any]], None] | None,
 ) -> dict[str, Any]:
     attempt = int(getattr(task.request, "retries", 0) or 0)
     last_attempt = attempt >= int(task.max_retries if task.max_retries is not None else MAX_RETRIES)
-    with log_context(job_id=str(job_id)):
-        with autocommit_session() as session:
-            job = jobs.start(session, job_id)
-        cancelled = job is not None and job.cancel_requested
-        if cancelled:
-            with session_scope() as session:
-                jobs.cancel(session, job_id, "cancelled before it started")
-        if job is None or cancelled:
-            return {"skipped": "job already finished"}
-        try:
-            result = operation(job_id)
-        except TRANSIENT_EXCEPTIONS as error:
-            details = _error_of(error)
-            if last_attempt:
-                details = {**details, "message": f"gave up after {attempt + 1} attempts: {details['message']}"}
-                logger.warning("job failed: retries exhausted", extra={"error": details})
-                _fail(job_id, details, on_failure)
-                return {"failed": details}
-            with autocommit_session() as session:
-                jobs.mark_retrying(session, job_id, details)
-            retry_after = getattr(error, "retry_after", None)
-            if retry_after:
-                raise task.retry(exc=error, countdown=retry_after) from error
-            raise
-        except (PermanentClusterError, DomainError) as error:
-            details = _error_of(error)
-            logger.warning("job failed", extra={"error": details})
-            _fail(job_id, details, on_failure)
+    if job.cancel_requested:
+        job.cancel("cancelled before it started")
+        return {"skipped": "job already finished"}
+    try:
+        outcome = operation(job.job_id)
+    except TRANSIENT_EXCEPTIONS as error:
+        details = _error_of(error)
+        if last_attempt:
+            details = {**details, "message": f"gave up after {attempt + 1} attempts: {details['message']}"}
+            logger.warning("job failed: retries exhausted", extra={"error": details})
+            _fail(job, details, on_failure)
             return {"failed": details}
-        except Exception as error:
-            details = _error_of(error)
-            logger.exception("job failed with an unexpected error")
-            _fail(job_id, details, on_failure)
-            raise
-        # Follow-up work (the status poller) is enqueued BEFORE the job is marked done: if the worker dies in
-        # between, the redelivered job runs again (idempotently) and re-enqueues it, whereas in the other order
-        # a finished job would be skipped on redelivery and its follow-up lost.
-        if after_success is not None:
-            after_success(job_id, result)
-        with autocommit_session() as session:
-            jobs.succeed(session, job_id, result)
-        return result
+        job.mark_retrying(details)
+        retry_after = getattr(error, "retry_after", None)
+        if retry_after:
+            raise task.retry(exc=error, countdown=retry_after) from error
+        raise
+    except (PermanentClusterError, DomainError) as error:
+        details = _error_of(error)
+        logger.warning("job failed", extra={"error": details})
+        _fail(job, details, on_failure)
+        return {"failed": details}
+    except Exception as error:
+        details = _error_of(error)
+        logger.exception("job failed with an unexpected error")
+        _fail(job, details, on_failure)
+        raise
+    if not isinstance(outcome, Outcome):
+        outcome = Outcome(outcome)
+    # Follow-up work (the status poller) is enqueued BEFORE the job is marked done: if the worker dies in
+    # between, the redelivered job runs again (idempotently) and re-enqueues it, whereas in the other order
+    # a finished job would be skipped on redelivery and its follow-up lost.
+    if after_success is not None:
+        after_success(job.job_id, outcome.result)
+    job.succeed(outcome.result, change=outcome.change)
+    return outcome.result

@@ -6,15 +6,17 @@ every UPDATE is filtered on the non-terminal states, and a duplicate delivery of
 Ending a job also releases the deployment it held (``Deployment.active_job_id``), in the same statement
 batch, so "one operation at a time" never outlives the operation.
 
-Functions take an open session and do not commit: the caller decides the transaction.
+Functions take an open session (or connection) and do not commit: the caller decides the transaction.
 """
 
 from __future__ import annotations
 
 import uuid
+from dataclasses import dataclass
+from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import func, literal, select, update
+from sqlalchemy import BigInteger, Connection, Select, bindparam, case, func, literal, or_, select, true, update
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
@@ -51,7 +53,61 @@ def start(session: Session, job_id: uuid.UUID | str) -> Job | None:
     )
 
 
-def mark_retrying(session: Session, job_id: uuid.UUID | str, error: dict[str, Any]) -> bool:
+@dataclass(frozen=True)
+class DeploymentChange:
+    """Values to write to a deployment in the same statement that ends its job (see :func:`_finish`).
+
+    ``values`` are (column, value or SQL expression) pairs, meant to be a module-level constant: the
+    statement is built once per distinct ``values`` and reused (see :func:`_finish_statement`)."""
+
+    deployment_id: uuid.UUID
+    values: tuple[tuple[str, Any], ...] = ()
+
+
+@dataclass(frozen=True)
+class Claim:
+    """What :func:`claim` found: whether this connection now holds the job's lock, and the job if started."""
+
+    lock_held: bool
+    started: bool
+    cancel_requested: bool
+
+
+# The statements of a job's own life (claim, finish) run for every job: each is built once, with bound
+# parameters, because building a SQLAlchemy statement costs more CPU than Postgres spends running it.
+@cache
+def _claim_statement() -> Select:
+    lock = (
+        select(func.pg_try_advisory_lock(bindparam("lock_key", type_=BigInteger)).label("held"))
+        .cte("job_lock")
+        .prefix_with("MATERIALIZED")
+    )
+    started = (
+        update(Job)
+        .where(Job.id == bindparam("job_id"), Job.state.in_(_RESTARTABLE), select(lock.c.held).scalar_subquery())
+        .values(
+            state=JobState.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, func.now()),
+            updated_at=func.now(),
+        )
+        .returning(Job.id, Job.cancel_requested)
+        .cte("started_job")
+    )
+    return select(lock.c.held, started.c.id, started.c.cancel_requested).select_from(lock.outerjoin(started, true()))
+
+
+def claim(connection: Connection | Session, job_id: uuid.UUID | str, lock_key: int) -> Claim:
+    """Take the job's session-level advisory lock and, only if it was free, mark the job RUNNING: ONE statement.
+
+    A copy that finds the lock taken changes nothing (another live copy runs the job). The lock CTE is
+    MATERIALIZED: referenced twice, it must run exactly once. With the lock taken but the job already
+    finished, ``lock_held`` is True and ``started`` False: the caller still has to unlock."""
+    row = connection.execute(_claim_statement(), {"job_id": _as_uuid(job_id), "lock_key": lock_key}).one()
+    return Claim(lock_held=bool(row.held), started=row.id is not None, cancel_requested=bool(row.cancel_requested))
+
+
+def mark_retrying(session: Connection | Session, job_id: uuid.UUID | str, error: dict[str, Any]) -> bool:
     """RUNNING -> RETRYING with the error that caused the retry; False if the job is no longer running."""
     result = session.execute(
         update(Job)
@@ -61,41 +117,96 @@ def mark_retrying(session: Session, job_id: uuid.UUID | str, error: dict[str, An
     return bool(getattr(result, "rowcount", 0))
 
 
-def _finish(session: Session, job_id: uuid.UUID | str, state: JobState, **values: Any) -> bool:
-    """End the job and release the deployment it held, as ONE statement (two data-modifying CTEs), so the
-    pair is atomic even outside a transaction and costs one round trip."""
-    job_uuid = _as_uuid(job_id)
+@lru_cache(maxsize=64)
+def _finish_statement(
+    state: JobState, job_columns: tuple[str, ...], change: tuple[tuple[str, Any], ...] | None, unlock: bool
+) -> Select:
+    """The ending statement for one combination of its shape; values arrive as bound parameters: ``job_id``,
+    one per name in ``job_columns``, ``deployment_id`` with a ``change``, ``lock_key`` with ``unlock``."""
+    job_id = bindparam("job_id", type_=Job.__table__.c.id.type)
     finished = (
         update(Job)
-        .where(Job.id == job_uuid, Job.state.in_(tuple(ACTIVE_JOB_STATES)))
-        .values(state=state, finished_at=func.now(), updated_at=func.now(), **values)
+        .where(Job.id == job_id, Job.state.in_(tuple(ACTIVE_JOB_STATES)))
+        .values(
+            state=state,
+            finished_at=func.now(),
+            updated_at=func.now(),
+            **{name: bindparam(name, type_=Job.__table__.c[name].type) for name in job_columns},
+        )
         .returning(Job.id)
         .cte("finished_job")
     )
-    released = (
-        update(Deployment)
-        .where(Deployment.active_job_id == job_uuid)
-        .values(active_job_id=None)
-        .returning(Deployment.id)
-        .cte("released_deployment")
+    held_by_job = Deployment.active_job_id == job_id
+    released = update(Deployment).where(held_by_job).values(active_job_id=None)
+    if change is not None:
+        released = (
+            update(Deployment)
+            .where(or_(held_by_job, Deployment.id == bindparam("deployment_id", type_=Deployment.__table__.c.id.type)))
+            .values(active_job_id=case((held_by_job, None), else_=Deployment.active_job_id), **dict(change))
+        )
+    statement = select(select(func.count()).select_from(finished).scalar_subquery()).add_cte(
+        released.returning(Deployment.id).cte("released_deployment")
     )
-    count = session.execute(
-        select(select(func.count()).select_from(finished).scalar_subquery()).add_cte(released)
-    ).scalar_one()
-    return bool(count)
+    if unlock:
+        statement = statement.add_columns(func.pg_advisory_unlock(bindparam("lock_key", type_=BigInteger)))
+    return statement
 
 
-def succeed(session: Session, job_id: uuid.UUID | str, result: dict[str, Any] | None = None) -> bool:
-    return _finish(session, job_id, JobState.SUCCEEDED, result=result or {}, error=None)
+def _finish(
+    session: Connection | Session,
+    job_id: uuid.UUID | str,
+    state: JobState,
+    *,
+    change: DeploymentChange | None = None,
+    unlock_key: int | None = None,
+    **values: Any,
+) -> bool:
+    """End the job and release the deployment it held, as ONE statement (data-modifying CTEs), so the pair
+    is atomic even outside a transaction and costs one round trip.
+
+    ``change``: values the job's outcome writes to its deployment, in the same UPDATE that releases it (one
+    statement may not update a row twice). ``unlock_key``: the job's advisory lock (:func:`claim`), released
+    by the same statement; a copy that takes the lock before it commits blocks on the job row, then sees
+    the job finished."""
+    statement = _finish_statement(
+        state, tuple(sorted(values)), change.values if change is not None else None, unlock_key is not None
+    )
+    parameters = {**values, "job_id": _as_uuid(job_id)}
+    if change is not None:
+        parameters["deployment_id"] = change.deployment_id
+    if unlock_key is not None:
+        parameters["lock_key"] = unlock_key
+    return bool(session.execute(statement, parameters).one()[0])
 
 
-def fail(session: Session, job_id: uuid.UUID | str, error: dict[str, Any]) -> bool:
-    return _finish(session, job_id, JobState.FAILED, error=error)
+def succeed(
+    session: Connection | Session,
+    job_id: uuid.UUID | str,
+    result: dict[str, Any] | None = None,
+    *,
+    change: DeploymentChange | None = None,
+    unlock_key: int | None = None,
+) -> bool:
+    return _finish(
+        session, job_id, JobState.SUCCEEDED, change=change, unlock_key=unlock_key, result=result or {}, error=None
+    )
 
 
-def cancel(session: Session, job_id: uuid.UUID | str, reason: str = "cancelled") -> bool:
+def fail(
+    session: Connection | Session, job_id: uuid.UUID | str, error: dict[str, Any], *, unlock_key: int | None = None
+) -> bool:
+    return _finish(session, job_id, JobState.FAILED, unlock_key=unlock_key, error=error)
+
+
+def cancel(
+    session: Connection | Session,
+    job_id: uuid.UUID | str,
+    reason: str = "cancelled",
+    *,
+    unlock_key: int | None = None,
+) -> bool:
     error = {"code": "cancelled", "message": reason, "retryable": False}
-    return _finish(session, job_id, JobState.CANCELLED, error=error)
+    return _finish(session, job_id, JobState.CANCELLED, unlock_key=unlock_key, error=error)
 
 
 def update_progress(session: Session, job_id: uuid.UUID | str, progress: dict[str, Any]) -> None:

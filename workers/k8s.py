@@ -12,6 +12,8 @@ in-cluster service-account config is used. Every call carries ``K8S_REQUEST_TIME
 from __future__ import annotations
 
 import threading
+import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -77,7 +79,40 @@ def build_configuration() -> client.Configuration:
     # Retries belong to the task's retry contract (backoff, jitter, cap, job state RETRYING); urllib3
     # retrying underneath would multiply attempts and hide them from the job record.
     configuration.retries = False
+    refresh_token = configuration.refresh_api_key_hook
+    if refresh_token is not None:
+        configuration.refresh_api_key_hook = _at_most_every(TOKEN_REFRESH_CHECK_SECONDS, refresh_token)
     return configuration
+
+
+# The kubeconfig loader installs a hook that runs before EVERY request to renew an expiring token. It also
+# re-applies the whole cluster config, and setting the host re-reads the process environment for proxies:
+# about a millisecond of CPU per call, the largest single cost of a job's Kubernetes writes. The loader
+# renews a token 5 minutes before it expires, so checking twice a minute loses nothing.
+TOKEN_REFRESH_CHECK_SECONDS = 30.0
+
+
+def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any], None]:
+    """``hook`` throttled: it runs on the first call, then again only once ``seconds`` have passed.
+
+    The loader's hook re-installs a fresh hook of its own each time it runs; that one becomes the hook to
+    throttle, and the throttled wrapper is put back in its place."""
+    next_run = 0.0
+    current = hook
+
+    def throttled(configuration: Any) -> None:
+        nonlocal next_run, current
+        now = time.monotonic()
+        if now < next_run:
+            return
+        current(configuration)
+        next_run = now + seconds
+        installed = configuration.refresh_api_key_hook
+        if installed is not throttled and installed is not None:
+            current = installed
+        configuration.refresh_api_key_hook = throttled
+
+    return throttled
 
 
 def get_clients() -> KubeClients:

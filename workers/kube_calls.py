@@ -1,9 +1,14 @@
-"""Small helpers over the official client: JSON reads, paginated lists, typed patches.
+"""Small helpers over the official client: JSON reads, paginated lists, typed patches, plain requests.
 
 Reads use ``_preload_content=False`` and parse the JSON themselves: the workers handle plain dicts
 (the same shape as the manifests they write), and skipping the client's model deserialisation makes
 large lists several times cheaper. Every call goes through :func:`workers.cluster_errors.call`, so
 failures arrive classified, and carries the per-request timeout.
+
+:func:`send` goes one level lower, to the client's ``ApiClient`` itself, for the hot path of a job (a create
+makes 3-4 calls): the generated per-resource methods validate every argument with pydantic and walk the
+body to sanitise model objects, which costs more CPU than the request itself, and a manifest is already
+plain JSON. Host, authentication, TLS, headers and the HTTP pool are still the client's.
 """
 
 from __future__ import annotations
@@ -11,9 +16,14 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from typing import Any
+from urllib.parse import quote
 
-from workers.cluster_errors import PermanentClusterError, call
+from kubernetes.client.exceptions import ApiException
+
+from workers.cluster_errors import PermanentClusterError, call, translate
 from workers.k8s import KubeClients
+
+JSON = "application/json"
 
 STRATEGIC_MERGE_PATCH = "application/strategic-merge-patch+json"
 MERGE_PATCH = "application/merge-patch+json"
@@ -38,6 +48,47 @@ def read(clients: KubeClients, function: Callable[..., Any], *args: Any, **kwarg
 def invoke(clients: KubeClients, function: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
     """Any write call (create/patch/delete), returning the server's JSON answer."""
     return _decode(call(function, *args, _preload_content=False, **clients.timeout, **kwargs))
+
+
+# Collection paths of the namespaced kinds a deployment is made of.
+COLLECTION_PATHS = {
+    "deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
+    "service": "/api/v1/namespaces/{namespace}/services",
+    "pdb": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+}
+
+
+def object_path(kind: str, namespace: str, name: str | None = None) -> str:
+    """The API path of ``kind``'s collection in ``namespace``, or of one object in it."""
+    path = COLLECTION_PATHS[kind].format(namespace=quote(namespace, safe=""))
+    return path if name is None else f"{path}/{quote(name, safe='')}"
+
+
+def send(
+    clients: KubeClients, method: str, path: str, body: dict[str, Any] | None = None, *, content_type: str = JSON
+) -> dict[str, Any]:
+    """One request with a plain-JSON body, answered with the server's JSON (see the module doc)."""
+    api = clients.api_client
+    headers = {"Accept": JSON, "Content-Type": content_type} if body is not None else {"Accept": JSON}
+    # The body is left out of param_serialize (it would only be walked for model objects) and handed to the
+    # REST layer as it is, which JSON-encodes it.
+    method, url, headers, _, _ = api.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
+    with translate():
+        response = api.call_api(method, url, headers, body, _request_timeout=clients.request_timeout)
+        response.read()
+        if not 200 <= response.status <= 299:
+            raise ApiException.from_response(http_resp=response, body=None, data=None)
+    return json.loads(response.data) if response.data else {}
+
+
+def get(clients: KubeClients, path: str) -> dict[str, Any] | None:
+    """GET one object through :func:`send`; ``None`` if it does not exist (404)."""
+    try:
+        return send(clients, "GET", path)
+    except PermanentClusterError as error:
+        if error.status == 404:
+            return None
+        raise
 
 
 def list_pages(

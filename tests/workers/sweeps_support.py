@@ -12,6 +12,7 @@ import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, TypeVar
 
 import pytest
@@ -22,8 +23,8 @@ from sqlalchemy.orm import Session
 import settings as settings_module
 from kubesim.cluster import SimCluster
 from models import Deployment, Job, Tenant
-from models.db import get_sessionmaker, session_scope
-from workers import deployments, inventory, jobs
+from models.db import get_sessionmaker
+from workers import deployments, inventory, job_runner
 from workers.k8s import get_clients, reset_client
 from workers.requests import CreateDeploymentSpec, request_create
 
@@ -86,14 +87,14 @@ def sync_inventory(session: Session) -> None:
     session.commit()
 
 
-def run_job(job_id: uuid.UUID, execute: Callable[[uuid.UUID], Any]) -> Any:
-    """What a job task does, without Celery: RUNNING, execute, SUCCEEDED (which frees the deployment)."""
-    with session_scope() as db:
-        jobs.start(db, job_id)
-    result = execute(job_id)
-    with session_scope() as db:
-        jobs.succeed(db, job_id, result)
-    return result
+def run_job(job_id: uuid.UUID, execute: Callable[[str], Any]) -> Any:
+    """What a job task does, without Celery: the job runner itself (claim, execute, SUCCEEDED, which frees the
+    deployment); a failure raises here instead of being retried, so a test sees it at once."""
+    task = SimpleNamespace(request=SimpleNamespace(retries=0), max_retries=0)
+    outcome = job_runner.run_job(task, str(job_id), execute)
+    if "failed" in outcome:
+        raise AssertionError(f"job {job_id} failed: {outcome['failed']}")
+    return outcome
 
 
 def ensure_tenant(session: Session, tenant_id: str = "acme", quota: int | None = None) -> None:
