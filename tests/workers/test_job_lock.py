@@ -72,3 +72,112 @@ def test_run_job_drops_a_duplicate_delivery_without_touching_the_job(db_session)
     assert calls == []
     db_session.refresh(job)
     assert (job.state, job.attempts) == (JobState.PENDING, 0)
+
+
+def _committed_create_job(status="PENDING"):
+    """A deployment held by its create job, committed for real (claims run on their own connections)."""
+    from models import Deployment, DeploymentStatus, Job, JobType, TargetKind, Tenant
+    from models.db import session_scope
+
+    deployment_id = uuid.uuid4()
+    job = Job(
+        type=JobType.DEPLOYMENT_CREATE,
+        requested_by="t",
+        target_kind=TargetKind.DEPLOYMENT,
+        target_id=str(deployment_id),
+    )
+    with session_scope() as session:
+        if session.get(Tenant, "acme") is None:
+            session.add(Tenant(id="acme", name="acme"))
+        session.add(job)
+        session.flush()
+        session.add(
+            Deployment(
+                id=deployment_id,
+                tenant_id="acme",
+                model_id="org/model",
+                name=f"m-{deployment_id.hex[:8]}",
+                k8s_name=f"m-{deployment_id.hex[:8]}",
+                k8s_namespace="model-serving",
+                image="vllm",
+                gpu_type="nvidia-l40s",
+                replicas_desired=1,
+                gpus_per_replica=1,
+                status=DeploymentStatus(status),
+                active_job_id=job.id,
+            )
+        )
+    return job.id, deployment_id
+
+
+def _lock_is_free(job_id) -> bool:
+    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
+        taken = probe.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": job_lock_key(job_id)}).scalar()
+        if taken:
+            probe.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": job_lock_key(job_id)})
+        return bool(taken)
+
+
+def test_finishing_statement_ends_job_writes_deployment_and_releases_lock_together(clean_tables):
+    from models import Deployment, DeploymentStatus, Job, JobState
+    from models.db import get_sessionmaker
+    from workers.deployments import _CREATING_AFTER_APPLY
+    from workers.jobs import DeploymentChange
+
+    job_id, deployment_id = _committed_create_job()
+    with claimed_job(job_id) as job:
+        assert (job.lock_held, job.started, job.cancel_requested) == (True, True, False)
+        assert not _lock_is_free(job_id)
+        job.succeed({"ok": True}, change=DeploymentChange(deployment_id, _CREATING_AFTER_APPLY))
+        assert job.lock_held is False
+        # Released by the ending statement itself, while the claim's connection is still open.
+        assert _lock_is_free(job_id)
+    with get_sessionmaker()() as session:
+        row = session.get(Job, job_id)
+        deployment = session.get(Deployment, deployment_id)
+        assert (row.state, row.attempts, row.result) == (JobState.SUCCEEDED, 1, {"ok": True})
+        # Both writes to the deployment row landed: the change and the release (one UPDATE, not two).
+        assert (deployment.status, deployment.active_job_id) == (DeploymentStatus.CREATING, None)
+
+
+def test_creating_change_leaves_a_deployment_that_moved_on_alone(clean_tables):
+    from models import Deployment, DeploymentStatus
+    from models.db import get_sessionmaker
+    from workers.deployments import _CREATING_AFTER_APPLY
+    from workers.jobs import DeploymentChange
+
+    job_id, deployment_id = _committed_create_job(status="DELETING")
+    with claimed_job(job_id) as job:
+        job.succeed({}, change=DeploymentChange(deployment_id, _CREATING_AFTER_APPLY))
+    with get_sessionmaker()() as session:
+        deployment = session.get(Deployment, deployment_id)
+        assert (deployment.status, deployment.active_job_id) == (DeploymentStatus.DELETING, None)
+
+
+def test_claiming_a_finished_job_starts_nothing_and_keeps_no_lock(clean_tables):
+    from models import Job, JobState
+    from models.db import get_sessionmaker
+
+    job_id, _ = _committed_create_job()
+    with claimed_job(job_id) as job:
+        job.fail({"code": "x", "message": "failed", "retryable": False})
+    with claimed_job(job_id) as again:
+        assert (again.lock_held, again.started) == (True, False)
+    assert _lock_is_free(job_id)
+    with get_sessionmaker()() as session:
+        assert (session.get(Job, job_id).state, session.get(Job, job_id).attempts) == (JobState.FAILED, 1)
+
+
+def test_lock_is_released_when_the_job_raises_midway(clean_tables):
+    from models import Job, JobState
+    from models.db import get_sessionmaker
+
+    job_id, _ = _committed_create_job()
+    try:
+        with claimed_job(job_id) as job:
+            job.mark_retrying({"code": "cluster_unavailable", "message": "503", "retryable": True})
+            raise RuntimeError("the operation failed")
+    except RuntimeError:
+        assert _lock_is_free(job_id)
+    with get_sessionmaker()() as session:
+        assert session.get(Job, job_id).state == JobState.RETRYING
