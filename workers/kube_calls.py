@@ -55,6 +55,7 @@ COLLECTION_PATHS = {
     "deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
     "service": "/api/v1/namespaces/{namespace}/services",
     "pdb": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
+    "pod": "/api/v1/namespaces/{namespace}/pods",
 }
 
 
@@ -65,14 +66,26 @@ def object_path(kind: str, namespace: str, name: str | None = None) -> str:
 
 
 def send(
-    clients: KubeClients, method: str, path: str, body: dict[str, Any] | None = None, *, content_type: str = JSON
+    clients: KubeClients,
+    method: str,
+    path: str,
+    body: dict[str, Any] | None = None,
+    *,
+    content_type: str = JSON,
+    query: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One request with a plain-JSON body, answered with the server's JSON (see the module doc)."""
     api = clients.api_client
     headers = {"Accept": JSON, "Content-Type": content_type} if body is not None else {"Accept": JSON}
     # The body is left out of param_serialize (it would only be walked for model objects) and handed to the
     # REST layer as it is, which JSON-encodes it.
-    method, url, headers, _, _ = api.param_serialize(method, path, header_params=headers, auth_settings=["BearerToken"])
+    method, url, headers, _, _ = api.param_serialize(
+        method,
+        path,
+        query_params=[(key, value) for key, value in (query or {}).items() if value is not None],
+        header_params=headers,
+        auth_settings=["BearerToken"],
+    )
     with translate():
         response = api.call_api(method, url, headers, body, _request_timeout=clients.request_timeout)
         response.read()
@@ -89,6 +102,18 @@ def get(clients: KubeClients, path: str) -> dict[str, Any] | None:
         if error.status == 404:
             return None
         raise
+
+
+def list_objects(clients: KubeClients, path: str, *, label_selector: str | None = None) -> Iterator[dict]:
+    """Every item of a collection through :func:`send`, page by page, like :func:`list_pages`."""
+    token: str | None = None
+    while True:
+        query = {"labelSelector": label_selector, "limit": LIST_PAGE_SIZE, "continue": token}
+        page = send(clients, "GET", path, query=query)
+        yield from page.get("items") or []
+        token = (page.get("metadata") or {}).get("continue")
+        if not token:
+            return
 
 
 def list_pages(

@@ -46,7 +46,7 @@ from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, P
 from models.db import autocommit_session, session_scope
 from workers import admission
 from workers.k8s import get_clients
-from workers.kube_calls import list_pages, read
+from workers.kube_calls import get, list_objects, object_path
 from workers.manifests import GPU_RESOURCE, label_selector
 
 logger = logging.getLogger(__name__)
@@ -336,12 +336,10 @@ def _observe(deployment_uuid: uuid.UUID, observed: _Observed) -> bool:
     """Read the cluster, judge, record (see :func:`observe_deployment`)."""
     status_before, desired, busy = observed.status, observed.desired, observed.busy
     clients = get_clients()
-    k8s_deployment = read(clients, clients.apps.read_namespaced_deployment, observed.name, observed.namespace)
+    k8s_deployment = get(clients, object_path("deployment", observed.namespace, observed.name))
     pods = [
         pod_view(pod)
-        for pod in list_pages(
-            clients, clients.core.list_namespaced_pod, observed.namespace, label_selector=observed.selector
-        )
+        for pod in list_objects(clients, object_path("pod", observed.namespace), label_selector=observed.selector)
     ]
     verdict = judge(status_before, desired, k8s_deployment, pods)
     if busy:
