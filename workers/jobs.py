@@ -77,8 +77,14 @@ class Claim:
 # parameters, because building a SQLAlchemy statement costs more CPU than Postgres spends running it.
 @cache
 def _claim_statement() -> Select:
+    # The claim's commit does not wait for the WAL flush (synchronous_commit off for this one transaction):
+    # RUNNING is only a progress mark, and losing it in a database crash loses nothing, since the lock dies
+    # with the crash and the job is claimed again. Every other transition, the ending above all, stays durable.
     lock = (
-        select(func.pg_try_advisory_lock(bindparam("lock_key", type_=BigInteger)).label("held"))
+        select(
+            func.pg_try_advisory_lock(bindparam("lock_key", type_=BigInteger)).label("held"),
+            func.set_config("synchronous_commit", "off", true()).label("commit_mode"),
+        )
         .cte("job_lock")
         .prefix_with("MATERIALIZED")
     )

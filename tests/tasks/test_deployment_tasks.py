@@ -149,7 +149,10 @@ def test_transient_faults_are_retried_then_succeed(harness):
     deployment_tasks.create.apply(args=[str(job_id)])
     finished = job(job_id)
     assert finished.state == JobState.SUCCEEDED
-    assert finished.attempts == 4
+    # The three writes go out side by side, so all three faults hit the first attempt and the second applies
+    # everything (the 500 is reported, being first in manifest order).
+    assert finished.attempts == 2
+    assert harness.cluster.faults.rules() == []  # every fault fired
     clients = k8s.get_clients()
     assert len(clients.apps.list_namespaced_deployment("model-serving").items) == 1
     assert clients.policy.read_namespaced_pod_disruption_budget("llama-acme", "model-serving")
