@@ -8,6 +8,7 @@ the GPU request-without-limit rejection is a real-cluster failure the service mu
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import math
 import re
@@ -65,6 +66,13 @@ def parse_quantity(value: Any) -> Fraction | None:
         return Fraction(str(value))
     if not isinstance(value, str):
         return None
+    return _parse_quantity_text(value)
+
+
+# Admission parses the same few quantity strings ("1", "24Gi") for every Deployment, ReplicaSet and Pod
+# it admits; Fraction arithmetic makes each parse costly, and the result is an immutable value.
+@functools.lru_cache(maxsize=4096)
+def _parse_quantity_text(value: str) -> Fraction | None:
     match = _QUANTITY_RE.match(value.strip())
     if match is None:
         return None

@@ -7,6 +7,7 @@ Both report seconds since the Unix epoch, so timestamps in objects look like rea
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from datetime import UTC, datetime
@@ -66,8 +67,16 @@ class ScaledClock:
 
 def rfc3339(instant: float) -> str:
     """`2026-11-27T09:25:12Z`: second precision, as the apiserver writes metav1.Time."""
-    return datetime.fromtimestamp(int(instant), tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return _rfc3339_second(int(instant))
 
 
+# Every write stamps a few timestamps, mostly of the same simulated second; formatting (and strptime
+# below) cost far more than a cache lookup.
+@functools.lru_cache(maxsize=4096)
+def _rfc3339_second(second: int) -> str:
+    return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+@functools.lru_cache(maxsize=4096)
 def parse_rfc3339(text: str) -> float:
     return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()

@@ -265,3 +265,64 @@ def combine(*predicates: Predicate | None) -> Predicate | None:
     if len(active) == 1:
         return active[0]
     return lambda obj: all(p(obj) for p in active)
+
+
+# ----------------------------------------------------------------------------- selector index
+
+IndexKey = tuple[str, str]  # (namespace, name) of the object that owns a selector
+Anchor = tuple[str, str, str]  # (namespace, label key, label value)
+
+
+class SelectorIndex:
+    """Which objects' label selectors select a given set of labels, without testing every selector.
+
+    Controllers ask this on every pod event ("which Services / budgets select this pod?"); testing each
+    selector of the namespace made that cost grow with the number of deployments. A selector that
+    requires fixed labels is filed under one of them, the one the fewest selectors are filed under at
+    that moment, so selectors sharing most labels (every Service of one tenant) still land in separate
+    buckets. A query gathers the buckets of the labels it carries, plus the selectors that require no
+    fixed label (an empty selector, or matchExpressions alone), and tests only those with `matches`.
+    Any selector that selects the labels requires each of its fixed labels, its anchor included, so
+    the answer is the same as testing every selector.
+    """
+
+    def __init__(self, matches: Callable[[Any, dict[str, str]], bool]) -> None:
+        self._matches = matches
+        self._selectors: dict[IndexKey, tuple[Any, Anchor | None]] = {}
+        self._anchored: dict[Anchor, set[IndexKey]] = {}
+        self._unanchored: dict[str, set[IndexKey]] = {}
+
+    def put(self, key: IndexKey, selector: Any, required_labels: Any) -> None:
+        """File `selector` (tested with `matches`) for object `key`; `required_labels` are labels it demands."""
+        self.remove(key)
+        namespace = key[0]
+        anchors = [(namespace, label, value) for label, value in required_labels.items()
+                   if isinstance(value, str)] if isinstance(required_labels, dict) else []
+        anchor = min(anchors, key=lambda a: (len(self._anchored.get(a, ())), a)) if anchors else None
+        if anchor is None:
+            self._unanchored.setdefault(namespace, set()).add(key)
+        else:
+            self._anchored.setdefault(anchor, set()).add(key)
+        self._selectors[key] = (selector, anchor)
+
+    def remove(self, key: IndexKey) -> None:
+        entry = self._selectors.pop(key, None)
+        if entry is None:
+            return
+        anchor = entry[1]
+        bucket_key: Any = key[0] if anchor is None else anchor
+        buckets: dict[Any, set[IndexKey]] = self._unanchored if anchor is None else self._anchored
+        bucket = buckets[bucket_key]
+        bucket.discard(key)
+        if not bucket:
+            del buckets[bucket_key]
+
+    def matching(self, namespace: str, labels: dict[str, str]) -> list[IndexKey]:
+        """Keys, sorted, of the objects in `namespace` whose selector selects `labels`."""
+        candidates = set(self._unanchored.get(namespace, ()))
+        for label, value in labels.items():
+            if isinstance(value, str):
+                bucket = self._anchored.get((namespace, label, value))
+                if bucket:
+                    candidates.update(bucket)
+        return sorted(key for key in candidates if self._matches(self._selectors[key][0], labels))

@@ -476,7 +476,8 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
         if self.query.get("dryRun") == "All":
             self.send_json(201, self._dry_run_create(rtype, body, namespace))
             return
-        created = store.create(rtype.plural, body, namespace)
+        # The body was decoded for this request alone, so the store may keep it without a copy.
+        created = store.create(rtype.plural, body, namespace, handed_over=True)
         self.send_json(201, created)
 
     def _dry_run_create(self, rtype: ResourceType, body: Obj, namespace: str | None) -> Obj:

@@ -172,11 +172,19 @@ class Simulation:
     # ----------------------------------------------------------------- scheduling work
 
     def enqueue(self, controller: str, key: Hashable) -> None:
-        item = (controller, key)
+        self._enqueue_all(((controller, key),))
+
+    def _enqueue_all(self, items: Iterable[tuple[str, Hashable]]) -> None:
+        """Queue `(controller, key)` items in order, under one acquisition of the queue lock (a write
+        usually queues several controllers' keys)."""
+        added = False
         with self._cond:
-            if item not in self._queued:
-                self._queued.add(item)
-                self._queue.append(item)
+            for item in items:
+                if item not in self._queued:
+                    self._queued.add(item)
+                    self._queue.append(item)
+                    added = True
+            if added:
                 self._cond.notify_all()
 
     def schedule_at(self, instant: float, controller: str, key: Hashable) -> None:
@@ -219,12 +227,14 @@ class Simulation:
         # while reconciling: it already acted on that state, and re-running it would double the work
         # of every pod transition. keys_for still runs, because it maintains caches.
         reconciling = self._reconciling if threading.current_thread() is self._thread else None
+        items = []
         for controller in self.controllers.values():
             keys = controller.keys_for(event)
             if controller.name == reconciling and getattr(controller, "ignores_own_writes", False):
                 continue
-            for key in keys:
-                self.enqueue(controller.name, key)
+            items.extend((controller.name, key) for key in keys)
+        if items:
+            self._enqueue_all(items)
 
     def _has_due_timer(self) -> bool:
         return bool(self._timers) and self._timers[0][0] <= self.clock.now()

@@ -99,6 +99,9 @@ class Store:
         self.admission: Admission | None = None  # defaulting + validation, set by the API layer
         self._objects: dict[str, dict[Key, Obj]] = {plural: {} for plural in BY_PLURAL}
         self._pods_by_node: dict[str, set[Key]] = {}
+        # (namespace, label key, label value) -> pods carrying that label: Services and PodDisruptionBudgets
+        # find their pods through it instead of testing every pod of the namespace on each reconcile.
+        self._pods_by_label: dict[tuple[str, str, str], set[Key]] = {}
         # Every table's keys in (namespace, name) order, kept sorted on insert/remove, so a list page is
         # two bisections and a slice instead of sorting 10,000 keys per page.
         self._sorted_keys: dict[str, list[Key]] = {plural: [] for plural in BY_PLURAL}
@@ -181,6 +184,28 @@ class Store:
                 items.pop()
             return ListPage(items, self.revision, more, None)
 
+    def pods_with_labels(self, namespace: str, labels: dict[str, str]) -> list[Obj]:
+        """Pods of `namespace` carrying every one of `labels` (at least one), sorted by (namespace, name).
+
+        Only the smallest of the label index's buckets is read, so the cost follows the number of
+        candidate pods, not the size of the namespace.
+        """
+        if not labels:
+            raise ValueError("pods_with_labels needs at least one label")
+        with self.lock:
+            if len(_indexable_labels(labels)) < len(labels):
+                # A value that is not a string cannot be in the index; nothing but a full scan finds it.
+                return self.list("pods", namespace, lambda pod: _has_labels(pod, labels))[0]
+            smallest: set[Key] | None = None
+            for label, value in labels.items():
+                bucket = self._pods_by_label.get((namespace, label, value))
+                if bucket is None:
+                    return []
+                if smallest is None or len(bucket) < len(smallest):
+                    smallest = bucket
+            table = self._objects["pods"]
+            return [table[key] for key in sorted(smallest or ()) if _has_labels(table[key], labels)]
+
     def count(self, plural: str) -> int:
         with self.lock:
             return len(self._objects[plural])
@@ -192,10 +217,15 @@ class Store:
 
     # ----------------------------------------------------------------- writing
 
-    def create(self, plural: str, obj: Obj, namespace: str | None = None) -> Obj:
-        """Store a new object: names, uid, timestamps, generation, defaulting and validation."""
+    def create(self, plural: str, obj: Obj, namespace: str | None = None, handed_over: bool = False) -> Obj:
+        """Store a new object: names, uid, timestamps, generation, defaulting and validation.
+
+        `obj` is copied first, unless the caller hands it over (`handed_over`: a dict it built or decoded
+        itself, shares with nothing and never touches again), which spares cloning every request body.
+        """
         rtype = BY_PLURAL[plural]
-        obj = clone(obj)
+        if not handed_over:
+            obj = clone(obj)
         meta = obj.setdefault("metadata", {})
         with self.lock:
             if rtype.namespaced:
@@ -526,6 +556,7 @@ class Store:
         return last
 
     def _index_pod(self, key: Key, old: Obj | None, new: Obj | None) -> None:
+        self._index_pod_labels(key, old, new)
         old_node = ((old or {}).get("spec") or {}).get("nodeName")
         new_node = ((new or {}).get("spec") or {}).get("nodeName")
         if old_node == new_node:
@@ -539,6 +570,23 @@ class Store:
         if new_node:
             self._pods_by_node.setdefault(new_node, set()).add(key)
 
+    def _index_pod_labels(self, key: Key, old: Obj | None, new: Obj | None) -> None:
+        old_labels = _labels_of(old)
+        new_labels = _labels_of(new)
+        # Most pod writes share the labels dict of the version they replace (status updates).
+        if old_labels is new_labels or old_labels == new_labels:
+            return
+        namespace = key[0]
+        for label, value in _indexable_labels(old_labels):
+            if label not in new_labels or new_labels[label] != value:
+                bucket = self._pods_by_label.get((namespace, label, value))
+                if bucket is not None:
+                    bucket.discard(key)
+                    if not bucket:
+                        del self._pods_by_label[(namespace, label, value)]
+        for label, value in _indexable_labels(new_labels):
+            self._pods_by_label.setdefault((namespace, label, value), set()).add(key)
+
     def _record(self, event: WatchEvent) -> None:
         self._log.append(event)
         self._log_revisions.append(event.revision)
@@ -551,6 +599,21 @@ class Store:
         for listener in self._listeners:
             listener(event)
         self.changed.notify_all()
+
+
+def _labels_of(obj: Obj | None) -> dict:
+    labels = obj["metadata"].get("labels") if obj is not None else None
+    return labels if isinstance(labels, dict) else {}
+
+
+def _indexable_labels(labels: dict) -> list[tuple[str, str]]:
+    """The label pairs the pod label index can hold: string values (all a valid object has)."""
+    return [(label, value) for label, value in labels.items() if isinstance(value, str)]
+
+
+def _has_labels(pod: Obj, labels: dict[str, Any]) -> bool:
+    pod_labels = pod["metadata"].get("labels") or {}
+    return all(pod_labels.get(label) == value for label, value in labels.items())
 
 
 class EncodedCache:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Hashable, Iterable
 from typing import Any
@@ -21,7 +22,14 @@ def parse_quantity(text: Any) -> float:
     """A Kubernetes quantity (`500m`, `16Gi`, `1e3`, `8`) as a number; ValueError when malformed."""
     if isinstance(text, int | float) and not isinstance(text, bool):
         return float(text)
-    value = str(text).strip()
+    return _parse_quantity_text(str(text))
+
+
+# The scheduler and kubelet read the same few quantity strings from every pod and node; a malformed one
+# raises each time (lru_cache keeps no exceptions).
+@functools.lru_cache(maxsize=4096)
+def _parse_quantity_text(text: str) -> float:
+    value = text.strip()
     for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E"):
         if value.endswith(suffix) and not (suffix == "E" and _is_exponent(value)):
             return float(value[: -len(suffix)]) * _SUFFIXES[suffix]

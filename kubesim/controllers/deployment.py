@@ -64,6 +64,8 @@ def _find_equal_template(owned: list[Obj], template: Obj) -> Obj | None:
     `kubectl rollout undo` copies an old RS's template back, and kubectl sends `creationTimestamp: null` in
     template metadata, so the hash differs while the template is the same: the old RS must be reused.
     """
+    if not owned:
+        return None  # a new Deployment owns nothing yet: skip normalising its template
     wanted = _without_hash_and_nulls(template)
     candidates = sorted(owned, key=lambda r: (r["metadata"].get("creationTimestamp", ""), r["metadata"]["name"]))
     return next((rs for rs in candidates

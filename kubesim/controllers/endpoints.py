@@ -12,6 +12,7 @@ from collections.abc import Hashable, Iterable
 
 from kubesim import errors
 from kubesim.controllers.common import Controller, Obj, is_deleting, is_pod_ready, is_terminal, key_of
+from kubesim.selectors import SelectorIndex
 from kubesim.store import WatchEvent
 
 
@@ -20,13 +21,26 @@ class EndpointsController(Controller):
     ignores_own_writes = True
     resync_plural = "services"
 
+    def reset(self) -> None:
+        # The Services that select a pod, found without testing every Service of the namespace per pod event.
+        self._services = SelectorIndex(_selector_selects)
+        for service in self.store.list("services")[0]:
+            self._index(service, deleted=False)
+
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "services":
+            self._index(event.obj, deleted=event.type == "DELETED")
             return (key_of(event.obj),)
         if event.plural == "pods":
-            labels = event.obj["metadata"].get("labels") or {}
-            return [key_of(s) for s in self.store.list("services", event.namespace)[0] if _selects(s, labels)]
+            return self._services.matching(event.namespace, event.obj["metadata"].get("labels") or {})
         return ()
+
+    def _index(self, service: Obj, deleted: bool) -> None:
+        selector = (service.get("spec") or {}).get("selector")
+        if deleted or not selector:
+            self._services.remove(key_of(service))  # an empty selector selects no pod
+        else:
+            self._services.put(key_of(service), selector, selector)
 
     def reconcile(self, key: Hashable) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -65,8 +79,7 @@ class EndpointsController(Controller):
     def _subsets(self, service: Obj) -> list[Obj]:
         spec = service.get("spec") or {}
         publish_not_ready = bool(spec.get("publishNotReadyAddresses"))
-        pods = self.store.list("pods", service["metadata"]["namespace"],
-                               lambda p: _selects(service, p["metadata"].get("labels") or {}))[0]
+        pods = self.store.pods_with_labels(service["metadata"]["namespace"], spec["selector"])
         ready, not_ready = [], []
         for pod in pods:
             status = pod.get("status") or {}
@@ -99,9 +112,8 @@ class EndpointsController(Controller):
         return [subset]
 
 
-def _selects(service: Obj, labels: dict[str, str]) -> bool:
-    selector = (service.get("spec") or {}).get("selector") or {}
-    return bool(selector) and all(labels.get(k) == v for k, v in selector.items())
+def _selector_selects(selector: dict[str, str], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.items())
 
 
 def _named_port(pods: list[Obj], name: str) -> int | None:

@@ -70,7 +70,7 @@ class EventRecorder:
                 "reportingInstance": host or "",
             }
             try:
-                self.store.create("events", event)
+                self.store.create("events", event, handed_over=True)  # built above from strings only
             except errors.ApiError:
                 return  # the namespace is gone or terminating: the apiserver drops such events too
             self._seen[dedup_key] = (namespace, name)

@@ -9,6 +9,7 @@ minutes have passed, so two quick evictions cannot both spend the same budget.
 from __future__ import annotations
 
 from collections.abc import Hashable, Iterable
+from typing import Any
 
 from kubesim.clock import parse_rfc3339
 from kubesim.controllers.common import (
@@ -22,7 +23,7 @@ from kubesim.controllers.common import (
     own_keys,
     set_condition,
 )
-from kubesim.selectors import match_label_selector_object
+from kubesim.selectors import SelectorIndex, match_label_selector_object
 from kubesim.store import WatchEvent
 
 DISRUPTED_POD_TIMEOUT_SECONDS = 120.0
@@ -33,18 +34,32 @@ class DisruptionController(Controller):
     ignores_own_writes = True
     resync_plural = "poddisruptionbudgets"
 
+    def reset(self) -> None:
+        # The budgets whose selector selects a pod (or a workload's pod template), found without testing
+        # every budget of the namespace on each pod, ReplicaSet and Deployment event.
+        self._budgets = SelectorIndex(match_label_selector_object)
+        for pdb in self.store.list("poddisruptionbudgets")[0]:
+            self._index(pdb, deleted=False)
+
     def keys_for(self, event: WatchEvent) -> Iterable[Hashable]:
         if event.plural == "poddisruptionbudgets":
+            self._index(event.obj, deleted=event.type == "DELETED")
             return own_keys(event)
         if event.plural in ("pods", "replicasets", "deployments"):
             labels = event.obj["metadata"].get("labels") or {}
             if event.plural != "pods":
                 labels = (((event.obj.get("spec") or {}).get("template") or {}).get("metadata") or {}).get(
                     "labels") or {}
-            budgets = self.store.list("poddisruptionbudgets", event.namespace)[0]
-            return [key_of(b) for b in budgets
-                    if match_label_selector_object((b.get("spec") or {}).get("selector"), labels)]
+            return self._budgets.matching(event.namespace, labels)
         return ()
+
+    def _index(self, pdb: Obj, deleted: bool) -> None:
+        if deleted:
+            self._budgets.remove(key_of(pdb))
+            return
+        selector = (pdb.get("spec") or {}).get("selector")
+        required = selector.get("matchLabels") if isinstance(selector, dict) else None
+        self._budgets.put(key_of(pdb), selector, required)
 
     def reconcile(self, key: Hashable) -> None:
         namespace, name = key  # type: ignore[misc]
@@ -54,9 +69,7 @@ class DisruptionController(Controller):
                 return
             spec = pdb.get("spec") or {}
             selector = spec.get("selector")
-            pods = [] if selector is None else self.store.list(
-                "pods", namespace, lambda p: match_label_selector_object(selector, p["metadata"].get("labels") or {})
-            )[0]
+            pods = [] if selector is None else self._selected_pods(namespace, selector)
             now = self.sim.clock.now()
             disrupted = self._live_disruptions(pdb, pods, now)
             healthy = sum(1 for p in pods if not is_deleting(p) and p["metadata"]["name"] not in disrupted
@@ -86,6 +99,16 @@ class DisruptionController(Controller):
                     obj["status"] = status
 
                 self.store.mutate("poddisruptionbudgets", namespace, name, change)
+
+    def _selected_pods(self, namespace: str, selector: Any) -> list[Obj]:
+        def selects(pod: Obj) -> bool:
+            return match_label_selector_object(selector, pod["metadata"].get("labels") or {})
+
+        required = selector.get("matchLabels") if isinstance(selector, dict) else None
+        if required and isinstance(required, dict):
+            # Only pods carrying the fixed labels can match: the store's label index narrows them down.
+            return [pod for pod in self.store.pods_with_labels(namespace, required) if selects(pod)]
+        return self.store.list("pods", namespace, selects)[0]
 
     def _live_disruptions(self, pdb: Obj, pods: list[Obj], now: float) -> dict[str, str]:
         """disruptedPods minus pods that are gone, deleting, or whose entry expired; re-check at expiry."""
