@@ -29,16 +29,19 @@ import argparse
 import cProfile
 import http.client
 import io
+import math
 import os
 import pstats
 import secrets
 import signal
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
 import time
 import uuid
+from dataclasses import dataclass
 from pathlib import Path
 
 from sqlalchemy import create_engine, func, select, text
@@ -133,10 +136,26 @@ def cpu_table(label: str, used: dict[str, float], jobs: int, wall: float) -> str
     return "\n".join(lines)
 
 
-CLUSTER_NODES, GPUS_PER_NODE = 8, 8
-CLUSTER_GPUS = CLUSTER_NODES * GPUS_PER_NODE
+GPUS_PER_NODE = 8
 PIPELINE_GOAL = 0.25
 API_GOAL = 0.5
+
+
+@dataclass(frozen=True)
+class RoundResult:
+    noop_seconds: float
+    pipeline_seconds: float
+    submit_seconds: float
+    queued: float
+    running: float
+
+    def ratio(self, jobs: int) -> float:
+        return (jobs / self.pipeline_seconds) / (jobs / self.noop_seconds)
+
+
+def add_cpu(total: dict[str, float], used: dict[str, float]) -> None:
+    for name, seconds in used.items():
+        total[name] = total.get(name, 0.0) + seconds
 
 
 def load_average() -> str:
@@ -191,10 +210,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=40)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--status-requests", type=int, default=2000)
+    parser.add_argument("--rounds", type=int, default=3, help="alternating no-op / pipeline rounds (median reported)")
     args = parser.parse_args(argv)
-    if args.jobs + args.concurrency > CLUSTER_GPUS:
-        # Every create (warm-ups included) holds one GPU; more would be refused with 409 insufficient_gpu.
-        parser.error(f"--jobs + --concurrency must not exceed the simulated cluster's {CLUSTER_GPUS} GPUs")
+    if min(args.jobs, args.rounds, args.concurrency) < 1:
+        parser.error("--jobs, --rounds and --concurrency must be at least 1")
+    # Every create (warm-ups included) holds one GPU until the end: the simulated cluster is sized to hold them all.
+    cluster_nodes = math.ceil((args.jobs * args.rounds + args.concurrency) / GPUS_PER_NODE)
     load_before = load_average()
 
     admin_url = os.environ.get("TEST_DATABASE_ADMIN_URL", DEFAULT_ADMIN_URL).replace(
@@ -236,7 +257,7 @@ def main(argv: list[str] | None = None) -> int:
             "--port",
             "0",
             "--nodes",
-            f"{CLUSTER_NODES}xnvidia-l40s:{GPUS_PER_NODE}",
+            f"{cluster_nodes}xnvidia-l40s:{GPUS_PER_NODE}",
             "--kubeconfig",
             str(kubeconfig),
             "--speed",
@@ -256,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = str(kubeconfig)
         import redis
 
-        from models import Job, JobState
+        from models import Deployment, DeploymentStatus, Job, JobState
         from models.db import get_sessionmaker
         from models.migrate import upgrade_database
         from settings import get_settings
@@ -319,17 +340,6 @@ def main(argv: list[str] | None = None) -> int:
             }
         )
 
-        # --- bare Celery round trip ---------------------------------------------------------------------------
-        key = f"{prefix}:noop"
-        meter.start()
-        started = time.time()
-        for _ in range(args.jobs):
-            celery_app.send_task("bench.noop", args=[key], queue="jobs")
-        wait_until(lambda: counter.llen(key) >= args.jobs, 300, "no-op tasks")
-        noop_seconds = max(float(stamp) for stamp in counter.lrange(key, 0, -1)) - started
-        noop_cpu = meter.stop()
-
-        # --- the pipeline ---------------------------------------------------------------------------------------
         flask_app = create_app()
         flask_app.add_url_rule("/bench/bare", "bench_bare", lambda: {"ok": True})
         client = flask_app.test_client()
@@ -357,30 +367,69 @@ def main(argv: list[str] | None = None) -> int:
                 ).scalar_one()
             return done >= len(job_ids)
 
+        def settled() -> bool:
+            """Every deployment RUNNING (so no status poll is pending) and nothing left on the jobs queue."""
+            with get_sessionmaker()() as session:
+                converging = session.execute(
+                    select(func.count()).where(Deployment.status != DeploymentStatus.RUNNING)
+                ).scalar_one()
+            return converging == 0 and counter.llen(f"{prefix}:jobs") == 0
+
+        def quiet_point() -> None:
+            # Each round starts with the previous round's follow-up work done: the status polls of the new
+            # deployments would otherwise run during the next round and slow whichever side they hit.
+            wait_until(settled, 300, "the deployments to become RUNNING")
+            time.sleep(0.5)
+
         # Warm-up, as the no-op side had: one create per worker slot, not timed (first requests and first
         # tasks of a process pay one-time costs: statement compilation, connections, the kubeconfig).
         warm_ids, _ = submit_creates([f"bench-warm-{index}" for index in range(args.concurrency)])
         wait_until(lambda: all_succeeded(warm_ids), 120, "warm-up create jobs")
 
-        meter.start()
-        started = time.time()
-        job_ids, deployment_id = submit_creates([f"bench-{index}" for index in range(args.jobs)])
-        submit_seconds = time.time() - started
-        wait_until(lambda: all_succeeded(job_ids), 600, "create jobs")
-        with get_sessionmaker()() as session:
-            last_finished = session.execute(select(func.max(Job.finished_at)).where(Job.id.in_(job_ids))).scalar_one()
-        if last_finished is None:
-            raise SystemExit("the create jobs succeeded without a finished_at")
-        pipeline_seconds = last_finished.timestamp() - started
-        with get_sessionmaker()() as session:
-            # Per job: waiting in the queue (row written -> a worker starts it) and running (start -> end).
-            queued, running = session.execute(
-                select(
-                    func.avg(func.extract("epoch", Job.started_at - Job.created_at)),
-                    func.avg(func.extract("epoch", Job.finished_at - Job.started_at)),
-                ).where(Job.id.in_(job_ids))
-            ).one()
-        pipeline_cpu = meter.stop()
+        results: list[RoundResult] = []
+        noop_cpu: dict[str, float] = {}
+        pipeline_cpu: dict[str, float] = {}
+        for round_index in range(args.rounds):
+            quiet_point()
+            # --- bare Celery round trip -----------------------------------------------------------------------
+            key = f"{prefix}:noop:{round_index}"
+            meter.start()
+            started = time.time()
+            for _ in range(args.jobs):
+                celery_app.send_task("bench.noop", args=[key], queue="jobs")
+            wait_until(lambda key=key: counter.llen(key) >= args.jobs, 300, "no-op tasks")
+            noop_seconds = max(float(stamp) for stamp in counter.lrange(key, 0, -1)) - started
+            add_cpu(noop_cpu, meter.stop())
+
+            # --- the pipeline ---------------------------------------------------------------------------------
+            meter.start()
+            started = time.time()
+            job_ids, deployment_id = submit_creates([f"bench-{round_index}-{index}" for index in range(args.jobs)])
+            submit_seconds = time.time() - started
+            wait_until(lambda job_ids=job_ids: all_succeeded(job_ids), 600, "create jobs")
+            with get_sessionmaker()() as session:
+                last_finished = session.execute(
+                    select(func.max(Job.finished_at)).where(Job.id.in_(job_ids))
+                ).scalar_one()
+                # Per job: waiting in the queue (row written -> a worker starts it) and running (start -> end).
+                queued, running = session.execute(
+                    select(
+                        func.avg(func.extract("epoch", Job.started_at - Job.created_at)),
+                        func.avg(func.extract("epoch", Job.finished_at - Job.started_at)),
+                    ).where(Job.id.in_(job_ids))
+                ).one()
+            add_cpu(pipeline_cpu, meter.stop())
+            if last_finished is None:
+                raise SystemExit("the create jobs succeeded without a finished_at")
+            results.append(
+                RoundResult(
+                    noop_seconds=noop_seconds,
+                    pipeline_seconds=last_finished.timestamp() - started,
+                    submit_seconds=submit_seconds,
+                    queued=float(queued),
+                    running=float(running),
+                )
+            )
 
         # --- API: status vs bare --------------------------------------------------------------------------------
         # Measured with the worker and the simulated cluster stopped, so both endpoints see the same idle machine.
@@ -413,8 +462,6 @@ def main(argv: list[str] | None = None) -> int:
         timed(status_path, headers, per_round)
         profiler.disable()
 
-        pipeline_rate = args.jobs / pipeline_seconds
-        noop_rate = args.jobs / noop_seconds
         status_rate = rounds * per_round / status_seconds
         bare_rate = rounds * per_round / bare_seconds
 
@@ -449,21 +496,35 @@ def main(argv: list[str] | None = None) -> int:
         http_status_rate = rounds * per_round / http_status_seconds
         http_bare_rate = rounds * per_round / http_bare_seconds
         http_ratio = http_status_rate / http_bare_rate
-        pipeline_ratio = pipeline_rate / noop_rate
         api_ratio = status_rate / bare_rate
-        print(f"workers: 1 process x concurrency {args.concurrency}; jobs: {args.jobs}; broker prefix {prefix}")
+        total_jobs = args.jobs * args.rounds
+        noop_total = sum(result.noop_seconds for result in results)
+        pipeline_total = sum(result.pipeline_seconds for result in results)
+        ratios = sorted(result.ratio(args.jobs) for result in results)
+        pipeline_ratio = statistics.median(ratios)
+        print(
+            f"workers: 1 process x concurrency {args.concurrency}; {args.rounds} rounds of {args.jobs} jobs per side; "
+            f"broker prefix {prefix}"
+        )
         print(f"machine before: {load_before}")
         print(f"machine after:  {load_average()}")
-        print(f"{'':32}{'per second':>12}")
-        print(f"{'bare Celery no-op round trip':32}{noop_rate:12.1f}")
-        print(f"{'pipeline API->PG->Celery->k8s':32}{pipeline_rate:12.1f}   (API submit phase {submit_seconds:.2f}s)")
-        print(f"{'  pipeline ratio':32}{pipeline_ratio:12.2f}   {verdict(pipeline_ratio, PIPELINE_GOAL)}")
         print(
-            f"  create jobs: {1000 * submit_seconds / args.jobs:.1f} ms per API request (sequential), "
-            f"{1000 * float(queued):.1f} ms queued on average, {1000 * float(running):.1f} ms running on average"
+            f"{'round':>5} {'no-op/s':>9} {'pipeline/s':>11} {'ratio':>6}   "
+            "create jobs (API ms/request, ms queued, ms running)"
         )
-        print(cpu_table("the no-op round trips", noop_cpu, args.jobs, noop_seconds))
-        print(cpu_table("the pipeline", pipeline_cpu, args.jobs, pipeline_seconds))
+        for index, result in enumerate(results, 1):
+            print(
+                f"{index:>5} {args.jobs / result.noop_seconds:9.1f} {args.jobs / result.pipeline_seconds:11.1f} "
+                f"{result.ratio(args.jobs):6.2f}   {1000 * result.submit_seconds / args.jobs:.1f}, "
+                f"{1000 * result.queued:.1f}, {1000 * result.running:.1f}"
+            )
+        print(f"{'':32}{'per second':>12}   (all rounds together)")
+        print(f"{'bare Celery no-op round trip':32}{total_jobs / noop_total:12.1f}")
+        print(f"{'pipeline API->PG->Celery->k8s':32}{total_jobs / pipeline_total:12.1f}")
+        print(f"{'  pipeline ratio, all rounds':32}{noop_total / pipeline_total:12.2f}")
+        print(f"{'  pipeline ratio, median round':32}{pipeline_ratio:12.2f}   {verdict(pipeline_ratio, PIPELINE_GOAL)}")
+        print(cpu_table("the no-op round trips", noop_cpu, total_jobs, noop_total))
+        print(cpu_table("the pipeline", pipeline_cpu, total_jobs, pipeline_total))
         print("API, sequential client, in-process (Flask test client, no HTTP):")
         print(f"{'  bare Flask endpoint':32}{bare_rate:12.1f}")
         print(f"{'  GET .../status':32}{status_rate:12.1f}")

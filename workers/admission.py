@@ -41,6 +41,7 @@ _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 
 
 _LOCKED_IN = "admission_lock_held_in"
+_LOCK_STATEMENT = text("SELECT pg_advisory_xact_lock(:key)")
 
 
 def _current_transaction(session: Session) -> Any:
@@ -56,7 +57,9 @@ def lock(session: Session) -> None:
     transaction = _current_transaction(session)
     if transaction is not None and session.info.get(_LOCKED_IN) is transaction:
         return
-    session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": ADMISSION_LOCK_KEY})
+    # On the session's connection: the statement reads no rows, so the ORM execution path (autoflush, ORM
+    # result) would only add Python time while every other admission waits.
+    session.connection().execute(_LOCK_STATEMENT, {"key": ADMISSION_LOCK_KEY})
     session.info[_LOCKED_IN] = _current_transaction(session)
 
 
@@ -173,9 +176,14 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
     """GPU types, the tenant's quota and use, free GPUs per node and (if ``name`` is given) the live
     deployment of the tenant already called ``name``: the reads of :func:`known_gpu_types`,
     :func:`tenant_quota` and :func:`current_capacity` as ONE statement. Call it after :func:`lock`."""
-    explicit_quota, used, taken_by, node_rows, known_types = session.execute(
-        _admission_state_statement(), {"state_tenant_id": tenant_id, "state_name": name}
-    ).one()
+    # Pending ORM changes are flushed first, as ORM execution would (autoflush), so the read sees them; the
+    # statement itself runs on the connection, since its result is plain columns.
+    session.flush()
+    explicit_quota, used, taken_by, node_rows, known_types = (
+        session.connection()
+        .execute(_admission_state_statement(), {"state_tenant_id": tenant_id, "state_name": name})
+        .one()
+    )
     quota = explicit_quota if explicit_quota is not None else get_settings().default_tenant_gpu_quota
     return AdmissionState(
         known_gpu_types={str(product): int(largest) for product, largest in (known_types or {}).items()},
@@ -343,19 +351,43 @@ def reserve(
     gpus_per_replica: int,
 ) -> None:
     """The write half of :func:`admit`: one GpuReservation row per node of ``placement`` (one INSERT)."""
-    for node_name, node_replicas in sorted(placement.replicas_by_node.items()):
-        session.add(
-            GpuReservation(
-                deployment_id=deployment_id,
-                tenant_id=tenant_id,
-                job_id=job_id,
-                node_name=node_name,
-                gpu_type=gpu_type,
-                gpus=node_replicas * gpus_per_replica,
-                replicas=node_replicas,
-            )
-        )
+    rows = reservation_rows(
+        placement,
+        tenant_id=tenant_id,
+        deployment_id=deployment_id,
+        job_id=job_id,
+        gpu_type=gpu_type,
+        gpus_per_replica=gpus_per_replica,
+    )
+    session.add_all([GpuReservation(**row) for row in rows])
     session.flush()
+
+
+def reservation_rows(
+    placement: Placement,
+    *,
+    tenant_id: str,
+    deployment_id: uuid.UUID,
+    job_id: uuid.UUID | None,
+    gpu_type: str,
+    gpus_per_replica: int,
+) -> list[dict[str, Any]]:
+    """The GpuReservation rows :func:`reserve` writes for ``placement``, one per node, as column values (every
+    column but ``created_at``), for a caller that writes them in a statement of its own."""
+    return [
+        {
+            "id": uuid.uuid4(),
+            "deployment_id": deployment_id,
+            "tenant_id": tenant_id,
+            "job_id": job_id,
+            "node_name": node_name,
+            "gpu_type": gpu_type,
+            "gpus": node_replicas * gpus_per_replica,
+            "replicas": node_replicas,
+            "released_at": None,
+        }
+        for node_name, node_replicas in sorted(placement.replicas_by_node.items())
+    ]
 
 
 def insufficient_details(capacity: Capacity, gpu_type: str, gpus_per_replica: int, replicas: int) -> dict[str, Any]:

@@ -9,17 +9,21 @@ idempotent and skip terminal jobs.
 
 from __future__ import annotations
 
+import logging
+from functools import partial
 from typing import Any
+
+from kombu.exceptions import BatchPublishError
 
 from models import Job, JobType
 from workers.queues import TASK_FOR_JOB_TYPE, Queues, TaskNames
 
+logger = logging.getLogger(__name__)
+
 
 def enqueue(job: Job, **options: Any) -> None:
     """Send the task for ``job.type`` with the job id as its only argument."""
-    from workers.celery_app import app
-
-    app.send_task(
+    _send(
         TASK_FOR_JOB_TYPE[JobType(job.type)],
         args=[str(job.id)],
         task_id=job.celery_task_id,
@@ -30,6 +34,24 @@ def enqueue(job: Job, **options: Any) -> None:
 
 def enqueue_observe(deployment_id: Any, countdown: float = 0) -> None:
     """Schedule a status poll of the deployment (a short task that re-enqueues itself until it settles)."""
+    _send(TaskNames.OBSERVE, args=[str(deployment_id)], queue=Queues.JOBS, countdown=countdown)
+
+
+def _send(name: str, **options: Any) -> None:
+    """``app.send_task`` with the task message and its ``task-sent`` event sent as one publish batch: one Redis
+    pipeline, so one Redis client and one round trip, where publishing them one by one builds a client and
+    waits for Redis once per message. A batch is not retried by kombu, so one that fails is sent again the
+    ordinary way, which retries a lost connection by the app's publish retry policy.
+
+    Delivery of a failed batch is uncertain: the message may have reached Redis before the connection failed.
+    Sending it again is safe (a job task has the same task id, skips jobs that already ended and is idempotent;
+    a second status poll changes nothing), losing it is not."""
     from workers.celery_app import app
 
-    app.send_task(TaskNames.OBSERVE, args=[str(deployment_id)], queue=Queues.JOBS, countdown=countdown)
+    send = partial(app.send_task, name, **options)
+    try:
+        with app.producer_or_acquire() as producer, producer.batch():
+            send(producer=producer)
+    except BatchPublishError:
+        logger.warning("task publish batch failed; sending the task again", extra={"task_name": name})
+        send()

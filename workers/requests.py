@@ -19,15 +19,33 @@ import re
 import secrets
 import uuid
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from functools import cache
+from typing import Any, cast
 
-from sqlalchemy import func, or_, select, text, update
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    Column,
+    ColumnDefault,
+    Select,
+    Table,
+    bindparam,
+    func,
+    insert,
+    inspect,
+    or_,
+    select,
+    text,
+    true,
+    update,
+)
+from sqlalchemy.dialects.postgresql import ARRAY
+from sqlalchemy.orm import Session, make_transient_to_detached
 
 from models import (
     TERMINAL_JOB_STATES,
+    Base,
     Deployment,
     DeploymentStatus,
+    GpuReservation,
     Job,
     JobType,
     ScalingEvent,
@@ -332,16 +350,10 @@ def request_create(
             state=state,
         )
         job.params = {"replicas": spec.replicas, "placement": placement.replicas_by_node}
-    # Foreign keys order the INSERTs (deployment -> job, reservation -> both); the models have no
-    # relationships that would let one flush order them, hence a flush per table.
-    session.add(job)
-    session.flush()
     deployment.active_job_id = job.id
-    session.add(deployment)
-    session.flush()
+    reservations = []
     if placement is not None:
-        admission.reserve(
-            session,
+        reservations = admission.reservation_rows(
             placement,
             tenant_id=tenant_id,
             deployment_id=deployment.id,
@@ -349,7 +361,126 @@ def request_create(
             gpu_type=gpu_type,
             gpus_per_replica=spec.gpus_per_replica,
         )
+    _insert_created_rows(session, job, deployment, reservations)
     return Submitted(job=job, deployment=deployment, replayed=False)
+
+
+# The create's rows are written by ONE statement, still under the admission lock: three ORM flushes would be
+# three round trips (the foreign keys, deployment -> job and reservation -> both, order them, and the models
+# have no relationships that would let one flush do it), each with the unit of work's Python cost.
+@cache
+def _insert_columns(model: type[Base]) -> tuple[tuple[str, Column[Any]], ...]:
+    """(attribute, column) of every column a new row is written with: all but those only the database fills
+    in (a server default and no Python default: the timestamps, which RETURNING reports)."""
+    mapper = inspect(model)
+    return tuple(
+        (mapper.get_property_by_column(column).key, column)
+        for column in _table(model).columns
+        if column.default is not None or column.server_default is None
+    )
+
+
+def _table(model: type[Base]) -> Table:
+    return cast(Table, model.__table__)
+
+
+def _python_default(column: Column[Any]) -> Any:
+    default = column.default
+    if default is None:
+        return None
+    if not isinstance(default, ColumnDefault):
+        raise TypeError(f"{column} has a default that is not a Python value or function")
+    return default.arg(None) if default.is_callable else default.arg
+
+
+def _insert_row(instance: Base, prefix: str) -> dict[str, Any]:
+    """``instance``'s INSERT parameters (see :func:`_created_rows_statement`). Attributes left unset get the
+    column's Python default, set on ``instance`` as a flush would, so the object matches its row."""
+    row = {}
+    for key, column in _insert_columns(type(instance)):
+        if key not in instance.__dict__:
+            setattr(instance, key, _python_default(column))
+        row[f"{prefix}_{column.name}"] = getattr(instance, key)
+    return row
+
+
+# Per-node columns of the create's reservations, sent as one array each; the rest are the new deployment's.
+_RESERVATION_NODE_COLUMNS = ("id", "node_name", "gpus", "replicas")
+
+
+@cache
+def _created_rows_statement() -> Select[Any]:
+    """INSERT the job, the deployment and its reservations as data-modifying CTEs of one statement, returning
+    the job's and the deployment's timestamps. Postgres checks the foreign keys between the three at the end of
+    the statement, when all of them hold their rows.
+
+    Built once, with bind parameters: ``job_<column>``, ``deployment_<column>``, and for the reservations an
+    array per column of :data:`_RESERVATION_NODE_COLUMNS`, ``reservation_<column>``, unnested into rows (a
+    multi-row VALUES would make SQLAlchemy compile the statement again on every call). The reservations take
+    deployment, tenant, job and GPU type from the new deployment's row, which keeps the parameters within the 50
+    that psycopg caches the parsing of a statement for."""
+
+    def parameters(model: type[Base], prefix: str) -> dict[Column[Any], Any]:
+        return {
+            column: bindparam(f"{prefix}_{column.name}", type_=column.type) for _, column in _insert_columns(model)
+        }
+
+    new_job = (
+        insert(_table(Job)).values(parameters(Job, "job")).returning(Job.created_at, Job.updated_at).cte("new_job")
+    )
+    new_deployment = (
+        insert(_table(Deployment))
+        .values(parameters(Deployment, "deployment"))
+        .returning(
+            Deployment.id,
+            Deployment.tenant_id,
+            Deployment.active_job_id,
+            Deployment.gpu_type,
+            Deployment.created_at,
+            Deployment.updated_at,
+        )
+        .cte("new_deployment")
+    )
+    reservations = _table(GpuReservation).c
+    new_reservations = insert(_table(GpuReservation)).from_select(
+        [
+            reservations.deployment_id,
+            reservations.tenant_id,
+            reservations.job_id,
+            reservations.gpu_type,
+            *(reservations[name] for name in _RESERVATION_NODE_COLUMNS),
+        ],
+        select(
+            new_deployment.c.id,
+            new_deployment.c.tenant_id,
+            new_deployment.c.active_job_id,
+            new_deployment.c.gpu_type,
+            *(
+                func.unnest(bindparam(f"reservation_{name}", type_=ARRAY(reservations[name].type)))
+                for name in _RESERVATION_NODE_COLUMNS
+            ),
+        ),
+    )
+    return (
+        select(new_job.c.created_at, new_job.c.updated_at, new_deployment.c.created_at, new_deployment.c.updated_at)
+        .select_from(new_job.join(new_deployment, true()))
+        .add_cte(new_reservations.cte("new_reservations"))
+    )
+
+
+def _insert_created_rows(
+    session: Session, job: Job, deployment: Deployment, reservations: list[dict[str, Any]]
+) -> None:
+    """Write the new rows (one round trip), then make ``job`` and ``deployment`` the session's persistent
+    objects for them, exactly as a flush would have left them (no lazy load on any attribute)."""
+    parameters = {**_insert_row(job, "job"), **_insert_row(deployment, "deployment")}
+    for name in _RESERVATION_NODE_COLUMNS:
+        parameters[f"reservation_{name}"] = [reservation[name] for reservation in reservations]
+    row = session.connection().execute(_created_rows_statement(), parameters).one()
+    job.created_at, job.updated_at, deployment.created_at, deployment.updated_at = row
+    for instance in (job, deployment):
+        make_transient_to_detached(instance)
+        session.add(instance)
 
 
 # ------------------------------------------------------------------------------------------- delete

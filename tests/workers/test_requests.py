@@ -5,13 +5,24 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from sqlalchemy import select
+from psycopg import _queries as psycopg_queries
+from sqlalchemy import event, inspect, select
 
-from models import DeploymentStatus, GpuReservation, JobState, JobType, ScalingEvent, ScalingEventStatus
+from models import (
+    Deployment,
+    DeploymentStatus,
+    GpuReservation,
+    Job,
+    JobState,
+    JobType,
+    ScalingEvent,
+    ScalingEventStatus,
+)
 from workers import jobs
 from workers.domain import ConflictError, InvalidRequestError, NotFoundError
 from workers.requests import (
     CreateDeploymentSpec,
+    _created_rows_statement,
     default_name,
     k8s_name_for,
     request_create,
@@ -79,6 +90,79 @@ def test_create_writes_deployment_job_and_claim(cluster):
     assert job.state == JobState.PENDING
     assert job.target_id == str(deployment.id)
     assert job.celery_task_id
+
+
+def column_values(instance):
+    return {attribute.key: getattr(instance, attribute.key) for attribute in inspect(type(instance)).column_attrs}
+
+
+def test_create_writes_its_rows_in_one_statement_after_the_admission_read(cluster):
+    statements = []
+
+    def record(_connection, _cursor, statement, *_args):
+        statements.append(statement)
+
+    connection = cluster.connection()
+    event.listen(connection, "before_cursor_execute", record)
+    try:
+        submitted = create(cluster, name="llama", replicas=3, gpus_per_replica=4)
+        # Every column is already loaded, as a flush would have left it: reading them costs no statement.
+        written = {instance: column_values(instance) for instance in (submitted.job, submitted.deployment)}
+    finally:
+        event.remove(connection, "before_cursor_execute", record)
+
+    assert len(statements) == 3, statements
+    assert "pg_advisory_xact_lock" in statements[0]
+    assert statements[1].lstrip().startswith("SELECT")
+    assert statements[2].count("INSERT INTO") == 3
+    job, deployment = submitted.job, submitted.deployment
+    assert inspect(job).persistent
+    assert inspect(deployment).persistent
+    assert (job.attempts, job.progress, job.result) == (0, {}, None)
+    assert job.created_at is not None
+    for instance, values in written.items():
+        cluster.refresh(instance)
+        assert column_values(instance) == values, type(instance).__name__
+    reservations = cluster.execute(
+        select(
+            GpuReservation.node_name,
+            GpuReservation.replicas,
+            GpuReservation.gpus,
+            GpuReservation.deployment_id,
+            GpuReservation.job_id,
+            GpuReservation.tenant_id,
+            GpuReservation.gpu_type,
+            GpuReservation.released_at,
+        ).order_by(GpuReservation.node_name)
+    ).all()
+    # Best fit: two replicas fill l40s-0, the third goes to l40s-1.
+    assert [tuple(row) for row in reservations] == [
+        ("l40s-0", 2, 8, deployment.id, job.id, "acme", "nvidia-l40s", None),
+        ("l40s-1", 1, 4, deployment.id, job.id, "acme", "nvidia-l40s", None),
+    ]
+
+
+def test_the_create_statement_is_compiled_and_parsed_once():
+    """SQLAlchemy caches its compilation and psycopg its parsing only within their limits; past either, every
+    create would pay for it again (a multi-row VALUES is never cached; psycopg parses anew a statement with
+    more than MAX_CACHED_STATEMENT_PARAMS parameters, so a new column on jobs or deployments may need one
+    less parameter elsewhere)."""
+    statement = _created_rows_statement()
+
+    assert statement._generate_cache_key() is not None
+    assert len(statement.compile().params) <= psycopg_queries.MAX_CACHED_STATEMENT_PARAMS
+
+
+def test_created_objects_are_ordinary_session_objects(cluster):
+    submitted = create(cluster, name="idle", replicas=0)
+    submitted.deployment.status = DeploymentStatus.RUNNING
+    submitted.job.progress["step"] = "applied"
+    cluster.flush()
+    cluster.expire_all()
+
+    assert cluster.get(Deployment, submitted.deployment.id).status == DeploymentStatus.RUNNING
+    assert cluster.get(Job, submitted.job.id).progress == {"step": "applied"}
+    assert cluster.scalars(select(GpuReservation)).all() == []
 
 
 def test_create_validation(cluster):
