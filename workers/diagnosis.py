@@ -11,7 +11,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Any
 
 GPU_RESOURCE = "nvidia.com/gpu"
@@ -65,7 +65,8 @@ def parse_time(text: str | None) -> float | None:
     if not text:
         return None
     try:
-        return datetime.fromisoformat(text.replace("Z", "+00:00")).astimezone(UTC).timestamp()
+        # fromisoformat reads the API's "Z" itself; timestamp() of an aware time needs no conversion to UTC first.
+        return datetime.fromisoformat(text).timestamp()
     except ValueError:
         return None
 
@@ -131,12 +132,16 @@ def pod_view(pod: Mapping[str, Any]) -> PodView:
     metadata = pod.get("metadata") or {}
     spec = pod.get("spec") or {}
     status = pod.get("status") or {}
-    conditions = {c.get("type"): c for c in status.get("conditions") or []}
-    ready = (conditions.get("Ready") or {}).get("status") == "True"
-    scheduled = conditions.get("PodScheduled") or {}
+    # The two conditions read, picked out in one pass (this runs for every pod of every sweep).
+    ready = False
     unschedulable_message = None
-    if scheduled.get("status") == "False" and scheduled.get("reason") == "Unschedulable":
-        unschedulable_message = scheduled.get("message") or "0 nodes are available"
+    for condition in status.get("conditions") or ():
+        kind = condition.get("type")
+        if kind == "Ready":
+            ready = condition.get("status") == "True"
+        elif kind == "PodScheduled":
+            unschedulable = condition.get("status") == "False" and condition.get("reason") == "Unschedulable"
+            unschedulable_message = (condition.get("message") or "0 nodes are available") if unschedulable else None
     restarts = 0
     started_at = None
     waiting_reason = waiting_message = terminated_reason = terminated_message = None

@@ -2,9 +2,12 @@
 
 One run makes a constant number of list calls whatever the number of deployments (our Deployments and
 our pods by label selector, and the nodes, each paginated), diagnoses each deployment
-(:mod:`workers.diagnosis`), decides recovery steps (:mod:`workers.recovery`), and writes everything
-back in a fixed number of set-based statements (one UPDATE of all deployments, one upsert of all pods,
-one INSERT of all events). The cluster unreachable -> the run skips and says so, and nothing is written.
+(:mod:`workers.diagnosis`), decides recovery steps (:mod:`workers.recovery`), and writes back what
+changed in a fixed number of set-based statements (one UPDATE of the changed deployments, one upsert of
+the new or changed pods, one UPDATE closing the vanished ones, one INSERT of all events; each left out
+when it has no rows), plus the record of its observation that vouches for every deployment it covered
+(:func:`last_observed_at_column`). The cluster unreachable -> the run skips and says so, and nothing is
+written.
 """
 
 from __future__ import annotations
@@ -13,16 +16,27 @@ import json
 import time
 import uuid
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import insert, select, text, update
+from sqlalchemy import ColumnElement, DateTime, func, insert, literal_column, select, text, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
-from models import SCHEMA, Deployment, DeploymentStatus, GpuNode, Job, ScalingEvent, ScalingEventStatus, SweepName
+from models import (
+    SCHEMA,
+    Deployment,
+    DeploymentStatus,
+    GpuNode,
+    Job,
+    ScalingEvent,
+    ScalingEventStatus,
+    SweepName,
+    SweepRun,
+)
 from models.job import TERMINAL_JOB_STATES
 from settings import get_settings
 from workers import recovery
@@ -32,7 +46,7 @@ from workers.domain import DomainError
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from workers.sweep_lock import DEFAULT_KEY_PREFIX, lock_key_prefix, run_locked
-from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
+from workers.sweep_metrics import SUCCEEDED, SweepReport, observed_sweep, summary_in_new_session
 
 OUR_SELECTOR = f"{MANAGED_BY_LABEL}={MANAGED_BY_VALUE}"
 # A sweep normally takes well under a second; the TTL only bounds how long a crashed run blocks the next.
@@ -67,6 +81,37 @@ class ClusterView:
     pod_count: int = 0
 
 
+class PodViewMemo:
+    """The pod views of the last pod list, by pod uid with the ``resourceVersion`` each was read at.
+
+    The API server gives an object a new ``resourceVersion`` on every change, so a pod listed again at the
+    same one is the same pod and its (immutable) view is reused instead of extracted again: that extraction
+    is most of what digesting a pod costs after the JSON itself, and most pods of a steady cluster are the
+    same from one sweep to the next. A complete list replaces the memo with what it saw, so it holds one
+    cluster's pods at most; it is kept per client, so another cluster (a new kubeconfig) starts afresh.
+    """
+
+    def __init__(self) -> None:
+        self._clients: Any = None
+        self._views: dict[str, tuple[str, PodView]] = {}
+
+    def views(self, clients: Any, items: Iterable[dict]) -> Iterator[PodView]:
+        remembered = self._views if self._clients is clients else {}
+        seen: dict[str, tuple[str, PodView]] = {}
+        for item in items:
+            metadata = item.get("metadata") or {}
+            uid, version = metadata.get("uid"), metadata.get("resourceVersion")
+            known = remembered.get(uid) if uid and version else None
+            pod = known[1] if known is not None and known[0] == version else pod_view(item)
+            if uid and version:
+                seen[uid] = (version, pod)
+            yield pod
+        self._clients, self._views = clients, seen
+
+
+_POD_VIEWS = PodViewMemo()
+
+
 def read_cluster(
     clients: Any, *, namespace: str, nodes: bool = True, meanwhile: Callable[[], None] | None = None
 ) -> ClusterView:
@@ -74,8 +119,9 @@ def read_cluster(
 
     The three run on their own threads, each turning its pages into the view as they arrive: the pod
     list, by far the largest, overlaps with the other two, and the client digests one page while the
-    server encodes the next. ``meanwhile`` runs in the caller's thread while the lists are in flight (the
-    sweep reads its own tables then). A list's ClusterError is re-raised here, after ``meanwhile``.
+    server encodes the next (a pod unchanged since the last list cheaply: :class:`PodViewMemo`).
+    ``meanwhile`` runs in the caller's thread while the lists are in flight (the sweep reads its own tables
+    then). A list's ClusterError is re-raised here, after ``meanwhile``.
     """
     view = ClusterView()
     node_ready: dict[str, str] = {}
@@ -88,8 +134,8 @@ def read_cluster(
                 view.deployments[deployment_id] = item
 
     def read_pods() -> None:
-        for item in list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR):
-            pod = pod_view(item)
+        listed = list_pages(clients, clients.core.list_namespaced_pod, namespace, label_selector=OUR_SELECTOR)
+        for pod in _POD_VIEWS.views(clients, listed):
             view.pod_count += 1
             deployment_id = pod.labels.get(DEPLOYMENT_ID_LABEL)
             if deployment_id:
@@ -175,7 +221,8 @@ _UPDATE_DEPLOYMENTS = text(
 )
 
 _P = f"{SCHEMA}.pod_allocations"
-# What the upsert keeps up to date; a pod whose stored row already matches is left out before the upsert.
+# What the upsert keeps up to date. The sweep sends only pods whose stored open row differs (write_pods);
+# a pod whose row (open or closed) already matches is still left out in SQL, before the upsert.
 # (ON CONFLICT DO UPDATE locks the existing row even when its WHERE then skips the update: a WAL-logged
 # write per steady pod, most of the statement's time. Filtering first touches only new and changed pods;
 # the ON CONFLICT clause still guards against a row written meanwhile.)
@@ -210,14 +257,31 @@ _UPSERT_PODS = text(
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
 
-# Our pods that the list no longer returns are gone: close their rows (the hashed NOT IN stays linear).
+# Our pods that the list no longer returns are gone: close their rows (picked out in Python from the rows
+# read at the start of the sweep; ``terminated_at IS NULL`` leaves a row closed meanwhile as it was).
 _CLOSE_VANISHED_PODS = text(
     f"""
     UPDATE {SCHEMA}.pod_allocations SET terminated_at = :observed_at, ready = false, observed_at = :observed_at
-    WHERE deployment_id IS NOT NULL AND terminated_at IS NULL AND namespace = :namespace
-      AND pod_uid NOT IN (SELECT jsonb_array_elements_text(CAST(:uids AS jsonb)))
+    WHERE terminated_at IS NULL AND pod_uid IN (SELECT jsonb_array_elements_text(CAST(:uids AS jsonb)))
     """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
 )
+
+# The stored side of the pod comparison: the open rows in our namespace, the columns ``_TRACKED`` names.
+_OPEN_PODS = text(
+    f"""
+    SELECT pod_uid, {_TRACKED} FROM {SCHEMA}.pod_allocations
+    WHERE namespace = :namespace AND terminated_at IS NULL
+    """  # noqa: S608 - SCHEMA is a validated identifier; values are bound
+)
+
+StoredPod = tuple[Any, ...]  # the ``_TRACKED`` columns of one row, in that order
+
+
+def load_open_pods(session: Session, namespace: str) -> dict[str, StoredPod]:
+    """The open pod_allocations rows of the namespace by pod uid: what the sweep compares the list with."""
+    # All rows at once: fetching thousands one by one costs a driver call each.
+    rows = session.execute(_OPEN_PODS, {"namespace": namespace}).all()
+    return {row[0]: tuple(row[1:]) for row in rows}
 
 
 def _timestamp(epoch: float | None) -> datetime | None:
@@ -228,37 +292,50 @@ def _iso(moment: datetime | None) -> str | None:
     return None if moment is None else moment.isoformat()
 
 
-def write_pods(session: Session, view: ClusterView, namespace: str, observed_at: datetime) -> None:
-    """Upsert every pod of ours and close the rows of those that vanished: two statements in all."""
-    pods = [pod for pods in view.pods.values() for pod in pods if pod.uid]
-    # view.pods is keyed by the deployment-id label: one check per deployment, not per pod.
-    valid = [pod for deployment_id, pods in view.pods.items() if _is_uuid(deployment_id) for pod in pods if pod.uid]
-    if valid:
-        rows = [
-            {
+def write_pods(
+    session: Session, view: ClusterView, observed_at: datetime, stored: Mapping[str, StoredPod]
+) -> None:
+    """Write the pods that differ from their stored open row (new or changed) and close the rows of those that
+    vanished: at most two statements, none when nothing changed (the usual sweep).
+
+    ``stored`` is :func:`load_open_pods` read at the start of the sweep. A pod written meanwhile by another
+    writer is still safe: the upsert compares against the row as it is then, and the close skips closed rows.
+    """
+    rows = []
+    for deployment_label, pods in view.pods.items():
+        deployment_id = _uuid_or_none(deployment_label)
+        if deployment_id is None:
+            continue
+        for pod in pods:
+            if not pod.uid:
+                continue
+            reason = (pod.reason or None) and pod.reason[:128]
+            tracked = (pod.node, pod.phase, pod.ready, pod.restarts, reason, pod.message, pod.gpus, deployment_id)
+            if stored.get(pod.uid) == tracked:
+                continue
+            rows.append({
                 "pod_uid": pod.uid, "namespace": pod.namespace, "pod_name": pod.name,
-                "deployment_id": pod.labels[DEPLOYMENT_ID_LABEL],
-                "tenant_id": pod.labels.get("orchestration.ai/tenant"),
+                "deployment_id": deployment_label, "tenant_id": pod.labels.get("orchestration.ai/tenant"),
                 "node_name": pod.node, "gpus": pod.gpus, "phase": pod.phase, "ready": pod.ready,
-                "restarts": pod.restarts, "reason": (pod.reason or None) and pod.reason[:128], "message": pod.message,
+                "restarts": pod.restarts, "reason": reason, "message": pod.message,
                 "started_at": _iso(_timestamp(pod.started_at)),
-            }
-            for pod in valid
-        ]
+            })
+    if rows:
         session.execute(_UPSERT_PODS, {"observed_at": observed_at, "rows": json.dumps(rows)})
-    session.execute(
-        _CLOSE_VANISHED_PODS,
-        # As a JSON array: cheaper to send than a text[] of thousands of elements quoted one by one.
-        {"observed_at": observed_at, "namespace": namespace, "uids": json.dumps([pod.uid for pod in pods])},
-    )
+    # Every pod the list returned, its label a valid id or not: a row closes only when its pod is gone.
+    listed = {pod.uid for pods in view.pods.values() for pod in pods}
+    # _TRACKED ends with deployment_id: rows not tied to a deployment were never ours to close.
+    vanished = [uid for uid, row in stored.items() if row[-1] is not None and uid not in listed]
+    if vanished:
+        # As a JSON array: cheaper to send than a text[] of many elements quoted one by one.
+        session.execute(_CLOSE_VANISHED_PODS, {"observed_at": observed_at, "uids": json.dumps(vanished)})
 
 
-def _is_uuid(value: str | None) -> bool:
+def _uuid_or_none(value: str | None) -> uuid.UUID | None:
     try:
-        uuid.UUID(str(value))
+        return uuid.UUID(str(value))
     except ValueError:
-        return False
-    return True
+        return None
 
 
 @dataclass
@@ -272,17 +349,64 @@ class DeploymentOutcome:
 
 
 def write_deployments(session: Session, outcomes: Iterable[DeploymentOutcome], observed_at: datetime) -> None:
-    rows = list(outcomes)
-    if not rows:
-        return
+    """Write the deployments whose observed state changed (status, reason, message, ready count), stamping
+    their ``last_observed_at``: one statement, none when nothing changed. The unchanged ones are vouched for
+    by the sweep's observation record instead (:func:`record_observation`, :func:`last_observed_at_column`):
+    rewriting thousands of rows per sweep only to move a timestamp cost more than the rest of the writes."""
     document = [
         {
             "id": str(row.deployment.id), "status": row.status, "reason": row.reason, "message": row.message,
             "ready": row.diagnosis.ready_replicas, "write_status": row.write_status, "expected": row.deployment.status,
         }
-        for row in rows
+        for row in outcomes
+        # Where the monitor may not set the status, the outcome carries the stored one: only ready can differ.
+        if (row.status, row.reason, row.message, row.diagnosis.ready_replicas)
+        != (row.deployment.status, row.deployment.status_reason, row.deployment.status_message,
+            row.deployment.replicas_ready)
     ]
-    session.execute(_UPDATE_DEPLOYMENTS, {"observed_at": observed_at, "rows": json.dumps(document)})
+    if document:
+        session.execute(_UPDATE_DEPLOYMENTS, {"observed_at": observed_at, "rows": json.dumps(document)})
+
+
+# ------------------------------------------------------------------------------------------ last observation
+# The last successful sweep's observation, in a ``sweep_runs`` row of its own: written in the sweep's own
+# transaction (never ahead of the writes it vouches for) and by successful sweeps only (the sweep's own row
+# is rewritten by every run, skipped and failed ones included). ``last_started_at`` is the database time the
+# sweep's transaction began, when it read the deployments; ``last_finished_at`` the sweep's time of
+# observation, the value ``last_observed_at`` takes.
+OBSERVATION_RECORD = f"{SweepName.HEALTH_MONITOR.value}:observation"
+
+
+def record_observation(session: Session, observed_at: datetime) -> None:
+    values = {"last_started_at": func.now(), "last_finished_at": observed_at, "last_status": SUCCEEDED}
+    statement = pg_insert(SweepRun).values(name=OBSERVATION_RECORD, **values)
+    session.execute(statement.on_conflict_do_update(index_elements=[SweepRun.name], set_=values))
+
+
+def last_observed_at_column() -> ColumnElement[datetime]:
+    """A deployment's ``last_observed_at`` as readers should show it: the later of its row's own value (the
+    last write of an observation, by this monitor or by a job's poller) and the last successful sweep's time,
+    if that sweep covered the deployment. It did if the deployment is one the sweep reads (live, a status in
+    ``OBSERVED_STATUSES``) and the row is unchanged since the sweep read it (``updated_at`` no later than the
+    sweep's transaction): a deployment that, say, was PENDING then and CREATING now shows its own time.
+
+    Constants are SQL literals, so the expression can be compiled once and run without bound parameters.
+    """
+    covered_until = (
+        select(SweepRun.last_finished_at)
+        .where(
+            SweepRun.name == literal_column(f"'{OBSERVATION_RECORD}'"),
+            Deployment.deleted_at.is_(None),
+            Deployment.status.in_([literal_column(f"'{status.value}'") for status in OBSERVED_STATUSES]),
+            Deployment.updated_at <= SweepRun.last_started_at,
+        )
+        .correlate(Deployment)
+        .scalar_subquery()
+    )
+    # GREATEST ignores NULLs: either side alone is the answer when the other is unknown.
+    return func.greatest(Deployment.last_observed_at, covered_until, type_=DateTime(timezone=True)).label(
+        "last_observed_at"
+    )
 
 
 # ------------------------------------------------------------------------------------------ the sweep
@@ -353,13 +477,15 @@ def _sweep(
     config: HealthMonitorConfig,
     enqueue: Callable[[Job], None],
 ) -> None:
-    # The service's own side (deployments, recovery states) is read while the lists are in flight.
+    # The service's own side (deployments, recovery states, stored pods) is read while the lists are in flight.
     deployments: list[MonitoredDeployment] = []
     states: dict[uuid.UUID, recovery.RecoveryState] = {}
+    stored_pods: dict[str, StoredPod] = {}
 
     def read_database() -> None:
         deployments.extend(load_deployments(session))
         states.update(recovery.load_states(session))
+        stored_pods.update(load_open_pods(session, config.namespace))
 
     try:
         view = read_cluster(clients, namespace=config.namespace, meanwhile=read_database)
@@ -408,7 +534,8 @@ def _sweep(
         outcomes.append(DeploymentOutcome(deployment, diagnosis, status, reason, message, may_set_status))
 
     write_deployments(session, outcomes, observed_at)
-    write_pods(session, view, config.namespace, observed_at)
+    write_pods(session, view, observed_at, stored_pods)
+    record_observation(session, observed_at)
     if actions.events:
         session.execute(insert(ScalingEvent), actions.events)
     session.commit()

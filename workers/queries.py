@@ -8,15 +8,20 @@ import json
 import uuid
 from datetime import datetime
 from functools import lru_cache
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Select, and_, bindparam, func, or_, select, text
+import psycopg
+from sqlalchemy import Engine, Select, and_, bindparam, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
+from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
+from sqlalchemy.orm.attributes import set_committed_value
+from sqlalchemy.pool import PoolProxiedConnection
 
 from models import Deployment, DeploymentStatus, GpuReservation, Job, PodAllocation, Tenant
 from workers import admission
 from workers.domain import InvalidRequestError, NotFoundError
+from workers.health_monitor import last_observed_at_column
 
 MAX_PAGE_SIZE = 200
 
@@ -32,9 +37,17 @@ def _uuid_or_404(value: uuid.UUID | str, code: str, what: str) -> uuid.UUID:
 
 def get_deployment(session: Session, tenant_id: str | None, deployment_id: uuid.UUID | str) -> Deployment:
     """The deployment, or 404 if it does not exist or belongs to another tenant (``tenant_id=None``: any)."""
-    deployment = session.get(Deployment, _uuid_or_404(deployment_id, "deployment_not_found", "deployment"))
-    if deployment is None or (tenant_id is not None and deployment.tenant_id != tenant_id):
+    deployment_uuid = _uuid_or_404(deployment_id, "deployment_not_found", "deployment")
+    row = session.execute(select(Deployment, last_observed_at_column()).where(Deployment.id == deployment_uuid)).first()
+    if row is None or (tenant_id is not None and row[0].tenant_id != tenant_id):
         raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
+    return _as_observed(*row)
+
+
+def _as_observed(deployment: Deployment, last_observed_at: datetime | None) -> Deployment:
+    """The deployment with ``last_observed_at`` as readers see it (:func:`last_observed_at_column`), set as the
+    loaded value: a view for the response, not a change to flush."""
+    set_committed_value(deployment, "last_observed_at", last_observed_at)
     return deployment
 
 
@@ -75,7 +88,7 @@ def list_deployments(
 ) -> tuple[list[Deployment], str | None]:
     """Newest first, keyset-paginated on (created_at, id) so pages stay stable while rows are added."""
     limit = max(1, min(limit, MAX_PAGE_SIZE))
-    query = select(Deployment)
+    query = select(Deployment, last_observed_at_column())
     if tenant_id is not None:
         query = query.where(Deployment.tenant_id == tenant_id)
     if status is not None:
@@ -98,9 +111,12 @@ def list_deployments(
         query = query.where(
             or_(Deployment.created_at < created_at, and_(Deployment.created_at == created_at, Deployment.id < last_id))
         )
-    rows = list(
-        session.execute(query.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)).scalars()
-    )
+    rows = [
+        _as_observed(deployment, last_observed_at)
+        for deployment, last_observed_at in session.execute(
+            query.order_by(Deployment.created_at.desc(), Deployment.id.desc()).limit(limit + 1)
+        )
+    ]
     next_cursor = None
     if len(rows) > limit:
         rows = rows[:limit]
@@ -111,14 +127,17 @@ def list_deployments(
 @lru_cache(maxsize=1)
 def _status_query() -> Select:
     """The status statement, built once: constructing a 13-column select with a subquery costs more Python
-    time than running it, and this endpoint is polled."""
+    time than running it, and this endpoint is polled.
+
+    Its columns are read by position in :func:`_status_view`; a column added here is added there."""
+    # The keys are SQL literals, not bound parameters: constants sent with every execution cost time for nothing.
     pod_json = func.json_build_object(
-        "name", PodAllocation.pod_name,
-        "node", PodAllocation.node_name,
-        "phase", PodAllocation.phase,
-        "ready", PodAllocation.ready,
-        "restarts", PodAllocation.restarts,
-        "reason", PodAllocation.reason,
+        literal_column("'name'"), PodAllocation.pod_name,
+        literal_column("'node'"), PodAllocation.node_name,
+        literal_column("'phase'"), PodAllocation.phase,
+        literal_column("'ready'"), PodAllocation.ready,
+        literal_column("'restarts'"), PodAllocation.restarts,
+        literal_column("'reason'"), PodAllocation.reason,
     )  # fmt: skip
     pods = (
         select(func.coalesce(func.json_agg(aggregate_order_by(pod_json, PodAllocation.pod_name)), text("'[]'::json")))
@@ -136,7 +155,7 @@ def _status_query() -> Select:
             Deployment.replicas_desired,
             Deployment.replicas_ready,
             Deployment.endpoint,
-            Deployment.last_observed_at,
+            last_observed_at_column(),
             Job.id.label("job_id"),
             Job.type.label("job_type"),
             Job.state.label("job_state"),
@@ -147,34 +166,89 @@ def _status_query() -> Select:
     )
 
 
+@lru_cache(maxsize=1)
+def _status_sql() -> tuple[str, dict[str, Any]]:
+    """:func:`_status_query` compiled once to psycopg SQL, with the values of its bound constants (none today:
+    constants are better written as literals; a bound one still works) to send along with ``deployment_id``.
+
+    The statement is run on the psycopg connection itself: every column is a plain value psycopg already
+    converts (text, int, uuid, timestamptz, json), and SQLAlchemy's execution and result layers cost more
+    Python time per call than the round trip they wrap."""
+    compiled = _status_query().compile(dialect=PGDialect_psycopg())
+    return str(compiled), {name: value for name, value in compiled.params.items() if name != "deployment_id"}
+
+
+def _status_view(
+    connection: psycopg.Connection[Any], tenant_id: str | None, deployment_id: uuid.UUID | str
+) -> dict[str, Any]:
+    deployment_uuid = _uuid_or_404(deployment_id, "deployment_not_found", "deployment")
+    sql, bound_constants = _status_sql()
+    row = connection.execute(sql, {**bound_constants, "deployment_id": deployment_uuid}).fetchone()
+    if row is None or (tenant_id is not None and row[0] != tenant_id):  # row[0]: the deployment's tenant
+        raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
+    (
+        _tenant_id,
+        name,
+        status,
+        reason,
+        message,
+        desired,
+        ready,
+        endpoint,
+        last_observed_at,
+        job_id,
+        job_type,
+        job_state,
+        pods,
+    ) = row
+    return {
+        "deployment_id": str(deployment_uuid),
+        "name": name,
+        "status": status,
+        "reason": reason,
+        "message": message,
+        "replicas": {"desired": desired, "ready": ready},
+        "endpoint": endpoint,
+        "pods": pods,
+        "last_observed_at": last_observed_at,
+        "active_job": {"id": str(job_id), "type": job_type, "state": job_state} if job_id is not None else None,
+    }
+
+
+def _psycopg_connection(pooled: PoolProxiedConnection) -> psycopg.Connection[Any]:
+    # Typed optional because an invalidated proxy has none; a connection in use always has one.
+    return cast(psycopg.Connection[Any], pooled.driver_connection)
+
+
 def deployment_status(session: Session, tenant_id: str | None, deployment_id: uuid.UUID | str) -> dict[str, Any]:
     """Status view: desired vs ready, endpoint, pods, last observation, the job in flight.
 
     Clients poll this, so it is ONE round trip: the deployment's columns, its job in flight (outer join) and
     its live pods aggregated to JSON by a correlated subquery, read as plain rows (no ORM objects built).
+    Runs on the session's connection, so it sees the session's uncommitted work.
     """
-    deployment_uuid = _uuid_or_404(deployment_id, "deployment_not_found", "deployment")
-    # Core execution on the session's connection: the statement returns plain columns, so the ORM execution
-    # layer (which costs more than the query's own round trip here) has nothing to add.
-    row = session.connection().execute(_status_query(), {"deployment_id": deployment_uuid}).first()
-    if row is None or (tenant_id is not None and row.tenant_id != tenant_id):
-        raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
-    return {
-        "deployment_id": str(deployment_uuid),
-        "name": row.name,
-        "status": str(row.status),
-        "reason": row.status_reason,
-        "message": row.status_message,
-        "replicas": {"desired": row.replicas_desired, "ready": row.replicas_ready},
-        "endpoint": row.endpoint,
-        "pods": list(row.pods or []),
-        "last_observed_at": row.last_observed_at,
-        "active_job": (
-            {"id": str(row.job_id), "type": str(row.job_type), "state": str(row.job_state)}
-            if row.job_id is not None
-            else None
-        ),
-    }
+    return _status_view(_psycopg_connection(session.connection().connection), tenant_id, deployment_id)
+
+
+def read_deployment_status(engine: Engine, tenant_id: str | None, deployment_id: uuid.UUID | str) -> dict[str, Any]:
+    """:func:`deployment_status` for a caller whose whole database work is this one read (the API).
+
+    The statement runs on a pooled connection in autocommit, without a ``Session``: no ``BEGIN``/``ROLLBACK``
+    round trips (one statement reads one snapshot anyway), and none of the session's per-use Python cost,
+    which is several times the Python cost of the read itself."""
+    pooled = engine.raw_connection()
+    connection = _psycopg_connection(pooled)
+    try:
+        connection.autocommit = True
+        return _status_view(connection, tenant_id, deployment_id)
+    finally:
+        if connection.closed:
+            # Lost mid-statement (server restart, backend terminated): discard it rather than pool it.
+            pooled.invalidate()
+        else:
+            # Back to the pool as every other user expects it: statements grouped in transactions.
+            connection.autocommit = False
+        pooled.close()
 
 
 def available_resources(session: Session, tenant_id: str) -> dict[str, Any]:

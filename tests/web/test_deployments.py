@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
+import base64
+import json
+import time
 import uuid
+from datetime import UTC, datetime
 
+import redis
+from kombu.exceptions import BatchPublishError
+from kombu.transport.redis import PublishBatch
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Deployment, GpuReservation, Job, JobState, Tenant
+from models import Deployment, GpuReservation, Job, JobState, PodAllocation, Tenant
+from models.db import get_engine
+from tests.web.conftest import REDIS_URL
 from tests.web.helpers import create_body, error_code, settle
+from web.internal.deployments.schemas import DeploymentStatusSchema
+from workers import queries
 
 CREATE = "/internal/deployments/create"
 
@@ -34,6 +45,47 @@ def test_create_answers_202_with_job_and_enqueues_it(client, acme, seed_nodes, e
     assert enqueued_task_ids() == [job.celery_task_id]
 
 
+def test_create_also_sends_the_task_sent_event(client, acme, seed_nodes, enqueued_task_ids, clean_tables):
+    """Flower's ``task-sent`` event goes out with the task (they share one publish batch)."""
+    seed_nodes({"nvidia-l40s": [8]})
+    events = redis.Redis.from_url(REDIS_URL).pubsub(ignore_subscribe_messages=True)
+    events.psubscribe("*celeryev*")
+    events.get_message(timeout=1)  # the subscription's own confirmation
+
+    response = client.post(CREATE, json=create_body(name="llama"), headers=acme)
+
+    assert response.status_code == 202, response.get_json()
+    [task_id] = enqueued_task_ids()
+    sent_for = []
+    deadline = time.monotonic() + 10
+    while task_id not in sent_for and time.monotonic() < deadline:
+        message = events.get_message(timeout=1)
+        if message is not None:
+            sent = json.loads(base64.b64decode(json.loads(message["data"])["body"]))
+            if sent["type"] == "task-sent":
+                sent_for.append(sent["uuid"])
+    events.close()
+    assert task_id in sent_for
+
+
+def test_a_failed_publish_batch_is_sent_again(
+    client, acme, seed_nodes, enqueued_task_ids, clean_tables, monkeypatch
+):
+    seed_nodes({"nvidia-l40s": [8]})
+
+    def lose_the_connection(_batch):
+        raise BatchPublishError("Redis publish batch failed; delivery is uncertain")
+
+    monkeypatch.setattr(PublishBatch, "flush", lose_the_connection)
+
+    response = client.post(CREATE, json=create_body(name="llama"), headers=acme)
+
+    assert response.status_code == 202, response.get_json()
+    with Session(clean_tables) as session:
+        job = session.get(Job, uuid.UUID(response.get_json()["job_id"]))
+    assert enqueued_task_ids() == [job.celery_task_id]
+
+
 def test_job_and_status_and_detail_are_readable(client, acme, seed_nodes):
     seed_nodes({"nvidia-l40s": [8]})
     submitted = client.post(CREATE, json=create_body(name="reader"), headers=acme).get_json()
@@ -53,6 +105,92 @@ def test_job_and_status_and_detail_are_readable(client, acme, seed_nodes):
     assert detail.status_code == 200
     assert detail.get_json()["name"] == "reader"
     assert detail.get_json()["autoscaling"]["enabled"] is False
+
+
+def _pod(deployment: Deployment, name: str, **fields) -> PodAllocation:
+    return PodAllocation(
+        pod_uid=f"uid-{name}",
+        namespace=deployment.k8s_namespace,
+        pod_name=name,
+        deployment_id=deployment.id,
+        tenant_id=deployment.tenant_id,
+        gpus=1,
+        **fields,
+    )
+
+
+def test_status_body_is_exactly_what_its_schema_documents(app, client, acme, seed_nodes, clean_tables):
+    """The route sends its view without a marshmallow dump: the body must be byte for byte the schema's dump
+    of the same view (field set and order, ISO datetime, escaping), with every field filled in."""
+    seed_nodes({"nvidia-l40s": [8]})
+    submitted = client.post(CREATE, json=create_body(name="watched", replicas=2), headers=acme).get_json()
+    observed_at = datetime(2026, 11, 27, 10, 28, 37, 153713, tzinfo=UTC)
+    with Session(clean_tables) as session:
+        deployment = session.get(Deployment, uuid.UUID(submitted["deployment_id"]))
+        deployment.replicas_ready = 1
+        deployment.status_reason = "ImagePullBackOff"
+        deployment.status_message = 'Back-off pulling image "vllm" – retrying'
+        deployment.last_observed_at = observed_at
+        session.add_all(
+            [
+                _pod(deployment, "watched-b", node_name="l40s-0", phase="Pending", reason="ImagePullBackOff"),
+                _pod(deployment, "watched-a", node_name="l40s-0", phase="Running", ready=True, restarts=2),
+                _pod(deployment, "watched-old", node_name="l40s-0", phase="Running", terminated_at=observed_at),
+            ]
+        )
+        session.commit()
+        schema_body = app.json.response(
+            DeploymentStatusSchema().dump(queries.deployment_status(session, "acme", deployment.id))
+        ).get_data()
+
+    response = client.get(submitted["status_url"], headers=acme)
+
+    assert response.status_code == 200
+    assert response.mimetype == "application/json"
+    assert response.get_data() == schema_body
+    body = response.get_json()
+    assert datetime.fromisoformat(body.pop("last_observed_at")) == observed_at
+    assert body == {
+        "deployment_id": submitted["deployment_id"],
+        "name": "watched",
+        "status": "PENDING",
+        "reason": "ImagePullBackOff",
+        "message": 'Back-off pulling image "vllm" – retrying',
+        "replicas": {"desired": 2, "ready": 1},
+        "endpoint": body["endpoint"],
+        "pods": [
+            {"name": "watched-a", "node": "l40s-0", "phase": "Running", "ready": True, "restarts": 2, "reason": None},
+            {
+                "name": "watched-b",
+                "node": "l40s-0",
+                "phase": "Pending",
+                "ready": False,
+                "restarts": 0,
+                "reason": "ImagePullBackOff",
+            },
+        ],
+        "active_job": {"id": submitted["job_id"], "type": "deployment.create", "state": "PENDING"},
+    }
+    assert body["endpoint"].endswith(".svc.cluster.local:8000")
+
+
+def test_status_reads_hand_their_connection_back_in_transaction_mode(client, acme, seed_nodes):
+    """The status read runs its statement in autocommit on a pooled connection; whoever checks that connection
+    out next must get transactions again, or its multi-statement writes would silently stop being atomic."""
+    seed_nodes({"nvidia-l40s": [8]})
+    submitted = client.post(CREATE, json=create_body(name="pooled"), headers=acme).get_json()
+
+    assert client.get(submitted["status_url"], headers=acme).status_code == 200
+    assert client.get(f"/internal/deployments/{uuid.uuid4()}/status", headers=acme).status_code == 404
+
+    engine = get_engine()
+    idle = [engine.raw_connection() for _ in range(engine.pool.checkedin())]
+    try:
+        assert idle
+        assert [pooled.driver_connection.autocommit for pooled in idle] == [False] * len(idle)
+    finally:
+        for pooled in idle:
+            pooled.close()
 
 
 def test_list_filters_and_paginates(client, acme, seed_nodes):

@@ -144,7 +144,9 @@ def test_calls_and_statements_do_not_grow_with_deployments(session, sim, redis_c
     sim.advance(10)
     large = measure(session, sim, redis_client)
     assert small[0] == large[0] == 3  # deployments, pods, nodes
-    assert small[1] == large[1]
+    # Only what changed is written, each kind in one statement whatever the number of rows: the deployments,
+    # the new or changed pods and the vanished ones; the steady single deployment needed none of them.
+    assert small[1] <= large[1] <= small[1] + 3
 
 
 def test_redis_down_skips_and_says_so(session, sim):
