@@ -12,6 +12,7 @@ import logging
 import re
 import time
 import uuid
+from collections import Counter as Tally
 from collections.abc import Iterator
 
 from flask import Flask, Response, g, request
@@ -20,7 +21,7 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
 
-from models import Job, JobState
+from models import Job, JobState, SweepRun
 from models.db import get_sessionmaker
 from workers.logs import request_id_var
 
@@ -52,6 +53,62 @@ class JobsByStateCollector(Collector):
         yield family
 
 
+class SweepsCollector(Collector):
+    """Each sweep's last run, from its ``sweep_runs`` row at scrape time.
+
+    Sweeps run in Celery worker processes (forked pool children) that no scraper reaches, and every run
+    stores its outcome and summary on its row (``workers.sweep_metrics``): served from here, the figures are
+    the same whichever worker ran the sweep, and survive worker restarts. Gauges of the last run, so alerts
+    read e.g. ``orchestration_sweep_last_run_finished_timestamp_seconds`` for staleness and
+    ``orchestration_sweep_last_run_status{status!="succeeded"}`` for failures."""
+
+    def collect(self) -> Iterator[GaugeMetricFamily]:
+        try:
+            with get_sessionmaker()() as session:
+                rows = session.execute(
+                    select(SweepRun.name, SweepRun.last_status, SweepRun.last_finished_at, SweepRun.last_summary)
+                    .where(SweepRun.last_summary.is_not(None))
+                    .order_by(SweepRun.name)
+                ).all()
+        except Exception:
+            logger.warning("sweep metrics unavailable", exc_info=True)
+            return
+        status = GaugeMetricFamily(
+            "orchestration_sweep_last_run_status",
+            "1 for the outcome of the sweep's last run",
+            labels=["sweep", "status"],
+        )
+        finished = GaugeMetricFamily(
+            "orchestration_sweep_last_run_finished_timestamp_seconds",
+            "Unix time the sweep's last run ended",
+            labels=["sweep"],
+        )
+        duration = GaugeMetricFamily(
+            "orchestration_sweep_last_run_duration_seconds", "Wall time of the sweep's last run", labels=["sweep"]
+        )
+        items = GaugeMetricFamily(
+            "orchestration_sweep_last_run_items", "Objects the last run examined", labels=["sweep", "kind"]
+        )
+        actions = GaugeMetricFamily(
+            "orchestration_sweep_last_run_actions", "Changes the last run made", labels=["sweep", "action"]
+        )
+        errors = GaugeMetricFamily(
+            "orchestration_sweep_last_run_errors", "Errors the last run met, by code", labels=["sweep", "code"]
+        )
+        for name, last_status, last_finished_at, summary in rows:
+            status.add_metric([name, str(last_status)], 1)
+            if last_finished_at is not None:
+                finished.add_metric([name], last_finished_at.timestamp())
+            duration.add_metric([name], float(summary.get("duration_seconds") or 0.0))
+            for kind, count in (summary.get("items") or {}).items():
+                items.add_metric([name, kind], count)
+            for action, count in (summary.get("actions") or {}).items():
+                actions.add_metric([name, action], count)
+            for code, count in Tally(error.get("code", "unknown") for error in summary.get("errors") or []).items():
+                errors.add_metric([name, code], count)
+        yield from (status, finished, duration, items, actions, errors)
+
+
 class ApiMetrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
@@ -75,6 +132,7 @@ class ApiMetrics:
             registry=self.registry,
         )
         self.registry.register(JobsByStateCollector())
+        self.registry.register(SweepsCollector())
 
 
 def api_metrics(app: Flask) -> ApiMetrics:

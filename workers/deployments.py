@@ -125,7 +125,7 @@ def _check_ours(existing: dict[str, Any], desired: dict[str, Any]) -> None:
         )
 
 
-def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
+def _apply(clients: KubeClients, kind: str, desired: dict[str, Any], *, namespace_recreated: bool = False) -> str:
     """Create ``desired``; if it already exists and is ours, patch it to desired (adopt). Returns the action."""
     namespace = desired["metadata"]["namespace"]
     name = desired["metadata"]["name"]
@@ -138,12 +138,14 @@ def _apply(clients: KubeClients, kind: str, desired: dict[str, Any]) -> str:
         if error.status != 409:
             raise
     except PermanentClusterError as error:
-        if error.status != 404 or namespace not in clients.namespaces_ready:
+        if error.status != 404 or namespace_recreated:
             raise
-        # The namespace we remembered was deleted: recreate it and try once more.
+        # The namespace we remembered was deleted: make sure it exists again and try once more. The kinds are
+        # applied side by side, so another thread may be doing the same: creating it twice is harmless
+        # (ensure_namespace takes AlreadyExists as success).
         clients.namespaces_ready.discard(namespace)
         ensure_namespace(clients, namespace)
-        return _apply(clients, kind, desired)
+        return _apply(clients, kind, desired, namespace_recreated=True)
     existing = get(clients, object_path(kind, namespace, name))
     if existing is None:
         # Deleted between our create and read: let the retry contract try again.
@@ -177,7 +179,13 @@ def _apply_side_by_side(clients: KubeClients, manifests: dict[str, dict[str, Any
     if _APPLY_THREADS is None:
         _APPLY_THREADS = ThreadPoolExecutor(max_workers=len(manifests), thread_name_prefix="apply")
     calls = {kind: _APPLY_THREADS.submit(_apply, clients, kind, manifest) for kind, manifest in manifests.items()}
-    wait(calls.values())
+    try:
+        wait(calls.values())
+    except BaseException:
+        # Interrupted (the task's soft time limit): the job is about to be retried, so let the calls in flight
+        # end first (each is bounded by the request timeout) rather than race the next attempt.
+        wait(calls.values(), timeout=2 * clients.request_timeout)
+        raise
     return {kind: call.result() for kind, call in calls.items()}
 
 

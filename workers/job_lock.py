@@ -67,7 +67,13 @@ def claimed_job(job_id: uuid.UUID | str) -> Iterator[ClaimedJob]:
     """Claim the job (lock + RUNNING, one statement); the lock is released on exit if nothing ended the job."""
     key = job_lock_key(job_id)
     with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
-        found = jobs.claim(connection, job_id, key)
+        try:
+            found = jobs.claim(connection, job_id, key)
+        except Exception:
+            # The statement may have taken the lock before it failed (cancelled, timed out waiting for the
+            # job row), and a session-level lock outlives the rollback: this connection must not be pooled.
+            connection.invalidate()
+            raise
         claimed = ClaimedJob(
             job_id=str(job_id),
             connection=connection,

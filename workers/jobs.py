@@ -150,8 +150,13 @@ def _finish_statement(
             .where(or_(held_by_job, Deployment.id == bindparam("deployment_id", type_=Deployment.__table__.c.id.type)))
             .values(active_job_id=case((held_by_job, None), else_=Deployment.active_job_id), **dict(change))
         )
-    statement = select(select(func.count()).select_from(finished).scalar_subquery()).add_cte(
-        released.returning(Deployment.id).cte("released_deployment")
+    released_deployment = released.returning(Deployment.id).cte("released_deployment")
+    # Both writes are read in the select list, before the unlock: Postgres evaluates it left to right, and an
+    # unread data-modifying CTE would only run after it. So a write that fails leaves the lock held (a session
+    # lock is not given back by the rollback), and no second copy can claim a job whose ending did not happen.
+    statement = select(
+        select(func.count()).select_from(finished).scalar_subquery(),
+        select(func.count()).select_from(released_deployment).scalar_subquery(),
     )
     if unlock:
         statement = statement.add_columns(func.pg_advisory_unlock(bindparam("lock_key", type_=BigInteger)))

@@ -242,12 +242,15 @@ def read_deployment_status(engine: Engine, tenant_id: str | None, deployment_id:
         connection.autocommit = True
         return _status_view(connection, tenant_id, deployment_id)
     finally:
+        if not connection.closed:
+            try:
+                # Back to the pool as every other user expects it: statements grouped in transactions.
+                connection.autocommit = False
+            except psycopg.Error:
+                connection.close()  # still busy with an interrupted statement: not fit for the pool
         if connection.closed:
-            # Lost mid-statement (server restart, backend terminated): discard it rather than pool it.
+            # Lost mid-statement (server restart, backend terminated) or closed above: discard it.
             pooled.invalidate()
-        else:
-            # Back to the pool as every other user expects it: statements grouped in transactions.
-            connection.autocommit = False
         pooled.close()
 
 

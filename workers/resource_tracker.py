@@ -40,7 +40,7 @@ from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_
 from workers.observe import pod_view as observe_pod_view
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
 from workers.sweep_lock import DEFAULT_KEY_PREFIX, lock_key_prefix, run_locked
-from workers.sweep_metrics import GPU_DRIFT_DEPLOYMENTS, SweepReport, observed_sweep, summary_in_new_session
+from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
 
 LOCK_TTL_SECONDS = 300.0
 FINISHED_PHASES = ("Failed", "Succeeded")
@@ -549,7 +549,6 @@ def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any 
     report.details["metrics_sources"] = sources
 
     drift = reconcile_drift(session)
-    GPU_DRIFT_DEPLOYMENTS.set(len(drift.deployments))
     report.details["drift"] = drift.entries
     report.saw("drifted_deployments", len(drift.deployments))
     report.acted("reservations_realigned", len(drift.realigned))

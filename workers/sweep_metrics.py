@@ -1,8 +1,10 @@
-"""What every sweep reports: Prometheus metrics, one structured log line, and its ``sweep_runs`` row.
+"""What every sweep reports: one structured log line and its ``sweep_runs`` row.
 
 A sweep fills a :class:`SweepReport` as it goes (items seen, actions taken, errors, or why it skipped);
-:func:`observed_sweep` times it, and on the way out exports the figures, logs a single summary line and
-upserts the sweep's row, so ``/health`` and operators see the same story as the metrics.
+:func:`observed_sweep` times it, and on the way out logs a single summary line and upserts the sweep's row.
+The row is what Prometheus sees: sweeps run in Celery worker processes that no scraper reaches, so the API's
+``/metrics`` serves each sweep's last run from its row (``web.observability.SweepsCollector``), and
+``/health`` tells the same story.
 """
 
 from __future__ import annotations
@@ -16,7 +18,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
-from prometheus_client import Counter, Gauge, Histogram
 from sqlalchemy import func
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
@@ -24,24 +25,6 @@ from sqlalchemy.orm import Session
 from models import SweepRun
 
 log = logging.getLogger("workers.sweeps")
-
-SWEEP_DURATION = Histogram(
-    "orchestration_sweep_duration_seconds",
-    "Wall time of one sweep run.",
-    ["sweep"],
-    buckets=(0.05, 0.1, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0, 30.0, 60.0),
-)
-SWEEP_RUNS = Counter("orchestration_sweep_runs_total", "Sweep runs by outcome.", ["sweep", "status"])
-SWEEP_ITEMS = Counter("orchestration_sweep_items_seen_total", "Objects a sweep examined.", ["sweep", "kind"])
-SWEEP_ACTIONS = Counter("orchestration_sweep_actions_total", "Changes a sweep made.", ["sweep", "action"])
-SWEEP_ERRORS = Counter("orchestration_sweep_errors_total", "Errors a sweep met.", ["sweep", "code"])
-SWEEP_LAST_SUCCESS = Gauge(
-    "orchestration_sweep_last_success_timestamp_seconds", "Unix time of the last successful run.", ["sweep"]
-)
-GPU_DRIFT_DEPLOYMENTS = Gauge(
-    "orchestration_gpu_reservation_drift_deployments",
-    "Deployments whose reserved GPUs differ from what the cluster allocated, at the last resource-tracker sweep.",
-)
 
 SUCCEEDED = "succeeded"
 FAILED = "failed"
@@ -115,18 +98,8 @@ def record_finish(session: Session, report: SweepReport) -> None:
     session.commit()
 
 
-def export(report: SweepReport) -> None:
-    """Push the report into the Prometheus metrics and write the one summary log line."""
-    SWEEP_DURATION.labels(report.name).observe(report.duration_seconds)
-    SWEEP_RUNS.labels(report.name, report.status).inc()
-    for kind, count in report.items.items():
-        SWEEP_ITEMS.labels(report.name, kind).inc(count)
-    for action, count in report.actions.items():
-        SWEEP_ACTIONS.labels(report.name, action).inc(count)
-    for error in report.errors:
-        SWEEP_ERRORS.labels(report.name, error["code"]).inc()
-    if report.status == SUCCEEDED:
-        SWEEP_LAST_SUCCESS.labels(report.name).set_to_current_time()
+def log_summary(report: SweepReport) -> None:
+    """Write the one summary log line of a run."""
     level = logging.WARNING if report.status != SUCCEEDED or report.errors else logging.INFO
     summary = report.summary()
     log.log(
@@ -159,7 +132,7 @@ def cyclic_gc_paused() -> Iterator[None]:
 
 @contextmanager
 def observed_sweep(session: Session, name: str) -> Iterator[SweepReport]:
-    """Time the block, then export metrics, log and store the outcome, whatever happened inside.
+    """Time the block, then log and store the outcome, whatever happened inside.
 
     An exception escaping the block marks the run ``failed`` (after rolling back the sweep's own
     uncommitted writes, so nothing half-done is kept) and is re-raised for the task to report.
@@ -177,11 +150,11 @@ def observed_sweep(session: Session, name: str) -> Iterator[SweepReport]:
         raise
     finally:
         report.duration_seconds = time.perf_counter() - started
-        export(report)
+        log_summary(report)
         try:
             record_finish(session, report)
         except Exception:
-            # The database itself may be what failed; the metrics and the log line already tell the story.
+            # The database itself may be what failed; the log line already tells the story.
             session.rollback()
             log.exception("could not record the outcome of sweep %s", name)
 

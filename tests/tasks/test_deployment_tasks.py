@@ -270,3 +270,27 @@ def test_missing_image_ends_failed_with_the_pull_error(harness):
     row = deployment(deployment_id)
     assert row.status_reason == "image_pull_failure"
     assert "not found" in row.status_message
+
+
+def test_a_namespace_deleted_behind_our_back_is_recreated(harness):
+    """The three objects are applied side by side: all three meet the missing namespace at once, and each
+    must recreate-and-retry rather than fail because another thread got there first."""
+    first_job, _ = submit_create(name="first")
+    deployment_tasks.create.apply(args=[str(first_job)])
+    assert job(first_job).state == JobState.SUCCEEDED
+    clients = k8s.get_clients()
+    clients.core.delete_namespace("model-serving")
+    for _ in range(30):
+        harness.sim.advance(5)
+        if "model-serving" not in {ns.metadata.name for ns in clients.core.list_namespace().items}:
+            break
+    else:
+        raise AssertionError("the namespace was never deleted")
+
+    second_job, _ = submit_create(name="second")
+    deployment_tasks.create.apply(args=[str(second_job)])
+
+    finished = job(second_job)
+    assert (finished.state, finished.attempts) == (JobState.SUCCEEDED, 1), finished.error
+    assert clients.policy.read_namespaced_pod_disruption_budget("second-acme", "model-serving")
+    assert clients.core.read_namespaced_service("second-acme", "model-serving")

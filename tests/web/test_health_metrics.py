@@ -98,3 +98,38 @@ def test_unmatched_paths_share_one_metrics_label(client):
     text = client.get("/metrics").get_data(as_text=True)
 
     assert 'http_requests_total{endpoint="<unmatched>",method="GET",status="404"} 2.0' in text
+
+
+def test_metrics_serve_each_sweeps_last_run_from_its_row(client):
+    """Sweeps run in worker processes; the API serves their last run from the sweep_runs rows they write."""
+    from prometheus_client.parser import text_string_to_metric_families
+
+    from models.db import get_sessionmaker
+    from workers.sweep_metrics import observed_sweep
+
+    with get_sessionmaker()() as session, observed_sweep(session, "resource_tracker") as report:
+        report.saw("nodes", 8)
+        report.acted("pods_closed", 3)
+        report.error("prometheus_unavailable", "PROMETHEUS_URL is not configured")
+        report.error("prometheus_unavailable", "again")
+    with get_sessionmaker()() as session, pytest.raises(RuntimeError), observed_sweep(session, "health_monitor"):
+        raise RuntimeError("the cluster vanished")
+
+    families = {
+        family.name: {tuple(sorted(sample.labels.items())): sample.value for sample in family.samples}
+        for family in text_string_to_metric_families(client.get("/metrics").get_data(as_text=True))
+    }
+
+    tracker, monitor = (("sweep", "resource_tracker"),), (("sweep", "health_monitor"),)
+    assert families["orchestration_sweep_last_run_status"] == {
+        (("status", "succeeded"), *tracker): 1.0,
+        (("status", "failed"), *monitor): 1.0,
+    }
+    assert families["orchestration_sweep_last_run_items"] == {(("kind", "nodes"), *tracker): 8.0}
+    assert families["orchestration_sweep_last_run_actions"] == {(("action", "pods_closed"), *tracker): 3.0}
+    assert families["orchestration_sweep_last_run_errors"] == {
+        (("code", "prometheus_unavailable"), *tracker): 2.0,
+        (("code", "RuntimeError"), *monitor): 1.0,
+    }
+    assert set(families["orchestration_sweep_last_run_duration_seconds"]) == {tracker, monitor}
+    assert families["orchestration_sweep_last_run_finished_timestamp_seconds"][tracker] > 1.7e9

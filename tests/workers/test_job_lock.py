@@ -111,7 +111,13 @@ def _committed_create_job(status="PENDING"):
 
 
 def _lock_is_free(job_id) -> bool:
-    with get_engine().connect().execution_options(isolation_level="AUTOCOMMIT") as probe:
+    # A connection of its own, never a pooled one: advisory locks are re-entrant, so the pooled connection that
+    # holds a leaked lock would report it free.
+    from sqlalchemy import create_engine
+    from sqlalchemy.pool import NullPool
+
+    probe_engine = create_engine(get_engine().url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+    with probe_engine.connect() as probe:
         taken = probe.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": job_lock_key(job_id)}).scalar()
         if taken:
             probe.execute(text("SELECT pg_advisory_unlock(:k)"), {"k": job_lock_key(job_id)})
@@ -181,3 +187,82 @@ def test_lock_is_released_when_the_job_raises_midway(clean_tables):
         assert _lock_is_free(job_id)
     with get_sessionmaker()() as session:
         assert session.get(Job, job_id).state == JobState.RETRYING
+
+
+def test_a_claim_that_fails_midway_leaves_no_lock_behind(clean_tables):
+    """Cancelled while waiting for the job row (after the lock was taken): the lock must not stay pooled."""
+    from sqlalchemy.exc import OperationalError
+
+    job_id, _ = _committed_create_job()
+    engine = get_engine()
+    errors: list[BaseException] = []
+    with engine.connect() as holder:
+        holder.execute(text("SELECT 1 FROM orchestration.jobs WHERE id = :id FOR UPDATE"), {"id": job_id})
+
+        def claim() -> None:
+            try:
+                with claimed_job(job_id):
+                    errors.append(AssertionError("the claim should have been cancelled"))
+            except OperationalError as error:
+                errors.append(error)
+
+        thread = threading.Thread(target=claim)
+        thread.start()
+        with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
+            for _ in range(200):
+                waiting = admin.execute(
+                    text(
+                        "SELECT pid FROM pg_stat_activity WHERE wait_event_type = 'Lock' "
+                        "AND query LIKE '%pg_try_advisory_lock%'"
+                    )
+                ).scalar()
+                if waiting:
+                    admin.execute(text("SELECT pg_cancel_backend(:pid)"), {"pid": waiting})
+                    break
+                threading.Event().wait(0.02)
+            thread.join(timeout=10)
+        holder.rollback()
+    assert len(errors) == 1
+    assert isinstance(errors[0], OperationalError)
+    assert _lock_is_free(job_id)
+
+
+def test_an_ending_that_fails_keeps_the_lock_until_the_claim_lets_go(clean_tables):
+    """The job's writes run before the unlock in the ending statement: if one fails, nothing was released."""
+    from sqlalchemy.exc import DBAPIError
+
+    from models import Job, JobState
+    from models.db import get_sessionmaker
+    from workers.deployments import _CREATING_AFTER_APPLY
+    from workers.jobs import DeploymentChange
+
+    job_id, deployment_id = _committed_create_job()
+    with get_engine().begin() as setup:
+        setup.execute(
+            text(
+                "CREATE FUNCTION orchestration.refuse_creating() RETURNS trigger LANGUAGE plpgsql AS "
+                "$$ BEGIN IF NEW.status = 'CREATING' THEN RAISE EXCEPTION 'refused'; END IF; RETURN NEW; END $$"
+            )
+        )
+        setup.execute(
+            text(
+                "CREATE TRIGGER refuse_creating BEFORE UPDATE ON orchestration.deployments "
+                "FOR EACH ROW EXECUTE FUNCTION orchestration.refuse_creating()"
+            )
+        )
+    try:
+        with claimed_job(job_id) as job:
+            try:
+                job.succeed({}, change=DeploymentChange(deployment_id, _CREATING_AFTER_APPLY))
+            except DBAPIError:
+                assert job.lock_held is True
+                assert not _lock_is_free(job_id)
+            else:
+                raise AssertionError("the refused write should have failed the ending")
+        assert _lock_is_free(job_id)
+        with get_sessionmaker()() as session:
+            assert session.get(Job, job_id).state == JobState.RUNNING
+    finally:
+        with get_engine().begin() as cleanup:
+            cleanup.execute(text("DROP TRIGGER refuse_creating ON orchestration.deployments"))
+            cleanup.execute(text("DROP FUNCTION orchestration.refuse_creating()"))
