@@ -48,9 +48,13 @@ class CreatedAtMixin:
 
 
 class TimestampMixin(CreatedAtMixin):
-    """``created_at`` plus ``updated_at``, which SQLAlchemy bumps on every ORM UPDATE of the row."""
+    """``created_at`` plus ``updated_at``, which SQLAlchemy bumps on every UPDATE of the row.
 
-    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.now())
+    Bumped to the time the UPDATE runs (``clock_timestamp()``), not the start of its transaction (``now()``):
+    the health monitor vouches for a deployment unchanged since its sweep began by comparing the two, and a
+    long transaction's start time would pass for "before the sweep" while its change was still unseen."""
+
+    updated_at: Mapped[datetime] = mapped_column(server_default=func.now(), onupdate=func.clock_timestamp())
 
 
 def str_enum_column_type(enum_class: type, name: str) -> Any:

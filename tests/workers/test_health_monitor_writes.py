@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import event, select
+from sqlalchemy import event, select, text, update
 
-from models import DeploymentStatus, PodAllocation
+from models import Deployment, DeploymentStatus, PodAllocation
 from models.db import get_engine
 from tests.workers.health_monitor_support import sweep
 from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
@@ -104,6 +104,26 @@ def test_a_deployment_changed_since_the_sweep_shows_its_own_time(session, sim, r
     row = deployment_row(session, deployment_id)
     row.status = DeploymentStatus.DELETING
     session.commit()
+    assert observed_by_readers(session, deployment_id) == own_time
+
+
+def test_a_change_begun_before_the_sweep_but_written_after_it_is_not_vouched_for(session, sim, redis_client):
+    """The writer's transaction starts before the sweep, its UPDATE runs after the sweep read: the sweep never
+    saw that state, so its observation must not cover it (``updated_at`` is the UPDATE's own time)."""
+    sync_inventory(session)
+    deployment_id = create_deployment(session, sim, replicas=1)
+    sim.advance(400)
+    sweep(session, sim, redis_client)
+    own_time = deployment_row(session, deployment_id).last_observed_at
+    with get_engine().connect() as writer:
+        writer.execute(text("SELECT 1"))  # the writer's transaction, and its now(), begin here
+        sim.advance(30)
+        sweep(session, sim, redis_client)
+        assert observed_by_readers(session, deployment_id) > own_time
+        writer.execute(
+            update(Deployment).where(Deployment.id == deployment_id).values(status_message="a change in flight")
+        )
+        writer.commit()
     assert observed_by_readers(session, deployment_id) == own_time
 
 
