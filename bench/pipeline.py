@@ -1,11 +1,16 @@
 """Pipeline benchmark: the whole stack vs bare Celery, and the status endpoint vs a bare Flask endpoint.
 
-    python -m bench.pipeline [--jobs 40] [--concurrency 2] [--status-requests 2000]
+    python -m bench.pipeline [--jobs 60] [--rounds 3] [--concurrency 2] [--status-requests 2000]
 
 Everything runs side by side in one process tree on the same broker (Redis, under a unique key prefix),
 the same worker process and the same concurrency:
 - pipeline: POST /internal/deployments/create (Flask test client of ``web.app.create_app()``) -> Postgres ->
-  Celery -> kubesim, until every create job is SUCCEEDED; vs N no-op Celery tasks sent and completed.
+  Celery -> kubesim, until every create job is SUCCEEDED; vs N no-op Celery tasks sent and completed. The two
+  alternate over ``--rounds`` rounds (a no-op batch, then a pipeline batch); each round starts from a quiet
+  point (every deployment RUNNING, so no status poll of an earlier round runs during it, and the jobs queue
+  empty). Per-round figures are printed; the verdict is on the median round, since one short no-op batch
+  (~0.1 s) swings by a third from run to run on a shared machine. The simulated cluster is sized to hold
+  every create of every round (one GPU each).
 - API: GET /internal/deployments/{id}/status (auth, tenant check, one query) vs a bare Flask endpoint
   registered on the same app, in alternating rounds, measured twice with one sequential client: in-process
   (Flask test client: framework cost only) and over HTTP behind gunicorn running ``web.wsgi`` (what a
@@ -207,7 +212,7 @@ def sweep_finished(get_sessionmaker) -> bool:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--jobs", type=int, default=40)
+    parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--status-requests", type=int, default=2000)
     parser.add_argument("--rounds", type=int, default=3, help="alternating no-op / pipeline rounds (median reported)")
