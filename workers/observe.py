@@ -206,7 +206,8 @@ def judge(
     elif current in SETTLING_STATUSES or current == DeploymentStatus.FAILED:
         loading = next((pod for pod in live_pods if not pod.ready), None)
         if loading is not None:
-            reason = "model_loading" if loading.phase == "Running" else (loading.reason or "pod_starting")
+            # Reasons are our own codes, as the health monitor's are; the pod's own words go in the message.
+            reason = "model_loading" if loading.phase == "Running" else "pod_starting"
             message = f"pod {loading.name}: {loading.message or loading.reason or loading.phase}"
     if current in SETTLING_STATUSES:
         next_status = DeploymentStatus.CREATING if current == DeploymentStatus.PENDING else current

@@ -140,3 +140,14 @@ def test_lost_replicas_degrade_and_recover():
 
 def test_missing_object_fails():
     assert judge(DeploymentStatus.RUNNING, 1, None, []).status == DeploymentStatus.FAILED
+
+
+def test_a_starting_pod_gives_our_code_and_keeps_the_clusters_words_in_the_message():
+    verdict = judge(
+        DeploymentStatus.CREATING,
+        1,
+        k8s_deployment(replicas=1, ready=0),
+        [pod("a", ready=False, phase="Pending", waiting="ContainerCreating")],
+    )
+    assert verdict.status == DeploymentStatus.CREATING
+    assert (verdict.reason, verdict.message) == ("pod_starting", "pod a: ContainerCreating")

@@ -178,6 +178,17 @@ class AutoscalingOutputSchema(Schema):
     targets = ma.fields.Dict(attribute="autoscaling_targets", dump_only=True)
 
 
+STATUS_REASON_DESCRIPTION = (
+    "Why the deployment is not (yet) healthy, as a code; `message` has the cluster's own words. "
+    "`waiting_for_gpus` (pods cannot be scheduled), `pod_starting` (image pull, container start), "
+    "`model_loading` (running, not ready yet), `replicas_unavailable` (fewer ready than desired), "
+    "`image_pull_failure`, `crash_loop`, `oom_killed`, `model_load_timeout`, `progress_deadline_exceeded`, "
+    "`node_not_ready`, `config_error`, `missing_in_cluster` (the Kubernetes Deployment was removed), "
+    "`restart_failed`; when a job changing the deployment failed, that job's error code "
+    "(e.g. `cluster_forbidden`, `name_conflict`). Null when healthy."
+)
+
+
 class DeploymentSchema(Schema):
     """A deployment: its desired shape and its last observed state."""
 
@@ -205,7 +216,9 @@ class DeploymentSchema(Schema):
     k8s_name = ma.fields.String(dump_only=True)
     endpoint = ma.fields.String(dump_only=True, allow_none=True)
     status = ma.fields.Enum(DeploymentStatus, by_value=True, dump_only=True)
-    status_reason = ma.fields.String(dump_only=True, allow_none=True)
+    status_reason = ma.fields.String(
+        dump_only=True, allow_none=True, metadata={"description": STATUS_REASON_DESCRIPTION}
+    )
     status_message = ma.fields.String(dump_only=True, allow_none=True)
     active_job_id = ma.fields.UUID(dump_only=True, allow_none=True)
     last_observed_at = ma.fields.AwareDateTime(dump_only=True, allow_none=True)
@@ -255,7 +268,7 @@ class DeploymentStatusSchema(Schema):
     deployment_id = ma.fields.String(dump_only=True)
     name = ma.fields.String(dump_only=True)
     status = ma.fields.String(dump_only=True)
-    reason = ma.fields.String(dump_only=True, allow_none=True)
+    reason = ma.fields.String(dump_only=True, allow_none=True, metadata={"description": STATUS_REASON_DESCRIPTION})
     message = ma.fields.String(dump_only=True, allow_none=True)
     replicas = ma.fields.Dict(keys=ma.fields.String(), values=ma.fields.Integer(), dump_only=True)
     endpoint = ma.fields.String(dump_only=True, allow_none=True)
