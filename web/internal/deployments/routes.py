@@ -159,7 +159,13 @@ class DeploymentRestart(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     @blp.doc(**_CHANGE_RESPONSES)
     def post(self, deployment_id: uuid.UUID):
-        """Restart a deployment's pods, one at a time (never all replicas down at once)"""
+        """Restart a deployment's pods, one at a time (never all replicas down at once)
+
+        A single-replica deployment is restarted with one temporary extra replica, so it is never down. Its
+        GPUs are admitted like a scale-up (409 `insufficient_gpu` when no node of its GPU type has room) but
+        not counted against the tenant's quota: a tenant using all of its quota can still restart. They are
+        given back when the rollout ends.
+        """
         submitted = requests.request_restart(
             request_session(),
             tenant_id=current_tenant_id(),
