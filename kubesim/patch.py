@@ -138,25 +138,10 @@ def _pointer(path: str) -> list[str]:
     return [part.replace("~1", "/").replace("~0", "~") for part in path[1:].split("/")]
 
 
-def _parent(doc: Any, parts: list[str], path: str) -> tuple[Any, str]:
+def _walk(doc: Any, parts: list[str], path: str) -> Any:
+    """The node at `parts` below `doc`; 422 naming `path` when a step is missing."""
     node = doc
-    for part in parts[:-1]:
-        if isinstance(node, dict) and part in node:
-            node = node[part]
-        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
-            node = node[int(part)]
-        else:
-            raise _unprocessable(f"doc is missing path: \"{path}\"")
-    return node, parts[-1]
-
-
-def _unprocessable(message: str) -> errors.ApiError:
-    return errors.ApiError(422, "Invalid", message)
-
-
-def _get(doc: Any, path: str) -> Any:
-    node = doc
-    for part in _pointer(path):
+    for part in parts:
         if isinstance(node, dict) and part in node:
             node = node[part]
         elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
@@ -164,6 +149,18 @@ def _get(doc: Any, path: str) -> Any:
         else:
             raise _unprocessable(f"doc is missing path: \"{path}\"")
     return node
+
+
+def _parent(doc: Any, parts: list[str], path: str) -> tuple[Any, str]:
+    return _walk(doc, parts[:-1], path), parts[-1]
+
+
+def _unprocessable(message: str) -> errors.ApiError:
+    return errors.ApiError(422, "Invalid", message)
+
+
+def _get(doc: Any, path: str) -> Any:
+    return _walk(doc, _pointer(path), path)
 
 
 def _add(doc: Any, path: str, value: Any) -> Any:

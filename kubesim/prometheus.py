@@ -747,14 +747,6 @@ def evaluate_indexed(expr: Expr, index: SeriesIndex) -> list[Sample]:
     raise TypeError(f"not a vector expression: {expr!r}")
 
 
-def collect_series(sim: Any, families: set[str] | None = None) -> list[Sample]:
-    """Every sample the simulated exporters expose now (only `families`, if given), sorted by label set."""
-    wanted = set(DCGM_FAMILIES + VLLM_FAMILIES) if families is None else families
-    index = series_index(sim, wanted)
-    keyed = [index.family(family) for family in sorted(wanted)]
-    return [sample for _, sample in heapq.merge(*keyed, key=operator.itemgetter(0))]
-
-
 # --------------------------------------------------------------------------- HTTP API
 
 

@@ -221,6 +221,11 @@ def authenticate(scope: str) -> Principal:
     return principal
 
 
+def requested_by() -> str:
+    """Who a change is attributed to: the subject of the request's verified token."""
+    return g.principal.subject
+
+
 def require_scope(blueprint: Blueprint, scope: str, *, tenant_scoped: bool = True) -> None:
     """Guard every route of ``blueprint``: a valid token with ``scope``, then (if ``tenant_scoped``)
     the tenant the request acts for.

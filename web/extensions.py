@@ -11,6 +11,7 @@ from typing import Any
 import flask_smorest
 import marshmallow as ma
 from flask import Flask
+from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
 
 from web import errors
@@ -66,6 +67,11 @@ class Blueprint(flask_smorest.Blueprint):
             from web.auth import require_scope
 
             require_scope(self, required_scope, tenant_scoped=tenant_scoped)
+
+    def arguments(self, schema, *args: Any, **kwargs: Any):
+        """flask-smorest's ``arguments``, with a schema class instantiated once here: given a class, webargs
+        builds a new schema (copying every field) on every request."""
+        return super().arguments(resolve_schema_instance(schema), *args, **kwargs)
 
     def _store_endpoint_docs(self, endpoint, obj, parameters, tags, **options):
         super()._store_endpoint_docs(endpoint, obj, parameters, tags, **options)

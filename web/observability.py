@@ -48,8 +48,8 @@ class JobsByStateCollector(Collector):
             # A scrape must not fail because Postgres is down; readiness reports that. Omit the family.
             logger.warning("jobs-by-state metric unavailable", exc_info=True)
             return
-        for state, count in counts.items():
-            family.add_metric([state], count)
+        for state_name, count in counts.items():
+            family.add_metric([state_name], count)
         yield family
 
 

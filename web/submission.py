@@ -72,7 +72,12 @@ def accepted_response(submitted: Submitted) -> tuple[dict[str, Any], int, dict[s
         "job_url": job_url,
         "replayed": submitted.replayed,
     }
+    return accepted(body, job_url, replayed=submitted.replayed)
+
+
+def accepted(body: dict[str, Any], job_url: str, *, replayed: bool) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """202 with ``body``; ``Location`` is the job to poll, ``Idempotent-Replayed`` marks a replayed request."""
     headers = {"Location": job_url}
-    if submitted.replayed:
+    if replayed:
         headers["Idempotent-Replayed"] = "true"
     return body, 202, headers

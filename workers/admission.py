@@ -291,8 +291,7 @@ def admit(
         check_quota=check_quota,
         state=state,
     )
-    reserve(
-        session,
+    rows = reservation_rows(
         placement,
         tenant_id=tenant_id,
         deployment_id=deployment_id,
@@ -300,7 +299,30 @@ def admit(
         gpu_type=gpu_type,
         gpus_per_replica=gpus_per_replica,
     )
+    session.add_all([GpuReservation(**row) for row in rows])  # one INSERT at the flush
+    session.flush()
     return placement
+
+
+def admit_replicas(
+    session: Session,
+    deployment: Any,
+    *,
+    replicas: int,
+    job_id: uuid.UUID | None = None,
+    check_quota: bool = True,
+) -> Placement:
+    """:func:`admit` for ``replicas`` more replicas of an existing deployment (its tenant, GPU type and size)."""
+    return admit(
+        session,
+        tenant_id=deployment.tenant_id,
+        deployment_id=deployment.id,
+        job_id=job_id,
+        gpu_type=deployment.gpu_type,
+        gpus_per_replica=deployment.gpus_per_replica,
+        replicas=replicas,
+        check_quota=check_quota,
+    )
 
 
 def decide(
@@ -314,7 +336,7 @@ def decide(
     state: AdmissionState | None = None,
 ) -> Placement:
     """The decision half of :func:`admit`: takes the lock, returns where the replicas go or raises
-    :class:`AdmissionError`; writes nothing. Follow it with :func:`reserve` in the same transaction."""
+    :class:`AdmissionError`; writes nothing. Write its :func:`reservation_rows` in the same transaction."""
     lock(session)
     if state is None:
         state = read_admission_state(session, tenant_id)
@@ -340,29 +362,6 @@ def decide(
     return placement
 
 
-def reserve(
-    session: Session,
-    placement: Placement,
-    *,
-    tenant_id: str,
-    deployment_id: uuid.UUID,
-    job_id: uuid.UUID | None,
-    gpu_type: str,
-    gpus_per_replica: int,
-) -> None:
-    """The write half of :func:`admit`: one GpuReservation row per node of ``placement`` (one INSERT)."""
-    rows = reservation_rows(
-        placement,
-        tenant_id=tenant_id,
-        deployment_id=deployment_id,
-        job_id=job_id,
-        gpu_type=gpu_type,
-        gpus_per_replica=gpus_per_replica,
-    )
-    session.add_all([GpuReservation(**row) for row in rows])
-    session.flush()
-
-
 def reservation_rows(
     placement: Placement,
     *,
@@ -372,7 +371,7 @@ def reservation_rows(
     gpu_type: str,
     gpus_per_replica: int,
 ) -> list[dict[str, Any]]:
-    """The GpuReservation rows :func:`reserve` writes for ``placement``, one per node, as column values (every
+    """The GpuReservation rows :func:`admit` writes for ``placement``, one per node, as column values (every
     column but ``created_at``), for a caller that writes them in a statement of its own."""
     return [
         {

@@ -39,7 +39,7 @@ from models import (
 )
 from models.job import TERMINAL_JOB_STATES
 from settings import get_settings
-from workers import hpa
+from workers import dispatch, hpa, k8s
 from workers.cluster_errors import ClusterError
 from workers.diagnosis import pod_view
 from workers.domain import AdmissionError, DomainError
@@ -240,18 +240,6 @@ def last_blocked(session: Session, deployment_ids: list[uuid.UUID]) -> dict[uuid
 
 
 # ------------------------------------------------------------------------------------------ the sweep
-def _default_clients() -> Any:
-    from workers.k8s import get_clients
-
-    return get_clients()
-
-
-def _default_enqueue(job: Job) -> None:
-    from workers.dispatch import enqueue
-
-    enqueue(job)
-
-
 def run_autoscaler(
     session: Session,
     *,
@@ -272,7 +260,7 @@ def run_autoscaler(
             lambda: _sweep(
                 session, report, now if now is not None else time.time(), config,
                 clients=clients, prometheus=prometheus,
-                enqueue=enqueue if enqueue is not None else _default_enqueue,
+                enqueue=enqueue if enqueue is not None else dispatch.enqueue,
                 redis_client=redis_client, key_prefix=key_prefix,
             ),
             client=redis_client, key_prefix=key_prefix,
@@ -297,7 +285,7 @@ def _sweep(
     if not deployments:
         return
     try:
-        ready = read_ready_pods(clients or _default_clients(), config.namespace)
+        ready = read_ready_pods(clients or k8s.get_clients(), config.namespace)
     except ClusterError as error:
         report.error(error.code, error.message)
         report.skip(f"kubernetes_unavailable: {error.message}")

@@ -34,7 +34,7 @@ from workers.cluster_errors import PermanentClusterError, TransientClusterError
 from workers.job_runner import Outcome
 from workers.jobs import DeploymentChange
 from workers.k8s import KubeClients, get_clients
-from workers.kube_calls import STRATEGIC_MERGE_PATCH, get, invoke, object_path, read, send
+from workers.kube_calls import STRATEGIC_MERGE_PATCH, get, namespace_path, object_path, send
 from workers.manifests import (
     DEPLOYMENT_ID_LABEL,
     MANAGED_BY_LABEL,
@@ -102,10 +102,10 @@ def ensure_namespace(clients: KubeClients, namespace: str) -> None:
     Remembered per process once it exists, so steady-state creates skip the extra call."""
     if namespace in clients.namespaces_ready:
         return
-    if read(clients, clients.core.read_namespace, namespace) is None:
+    if get(clients, namespace_path(namespace)) is None:
         body = {"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": namespace}}
         try:
-            invoke(clients, clients.core.create_namespace, body)
+            send(clients, "POST", namespace_path(), body)
         except TransientClusterError as error:
             if error.status != 409:  # AlreadyExists from a racing worker is success
                 raise
@@ -229,13 +229,9 @@ def execute_delete(job_id: uuid.UUID | str) -> dict[str, Any]:
     clients = get_clients()
     name, namespace = target.k8s_name, target.k8s_namespace
     removed = {}
-    for kind, delete in (
-        ("deployment", clients.apps.delete_namespaced_deployment),
-        ("service", clients.core.delete_namespaced_service),
-        ("pdb", clients.policy.delete_namespaced_pod_disruption_budget),
-    ):
+    for kind in ("deployment", "service", "pdb"):
         try:
-            invoke(clients, delete, name, namespace, propagation_policy="Background")
+            send(clients, "DELETE", object_path(kind, namespace, name), query={"propagationPolicy": "Background"})
             removed[kind] = "deleted"
         except PermanentClusterError as error:
             if error.status != 404:
@@ -284,19 +280,12 @@ def execute_restart(job_id: uuid.UUID | str) -> dict[str, Any]:
     if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
         return {"skipped": f"deployment is {target.status}"}
     clients = get_clients()
-    live = read(clients, clients.apps.read_namespaced_deployment, target.k8s_name, target.k8s_namespace)
-    if live is None:
+    path = object_path("deployment", target.k8s_namespace, target.k8s_name)
+    if get(clients, path) is None:
         raise PermanentClusterError(
             "deployment_missing", f"Deployment {target.k8s_name} does not exist in the cluster", status=404
         )
-    invoke(
-        clients,
-        clients.apps.patch_namespaced_deployment,
-        target.k8s_name,
-        target.k8s_namespace,
-        restart_patch(target),
-        _content_type=STRATEGIC_MERGE_PATCH,
-    )
+    send(clients, "PATCH", path, restart_patch(target), content_type=STRATEGIC_MERGE_PATCH)
     return {
         "deployment_id": str(target.deployment_id),
         "restarted_at": str(target.job_id),
@@ -309,13 +298,12 @@ def finish_restart_rollout(clients: KubeClients, deployment: Deployment) -> None
     """After a surged single-replica restart: put the no-surge strategy back (needed so a GPU-full cluster
     cannot deadlock the next rollout) and give the temporary replica's GPUs back."""
     desired_strategy = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 0, "maxUnavailable": 1}}
-    invoke(
+    send(
         clients,
-        clients.apps.patch_namespaced_deployment,
-        deployment.k8s_name,
-        deployment.k8s_namespace,
+        "PATCH",
+        object_path("deployment", deployment.k8s_namespace, deployment.k8s_name),
         {"spec": {"strategy": desired_strategy}},
-        _content_type=STRATEGIC_MERGE_PATCH,
+        content_type=STRATEGIC_MERGE_PATCH,
     )
 
 
@@ -343,13 +331,12 @@ def execute_scale(job_id: uuid.UUID | str) -> dict[str, Any]:
         return {"skipped": f"deployment is {target.status}"}
     replicas = int(target.job_params.get("replicas_after", target.replicas_desired))
     clients = get_clients()
-    invoke(
+    send(
         clients,
-        clients.apps.patch_namespaced_deployment_scale,
-        target.k8s_name,
-        target.k8s_namespace,
+        "PATCH",
+        object_path("deployment", target.k8s_namespace, target.k8s_name) + "/scale",
         {"spec": {"replicas": replicas}},
-        _content_type=STRATEGIC_MERGE_PATCH,
+        content_type=STRATEGIC_MERGE_PATCH,
     )
     with session_scope() as session:
         session.execute(

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-GPU_RESOURCE = "nvidia.com/gpu"
+from workers.manifests import GPU_RESOURCE
 
 
 class Reason(enum.StrEnum):

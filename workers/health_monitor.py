@@ -39,7 +39,7 @@ from models import (
 )
 from models.job import TERMINAL_JOB_STATES
 from settings import get_settings
-from workers import recovery
+from workers import dispatch, k8s, recovery
 from workers.cluster_errors import ClusterError
 from workers.diagnosis import Diagnosis, PodView, diagnose_deployment, pod_view
 from workers.domain import DomainError
@@ -428,18 +428,6 @@ class HealthMonitorConfig:
         )
 
 
-def _default_clients() -> Any:
-    from workers.k8s import get_clients
-
-    return get_clients()
-
-
-def _default_enqueue(job: Job) -> None:
-    from workers.dispatch import enqueue
-
-    enqueue(job)
-
-
 @dataclass
 class _Actions:
     events: list[dict[str, Any]] = field(default_factory=list)
@@ -462,8 +450,8 @@ def run_health_monitor(
     with observed_sweep(session, SweepName.HEALTH_MONITOR.value) as report:
         run_locked(
             report, SweepName.HEALTH_MONITOR.value, LOCK_TTL_SECONDS,
-            lambda: _sweep(session, report, now if now is not None else time.time(), clients or _default_clients(),
-                           config, enqueue if enqueue is not None else _default_enqueue),
+            lambda: _sweep(session, report, now if now is not None else time.time(), clients or k8s.get_clients(),
+                           config, enqueue if enqueue is not None else dispatch.enqueue),
             client=redis_client, key_prefix=key_prefix,
         )
     return report

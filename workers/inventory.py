@@ -22,11 +22,18 @@ from sqlalchemy.orm import Session
 from models import Deployment, GpuNode, PodAllocation
 from workers.k8s import KubeClients, get_clients
 from workers.kube_calls import list_pages
-from workers.manifests import DEPLOYMENT_ID_LABEL, GPU_PRODUCT_LABEL, GPU_RESOURCE, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from workers.manifests import (
+    DEPLOYMENT_ID_LABEL,
+    GPU_PRODUCT_LABEL,
+    GPU_RESOURCE,
+    MANAGED_BY_LABEL,
+    MANAGED_BY_VALUE,
+    TENANT_LABEL,
+)
 from workers.observe import pod_view
 
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
-_FINISHED_PHASES = ("Succeeded", "Failed")
+FINISHED_PHASES = ("Succeeded", "Failed")
 _BATCH = 1000
 
 
@@ -132,42 +139,49 @@ def node_row(node: dict[str, Any], now: datetime) -> dict[str, Any]:
     }
 
 
-def apply_snapshot(session: Session, snapshot: InventorySnapshot) -> InventoryResult:
-    """Write the snapshot: upsert nodes and pods, mark vanished ones, recount allocated GPUs per node."""
-    now = datetime.now(UTC)
-    known_deployments = {str(value) for value in session.execute(select(Deployment.id)).scalars()}
-    pod_rows = []
+def pod_allocation_rows(
+    pods: list[dict[str, Any]], known_deployments: set[str]
+) -> tuple[list[dict[str, Any]], dict[str, int]]:
+    """The pods worth a ``pod_allocations`` row (GPU pods, and ours), as column values, and the GPUs that
+    unfinished pods hold per node. Shared by this sync and the resource tracker's sweep."""
+    rows: list[dict[str, Any]] = []
     allocated: dict[str, int] = defaultdict(int)
-    for pod in snapshot.pods:
+    for pod in pods:
         view = pod_view(pod)
         labels = (pod.get("metadata") or {}).get("labels") or {}
         ours = labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and labels.get(DEPLOYMENT_ID_LABEL) in known_deployments
         if view.gpus == 0 and not ours:
             continue  # pods without GPUs do not affect placement
-        if view.node and view.phase not in _FINISHED_PHASES:
+        if view.node and view.phase not in FINISHED_PHASES:
             allocated[view.node] += view.gpus
-        pod_rows.append(
-            {
-                "id": uuid.uuid4(),
-                "pod_uid": view.uid,
-                "namespace": view.namespace,
-                "pod_name": view.name,
-                # A pod carrying our labels for a deployment this database does not know (another install)
-                # is counted as foreign, so its GPUs are still subtracted by admission.
-                "deployment_id": uuid.UUID(labels[DEPLOYMENT_ID_LABEL]) if ours else None,
-                "tenant_id": labels.get("orchestration.ai/tenant") if ours else None,
-                "node_name": view.node,
-                "gpus": view.gpus,
-                "phase": view.phase,
-                "ready": view.ready,
-                "restarts": view.restarts,
-                "reason": view.reason[:128] if view.reason else None,
-                "message": view.message,
-                "started_at": view.started_at,
-                "observed_at": now,
-                "terminated_at": None,
-            }
-        )
+        rows.append({
+            "pod_uid": view.uid, "namespace": view.namespace, "pod_name": view.name,
+            # A pod carrying our labels for a deployment this database does not know (another install) is
+            # counted as foreign, so its GPUs are still subtracted by admission.
+            "deployment_id": labels[DEPLOYMENT_ID_LABEL] if ours else None,
+            "tenant_id": labels.get(TENANT_LABEL) if ours else None,
+            "node_name": view.node, "gpus": view.gpus, "phase": view.phase, "ready": view.ready,
+            "restarts": view.restarts, "reason": view.reason[:128] if view.reason else None,
+            "message": view.message, "started_at": view.started_at,
+        })  # fmt: skip
+    return rows, allocated
+
+
+def apply_snapshot(session: Session, snapshot: InventorySnapshot) -> InventoryResult:
+    """Write the snapshot: upsert nodes and pods, mark vanished ones, recount allocated GPUs per node."""
+    now = datetime.now(UTC)
+    known_deployments = {str(value) for value in session.execute(select(Deployment.id)).scalars()}
+    listed, allocated = pod_allocation_rows(snapshot.pods, known_deployments)
+    pod_rows = [
+        {
+            **row,
+            "id": uuid.uuid4(),
+            "deployment_id": uuid.UUID(row["deployment_id"]) if row["deployment_id"] else None,
+            "observed_at": now,
+            "terminated_at": None,
+        }
+        for row in listed
+    ]
     node_rows = [node_row(node, now) for node in snapshot.nodes if (node.get("metadata") or {}).get("name")]
     for row in node_rows:
         row["gpu_allocated"] = allocated.get(row["name"], 0)

@@ -1,14 +1,15 @@
-"""Small helpers over the official client: JSON reads, paginated lists, typed patches, plain requests.
+"""Small helpers over the official client: plain-JSON requests for single objects, paginated lists.
 
-Reads use ``_preload_content=False`` and parse the JSON themselves: the workers handle plain dicts
-(the same shape as the manifests they write), and skipping the client's model deserialisation makes
-large lists several times cheaper. Every call goes through :func:`workers.cluster_errors.call`, so
-failures arrive classified, and carries the per-request timeout.
+:func:`send` (and :func:`get`, :func:`list_objects`) go to the client's ``ApiClient`` itself with paths built
+by :func:`object_path`: the generated per-resource methods validate every argument with pydantic and walk the
+body to sanitise model objects, which costs more CPU than the request itself, and a manifest is already plain
+JSON. Host, authentication, TLS, headers and the HTTP pool are still the client's.
 
-:func:`send` goes one level lower, to the client's ``ApiClient`` itself, for the hot path of a job (a create
-makes 3-4 calls): the generated per-resource methods validate every argument with pydantic and walk the
-body to sanitise model objects, which costs more CPU than the request itself, and a manifest is already
-plain JSON. Host, authentication, TLS, headers and the HTTP pool are still the client's.
+:func:`list_pages` pages the sweeps' cluster-wide lists through the generated list methods. Both parse the
+JSON themselves (``_preload_content=False`` for the generated ones): the workers handle plain dicts, the same
+shape as the manifests they write, and skipping the client's model deserialisation makes large lists several
+times cheaper. Failures arrive classified (:mod:`workers.cluster_errors`), and every call carries the
+per-request timeout.
 """
 
 from __future__ import annotations
@@ -35,21 +36,6 @@ def _decode(response: Any) -> dict[str, Any]:
     return json.loads(data) if data else {}
 
 
-def read(clients: KubeClients, function: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any] | None:
-    """GET one object as a dict; ``None`` if it does not exist (404)."""
-    try:
-        return _decode(call(function, *args, _preload_content=False, **clients.timeout, **kwargs))
-    except PermanentClusterError as error:
-        if error.status == 404:
-            return None
-        raise
-
-
-def invoke(clients: KubeClients, function: Callable[..., Any], *args: Any, **kwargs: Any) -> dict[str, Any]:
-    """Any write call (create/patch/delete), returning the server's JSON answer."""
-    return _decode(call(function, *args, _preload_content=False, **clients.timeout, **kwargs))
-
-
 # Collection paths of the namespaced kinds a deployment is made of.
 COLLECTION_PATHS = {
     "deployment": "/apis/apps/v1/namespaces/{namespace}/deployments",
@@ -57,6 +43,11 @@ COLLECTION_PATHS = {
     "pdb": "/apis/policy/v1/namespaces/{namespace}/poddisruptionbudgets",
     "pod": "/api/v1/namespaces/{namespace}/pods",
 }
+
+
+def namespace_path(name: str | None = None) -> str:
+    """The API path of the namespaces collection, or of one namespace."""
+    return "/api/v1/namespaces" if name is None else f"/api/v1/namespaces/{quote(name, safe='')}"
 
 
 def object_path(kind: str, namespace: str, name: str | None = None) -> str:
@@ -106,10 +97,16 @@ def get(clients: KubeClients, path: str) -> dict[str, Any] | None:
 
 def list_objects(clients: KubeClients, path: str, *, label_selector: str | None = None) -> Iterator[dict]:
     """Every item of a collection through :func:`send`, page by page, like :func:`list_pages`."""
+    return _paged(lambda token: send(
+        clients, "GET", path, query={"labelSelector": label_selector, "limit": LIST_PAGE_SIZE, "continue": token}
+    ))
+
+
+def _paged(fetch: Callable[[str | None], dict[str, Any]]) -> Iterator[dict]:
+    """The items of ``fetch(continue_token)`` pages, following ``metadata.continue`` until the last page."""
     token: str | None = None
     while True:
-        query = {"labelSelector": label_selector, "limit": LIST_PAGE_SIZE, "continue": token}
-        page = send(clients, "GET", path, query=query)
+        page = fetch(token)
         yield from page.get("items") or []
         token = (page.get("metadata") or {}).get("continue")
         if not token:
@@ -125,15 +122,13 @@ def list_pages(
 ) -> Iterator[dict]:
     """Every item of a list call, page by page (``limit`` + ``continue``), so huge clusters never arrive as
     one response. ``on_page`` is called once per request (sweeps report their call counts)."""
-    token: str | None = None
-    while True:
+
+    def fetch(token: str | None) -> dict[str, Any]:
         if on_page is not None:
             on_page()
         page_kwargs = dict(kwargs, limit=LIST_PAGE_SIZE)
         if token:
             page_kwargs["_continue"] = token
-        page = _decode(call(function, *args, _preload_content=False, **clients.timeout, **page_kwargs))
-        yield from page.get("items") or []
-        token = (page.get("metadata") or {}).get("continue")
-        if not token:
-            return
+        return _decode(call(function, *args, _preload_content=False, **clients.timeout, **page_kwargs))
+
+    return _paged(fetch)

@@ -45,9 +45,10 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation, TargetKind
 from models.db import autocommit_session, session_scope
 from workers import admission
+from workers.diagnosis import pod_gpus
 from workers.k8s import get_clients
 from workers.kube_calls import get, list_objects, object_path
-from workers.manifests import GPU_RESOURCE, label_selector
+from workers.manifests import label_selector
 
 logger = logging.getLogger(__name__)
 
@@ -95,20 +96,6 @@ def _parse_time(value: str | None) -> datetime | None:
         return datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         return None
-
-
-def pod_gpus(pod: dict[str, Any]) -> int:
-    """GPUs the pod holds: the sum over its containers of the nvidia.com/gpu limit (or request)."""
-    total = 0
-    for container in (pod.get("spec") or {}).get("containers") or []:
-        resources = container.get("resources") or {}
-        value = (resources.get("limits") or {}).get(GPU_RESOURCE) or (resources.get("requests") or {}).get(GPU_RESOURCE)
-        if value:
-            try:
-                total += int(value)
-            except (TypeError, ValueError):
-                continue
-    return total
 
 
 def pod_view(pod: dict[str, Any]) -> PodView:
@@ -405,9 +392,9 @@ def _record_guarded(deployment_uuid: uuid.UUID, observed: _Observed, verdict: Ve
     return _changed_meanwhile(deployment_uuid)
 
 
-def _pod_row(pod: PodView) -> dict[str, Any]:
+def _pod_columns(pod: PodView) -> dict[str, Any]:
+    """The ``pod_allocations`` columns a pod view fills in (both writers below add identity and times)."""
     return {
-        "id": str(uuid.uuid4()),
         "pod_uid": pod.uid,
         "namespace": pod.namespace,
         "pod_name": pod.name,
@@ -418,6 +405,14 @@ def _pod_row(pod: PodView) -> dict[str, Any]:
         "restarts": pod.restarts,
         "reason": (pod.reason or None) and pod.reason[:128],
         "message": pod.message,
+    }
+
+
+def _pod_row(pod: PodView) -> dict[str, Any]:
+    """A pod as a JSON-ready row for :func:`_guarded_observation_statement`."""
+    return {
+        **_pod_columns(pod),
+        "id": str(uuid.uuid4()),
         "started_at": pod.started_at.isoformat() if pod.started_at else None,
     }
 
@@ -602,19 +597,10 @@ def record_pods(session: Any, deployment_id: uuid.UUID, tenant_id: str, pods: li
     if pods:
         rows = [
             {
+                **_pod_columns(pod),
                 "id": uuid.uuid4(),
-                "pod_uid": pod.uid,
-                "namespace": pod.namespace,
-                "pod_name": pod.name,
                 "deployment_id": deployment_id,
                 "tenant_id": tenant_id,
-                "node_name": pod.node,
-                "gpus": pod.gpus,
-                "phase": pod.phase,
-                "ready": pod.ready,
-                "restarts": pod.restarts,
-                "reason": (pod.reason or None) and pod.reason[:128],
-                "message": pod.message,
                 "started_at": pod.started_at,
                 "observed_at": now,
                 "terminated_at": None,

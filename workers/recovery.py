@@ -270,16 +270,7 @@ def reserve_moved_replicas(session: Session, deployment: Any, pods: Iterable[Pod
     GPUs and the tenant's total stay exactly the same, so the quota is not checked a second time.
     """
     moving = list(pods)
-    placement = admission.admit(
-        session,
-        tenant_id=deployment.tenant_id,
-        deployment_id=deployment.id,
-        job_id=None,
-        gpu_type=deployment.gpu_type,
-        gpus_per_replica=deployment.gpus_per_replica,
-        replicas=len(moving),
-        check_quota=False,
-    )
+    placement = admission.admit_replicas(session, deployment, replicas=len(moving), check_quota=False)
     to_release: dict[str, int] = {}
     for pod in moving:
         if pod.node:

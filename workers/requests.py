@@ -539,16 +539,7 @@ def request_restart(
     job = request.job(deployment, JobType.DEPLOYMENT_RESTART, {"surge": surge})
     _claim(session, deployment, job)
     if surge:
-        admission.admit(
-            session,
-            tenant_id=deployment.tenant_id,
-            deployment_id=deployment.id,
-            job_id=job.id,
-            gpu_type=deployment.gpu_type,
-            gpus_per_replica=deployment.gpus_per_replica,
-            replicas=1,
-            check_quota=False,
-        )
+        admission.admit_replicas(session, deployment, replicas=1, job_id=job.id, check_quota=False)
     deployment.status = DeploymentStatus.RESTARTING
     session.flush()
     return Submitted(job=job, deployment=deployment, replayed=False)
@@ -592,15 +583,7 @@ def request_scale(
     )
     _claim(session, deployment, job)
     if replicas > before:
-        admission.admit(
-            session,
-            tenant_id=deployment.tenant_id,
-            deployment_id=deployment.id,
-            job_id=job.id,
-            gpu_type=deployment.gpu_type,
-            gpus_per_replica=deployment.gpus_per_replica,
-            replicas=replicas - before,
-        )
+        admission.admit_replicas(session, deployment, replicas=replicas - before, job_id=job.id)
     elif replicas < before:
         admission.release_replicas(session, deployment.id, before - replicas)
     deployment.replicas_desired = replicas

@@ -34,16 +34,14 @@ from sqlalchemy.orm import Session
 
 from models import SCHEMA, Deployment, SweepName
 from settings import get_settings
-from workers import admission, inventory
+from workers import admission, inventory, k8s
 from workers.cluster_errors import ClusterError, call, is_status
-from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE, TENANT_LABEL
-from workers.observe import pod_view as observe_pod_view
+from workers.manifests import MANAGED_BY_LABEL, MANAGED_BY_VALUE
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
 from workers.sweep_lock import DEFAULT_KEY_PREFIX, lock_key_prefix, run_locked
 from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
 
 LOCK_TTL_SECONDS = 300.0
-FINISHED_PHASES = ("Failed", "Succeeded")
 # Prometheus does the roll-ups: the sweep asks for the figures it stores (per node, per pod), not for every
 # per-GPU series. At 1,000 nodes that is ~13,000 small series instead of 16,000 per-GPU series with ten labels
 # each plus 18,000 vLLM series with six: a fraction of the bytes to encode, send and decode.
@@ -269,30 +267,6 @@ def write_pods(session: Session, pod_rows: list[dict[str, Any]], utilization: Ut
     return int(cast(CursorResult, closed).rowcount or 0)
 
 
-def inventory_pod_rows(pods: list[dict[str, Any]], known_deployments: set[str]) -> tuple[list[dict], dict[str, int]]:
-    """Pod rows as ``inventory.apply_snapshot`` keeps them (GPU pods and ours), and GPUs allocated per node."""
-    rows: list[dict[str, Any]] = []
-    allocated: dict[str, int] = defaultdict(int)
-    for pod in pods:
-        view = observe_pod_view(pod)
-        labels = (pod.get("metadata") or {}).get("labels") or {}
-        ours = labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and labels.get(DEPLOYMENT_ID_LABEL) in known_deployments
-        if view.gpus == 0 and not ours:
-            continue  # pods without GPUs do not affect placement
-        if view.node and view.phase not in FINISHED_PHASES:
-            allocated[view.node] += view.gpus
-        rows.append({
-            "pod_uid": view.uid, "namespace": view.namespace, "pod_name": view.name,
-            # A pod with our labels for a deployment this database does not know counts as foreign.
-            "deployment_id": labels[DEPLOYMENT_ID_LABEL] if ours else None,
-            "tenant_id": labels.get(TENANT_LABEL) if ours else None,
-            "node_name": view.node, "gpus": view.gpus, "phase": view.phase, "ready": view.ready,
-            "restarts": view.restarts, "reason": view.reason[:128] if view.reason else None,
-            "message": view.message, "started_at": view.started_at,
-        })
-    return rows, allocated
-
-
 # ------------------------------------------------------------------------------------------ writes
 _UPDATE_NODE_UTIL = text(
     f"""
@@ -446,7 +420,7 @@ def cleanup_finished_pods(clients: Any, pods: list[dict[str, Any]], report: Swee
         labels = metadata.get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
             continue
-        if (pod.get("status") or {}).get("phase") not in FINISHED_PHASES or metadata.get("deletionTimestamp"):
+        if (pod.get("status") or {}).get("phase") not in inventory.FINISHED_PHASES or metadata.get("deletionTimestamp"):
             continue
         finished += 1
         try:
@@ -461,12 +435,6 @@ def cleanup_finished_pods(clients: Any, pods: list[dict[str, Any]], report: Swee
 
 
 # ------------------------------------------------------------------------------------------ the sweep
-def _default_clients() -> Any:
-    from workers.k8s import get_clients
-
-    return get_clients()
-
-
 def run_resource_tracker(
     session: Session,
     *,
@@ -480,7 +448,7 @@ def run_resource_tracker(
     with observed_sweep(session, SweepName.RESOURCE_TRACKER.value) as report:
         ran = run_locked(
             report, SweepName.RESOURCE_TRACKER.value, LOCK_TTL_SECONDS,
-            lambda: _sweep(session, report, clients or _default_clients(), prometheus),
+            lambda: _sweep(session, report, clients or k8s.get_clients(), prometheus),
             client=redis_client, key_prefix=key_prefix,
         )
         if not ran:
@@ -533,7 +501,7 @@ def _sweep(session: Session, report: SweepReport, clients: Any, prometheus: Any 
             report.skip(f"kubernetes_unavailable: {error.message}")
             return
         now = datetime.now(UTC)
-        pod_rows, allocated = inventory_pod_rows(snapshot.pods, known_deployment_ids(session))
+        pod_rows, allocated = inventory.pod_allocation_rows(snapshot.pods, known_deployment_ids(session))
         nodes_seen, nodes_missing = write_nodes(session, snapshot, allocated, now)
         utilization, sources, errors = metrics.result()
     report.acted("pod_usage_updated", add_pod_usage(pod_rows, utilization))

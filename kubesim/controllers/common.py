@@ -7,7 +7,9 @@ import math
 from collections.abc import Hashable, Iterable
 from typing import Any
 
+from kubesim import errors
 from kubesim.clock import parse_rfc3339, rfc3339
+from kubesim.store import clone
 
 Obj = dict[str, Any]
 ObjKey = tuple[str, str]  # (namespace, name)
@@ -106,6 +108,26 @@ def owner_reference(owner: Obj) -> Obj:
     }
 
 
+def templated_pod_metadata(owner: Obj) -> Obj:
+    """Metadata for a pod `owner` makes from its template: `generateName: <owner>-`, a controller owner reference."""
+    meta = clone(((owner.get("spec") or {}).get("template") or {}).get("metadata") or {})
+    meta.pop("name", None)
+    meta.update(generateName=f"{owner['metadata']['name']}-", namespace=owner["metadata"]["namespace"],
+                ownerReferences=[owner_reference(owner)])
+    return meta
+
+
+def create_owned_pod(sim: Any, owner: Obj, pod: Obj, component: str) -> Obj | None:
+    """Create `pod` for its controller `owner` and record SuccessfulCreate or FailedCreate; None if it failed."""
+    try:
+        created = sim.store.create("pods", pod)
+    except errors.ApiError as exc:
+        sim.events.record(owner, "FailedCreate", f"Error creating: {exc.message}", "Warning", component=component)
+        return None
+    sim.events.record(owner, "SuccessfulCreate", f"Created pod: {created['metadata']['name']}", component=component)
+    return created
+
+
 def key_of(obj: Obj) -> ObjKey:
     meta = obj["metadata"]
     return meta.get("namespace", ""), meta["name"]
@@ -186,6 +208,19 @@ def write_fields(store: Any, plural: str, old: Obj, **fields: Any) -> Obj:
     new["metadata"] = dict(old["metadata"])
     new.update(fields)
     return store.write(plural, old, new)
+
+
+def write_status(store: Any, plural: str, obj: Obj, status: Obj, omit_if_zero: Iterable[str] = ()) -> None:
+    """Write `status` over `obj`'s unless it is unchanged; fields in `omit_if_zero` are dropped when zero (omitempty).
+
+    Call with the store lock held; the write goes to the stored version of `obj`.
+    """
+    for field in omit_if_zero:
+        if not status[field]:
+            status.pop(field)
+    if (obj.get("status") or {}) != status:
+        meta = obj["metadata"]
+        write_fields(store, plural, store.get(plural, meta["namespace"], meta["name"]), status=status)
 
 
 def resync_all(store: Any, plural: str) -> list[Hashable]:

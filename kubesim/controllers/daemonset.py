@@ -19,13 +19,14 @@ from kubesim.controllers.common import (
     Controller,
     Obj,
     controller_keys,
+    create_owned_pod,
     is_active,
     is_deleting,
     is_pod_available,
     is_pod_ready,
     own_keys,
-    owner_reference,
-    write_fields,
+    templated_pod_metadata,
+    write_status,
 )
 from kubesim.controllers.scheduler import NodeInfo, static_verdict
 from kubesim.store import WatchEvent, clone
@@ -116,24 +117,12 @@ class DaemonSetController(Controller):
         return tolerations
 
     def _create_pod(self, ds: Obj, node_name: str) -> None:
-        template = clone((ds["spec"].get("template")) or {})
-        meta = template.get("metadata") or {}
-        meta.pop("name", None)
-        meta.update(generateName=f"{ds['metadata']['name']}-", namespace=ds["metadata"]["namespace"],
-                    ownerReferences=[owner_reference(ds)])
-        spec = template.get("spec") or {}
+        spec = clone((ds["spec"].get("template") or {}).get("spec") or {})
         spec["tolerations"] = self._tolerations(ds)
         spec["affinity"] = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {
             "nodeSelectorTerms": [{"matchFields": [
                 {"key": "metadata.name", "operator": "In", "values": [node_name]}]}]}}}
-        try:
-            pod = self.store.create("pods", {"metadata": meta, "spec": spec})
-        except errors.ApiError as exc:
-            self.sim.events.record(ds, "FailedCreate", f"Error creating: {exc.message}", "Warning",
-                                   component="daemonset-controller")
-            return
-        self.sim.events.record(ds, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
-                               component="daemonset-controller")
+        create_owned_pod(self.sim, ds, {"metadata": templated_pod_metadata(ds), "spec": spec}, "daemonset-controller")
 
     def _update_status(self, ds: Obj, wanted: list[str]) -> None:
         uid = ds["metadata"]["uid"]
@@ -152,12 +141,7 @@ class DaemonSetController(Controller):
             "updatedNumberScheduled": len(scheduled),
             "observedGeneration": ds["metadata"].get("generation", 1),
         }
-        for field in ("numberAvailable", "numberUnavailable"):
-            if not status[field]:
-                status.pop(field)
-        if (ds.get("status") or {}) != status:
-            current = self.store.get("daemonsets", ds["metadata"]["namespace"], ds["metadata"]["name"])
-            write_fields(self.store, "daemonsets", current, status=status)
+        write_status(self.store, "daemonsets", ds, status, omit_if_zero=("numberAvailable", "numberUnavailable"))
 
 
 def _target_node(pod: Obj) -> str:

@@ -26,7 +26,7 @@ from kubesim.controllers.common import (
     key_of,
     own_keys,
     owner_reference,
-    write_fields,
+    write_status,
 )
 from kubesim.store import WatchEvent, clone
 
@@ -370,13 +370,8 @@ class DeploymentController(Controller):
         self._progress(deployment, new_rs, status, conditions, created, now)
         order = {"Available": 0, "Progressing": 1, "ReplicaFailure": 2}
         status["conditions"] = sorted(conditions, key=lambda c: order.get(c["type"], 9))
-        for field in ("readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"):
-            if not status[field]:
-                status.pop(field)
-        if status != old_status:
-            current = self.store.get("deployments", deployment["metadata"]["namespace"],
-                                     deployment["metadata"]["name"])
-            write_fields(self.store, "deployments", current, status=status)
+        write_status(self.store, "deployments", deployment, status, omit_if_zero=(
+            "readyReplicas", "availableReplicas", "unavailableReplicas", "updatedReplicas", "replicas"))
 
     def _progress(self, deployment: Obj, new_rs: Obj | None, status: Obj, conditions: list[Obj],
                   created: str | None, now: float) -> None:

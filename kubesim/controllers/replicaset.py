@@ -15,15 +15,16 @@ from kubesim.controllers.common import (
     Controller,
     Obj,
     controller_keys,
+    create_owned_pod,
     is_active,
     is_deleting,
     is_pod_available,
     is_pod_ready,
     key_of,
     own_keys,
-    owner_reference,
     ready_since,
-    write_fields,
+    templated_pod_metadata,
+    write_status,
 )
 from kubesim.selectors import match_label_selector_object
 from kubesim.store import WatchEvent, clone
@@ -92,21 +93,13 @@ class ReplicaSetController(Controller):
         template = (rs.get("spec") or {}).get("template") or {}
         created = []
         for _ in range(count):
-            meta = clone(template.get("metadata") or {})
-            meta.pop("name", None)
-            meta["generateName"] = f"{rs['metadata']['name']}-"
-            meta["namespace"] = rs["metadata"]["namespace"]
-            meta["ownerReferences"] = [owner_reference(rs)]
-            pod = {"apiVersion": "v1", "kind": "Pod", "metadata": meta, "spec": clone(template.get("spec") or {})}
-            try:
-                pod = self.store.create("pods", pod)
-            except errors.ApiError as exc:
-                self.sim.events.record(rs, "FailedCreate", f"Error creating: {exc.message}", "Warning",
-                                       component="replicaset-controller")
+            pod = create_owned_pod(self.sim, rs, {
+                "apiVersion": "v1", "kind": "Pod", "metadata": templated_pod_metadata(rs),
+                "spec": clone(template.get("spec") or {}),
+            }, "replicaset-controller")
+            if pod is None:
                 break
             created.append(pod)
-            self.sim.events.record(rs, "SuccessfulCreate", f"Created pod: {pod['metadata']['name']}",
-                                   component="replicaset-controller")
         return created
 
     def _delete(self, rs: Obj, pod: Obj) -> None:
@@ -139,9 +132,5 @@ class ReplicaSetController(Controller):
             "availableReplicas": len(available),
             "observedGeneration": rs["metadata"].get("generation", 1),
         }
-        for field in ("readyReplicas", "availableReplicas", "fullyLabeledReplicas"):
-            if not status[field]:
-                status.pop(field)
-        if (rs.get("status") or {}) != status:
-            current = self.store.get("replicasets", rs["metadata"]["namespace"], rs["metadata"]["name"])
-            write_fields(self.store, "replicasets", current, status=status)
+        write_status(self.store, "replicasets", rs, status,
+                     omit_if_zero=("readyReplicas", "availableReplicas", "fullyLabeledReplicas"))

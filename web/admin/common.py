@@ -1,13 +1,18 @@
-"""Pieces shared by the admin resources: the blueprint factory, the requester, the job answer."""
+"""Pieces shared by the admin resources: the blueprint factory and the job answer."""
 
 from __future__ import annotations
 
 from typing import Any
 
-from flask import g, url_for
+from flask import url_for
 
 from models import Job, JobState
+from web.database import request_session
 from web.extensions import Blueprint
+from web.submission import accepted
+from workers import dispatch
+from workers.node_ops import NodeJobSubmitted
+from workers.requests import Submitted
 
 ADMIN_SCOPE = "admin"
 ADMIN_PREFIX = "/admin/v1"
@@ -25,10 +30,6 @@ def admin_blueprint(name: str, import_name: str, url_prefix: str, description: s
     )
 
 
-def requested_by() -> str:
-    return g.principal.subject
-
-
 def accepted_job(job: Job, *, replayed: bool, **extra: Any) -> tuple[dict[str, Any], int, dict[str, str]]:
     """202 with the job to poll (``Location`` is the admin job URL)."""
     job_url = url_for("AdminJobs.AdminJobById", job_id=job.id)
@@ -41,7 +42,15 @@ def accepted_job(job: Job, *, replayed: bool, **extra: Any) -> tuple[dict[str, A
         "replayed": replayed,
         **extra,
     }
-    headers = {"Location": job_url}
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    return body, 202, headers
+    return accepted(body, job_url, replayed=replayed)
+
+
+def commit_and_accept(
+    submitted: Submitted | NodeJobSubmitted, **extra: Any
+) -> tuple[dict[str, Any], int, dict[str, str]]:
+    """Commit the request's session, send the job (a replay only while it is still PENDING), answer 202."""
+    request_session().commit()
+    job = submitted.job
+    if not submitted.replayed or job.state == "PENDING":
+        dispatch.enqueue(job)
+    return accepted_job(job, replayed=submitted.replayed, **extra)

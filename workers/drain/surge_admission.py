@@ -12,14 +12,5 @@ from workers import admission
 
 def admit_surge(session: Session, deployment: Deployment, job_id: uuid.UUID | None, replicas: int) -> dict[str, int]:
     # A drain surge is platform-initiated and temporary (it ends as a move, not growth): no tenant quota.
-    placement = admission.admit(
-        session,
-        tenant_id=deployment.tenant_id,
-        deployment_id=deployment.id,
-        job_id=job_id,
-        gpu_type=deployment.gpu_type,
-        gpus_per_replica=deployment.gpus_per_replica,
-        replicas=replicas,
-        check_quota=False,
-    )
+    placement = admission.admit_replicas(session, deployment, replicas=replicas, job_id=job_id, check_quota=False)
     return dict(placement.replicas_by_node)

@@ -6,12 +6,13 @@ from typing import Any
 
 from flask.views import MethodView
 
-from web.admin.common import accepted_job, admin_blueprint, requested_by
+from web.admin.common import admin_blueprint, commit_and_accept
 from web.admin.jobs.schemas import SubmittedAdminJobSchema
 from web.admin.models.schemas import ModelScaleRequestSchema
+from web.auth import requested_by
 from web.database import request_session
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
-from workers import admin_queries, dispatch, requests
+from workers import admin_queries, requests
 from workers.domain import AdmissionError
 
 blp = admin_blueprint("AdminModels", __name__, "/models", "Manual scaling of model deployments")
@@ -55,7 +56,4 @@ class AdminModelScale(MethodView):
             )
             session.commit()
             raise
-        session.commit()
-        if not submitted.replayed or submitted.job.state == "PENDING":
-            dispatch.enqueue(submitted.job)
-        return accepted_job(submitted.job, replayed=submitted.replayed, deployment_id=deployment.id)
+        return commit_and_accept(submitted, deployment_id=deployment.id)

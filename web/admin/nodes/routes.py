@@ -8,7 +8,7 @@ from flask import jsonify
 from flask.views import MethodView
 
 from models import JobType
-from web.admin.common import accepted_job, admin_blueprint, requested_by
+from web.admin.common import admin_blueprint, commit_and_accept
 from web.admin.jobs.schemas import AdminJobSchema, SubmittedAdminJobSchema
 from web.admin.nodes.schemas import (
     CordonRequestSchema,
@@ -18,10 +18,11 @@ from web.admin.nodes.schemas import (
     NodeQueryArgsSchema,
     NodeSchema,
 )
+from web.auth import requested_by
 from web.database import request_session
 from web.errors import ApiError
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
-from workers import admin_queries, cluster_errors, dispatch, drain, node_ops
+from workers import admin_queries, cluster_errors, drain, node_ops
 from workers.domain import NotFoundError
 
 blp = admin_blueprint("AdminNodes", __name__, "/infrastructure/nodes", "GPU nodes: inventory, drain, cordon")
@@ -54,30 +55,17 @@ class AdminNodeById(MethodView):
 
 def _submit(node_id: str, job_type: JobType, params: dict[str, Any], operation: str, body: dict[str, Any]):
     session = request_session()
+    submission: dict[str, Any] = {
+        "node_name": node_id,
+        "requested_by": requested_by(),
+        "idempotency_key": idempotency_key(),
+        "fingerprint": fingerprint(operation, node_id, body),
+    }
     if job_type == JobType.NODE_DRAIN:
-        submitted = drain.request_drain(
-            session,
-            node_name=node_id,
-            options=drain.DrainOptions(**params),
-            requested_by=requested_by(),
-            idempotency_key=idempotency_key(),
-            fingerprint=fingerprint(operation, node_id, body),
-        )
+        submitted = drain.request_drain(session, options=drain.DrainOptions(**params), **submission)
     else:
-        submitted = node_ops.request_node_job(
-            session,
-            node_name=node_id,
-            job_type=job_type,
-            params=params,
-            requested_by=requested_by(),
-            idempotency_key=idempotency_key(),
-            fingerprint=fingerprint(operation, node_id, body),
-        )
-    session.commit()
-    job = submitted.job
-    if not submitted.replayed or job.state == "PENDING":
-        dispatch.enqueue(job)
-    return accepted_job(job, replayed=submitted.replayed)
+        submitted = node_ops.request_node_job(session, job_type=job_type, params=params, **submission)
+    return commit_and_accept(submitted)
 
 
 def _cluster_unavailable(error: cluster_errors.ClusterError) -> ApiError:

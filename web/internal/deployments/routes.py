@@ -7,16 +7,18 @@ Request flow for changes: validate (schema) -> authorize (blueprint hook: token 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Any
 
-from flask import current_app, g, request
+from flask import current_app, request
 from flask.views import MethodView
 
 from models.db import get_engine
+from web.auth import requested_by
 from web.database import read_session, request_session
 from web.errors import ApiError
-from web.extensions import Blueprint
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
+from web.internal.common import internal_blueprint
 from web.internal.deployments.schemas import (
     DeploymentCreateSchema,
     DeploymentPageSchema,
@@ -28,15 +30,9 @@ from web.internal.deployments.schemas import (
 from web.submission import accepted_response, commit_and_enqueue
 from web.tenancy import current_tenant_id
 from workers import queries, requests
-from workers.requests import CreateDeploymentSpec
+from workers.requests import CreateDeploymentSpec, Submitted
 
-blp = Blueprint(
-    "Deployments",
-    __name__,
-    url_prefix="/internal/deployments",
-    description="vLLM model deployments on the GPU cluster",
-    required_scope="internal",
-)
+blp = internal_blueprint("Deployments", __name__, "/deployments", "vLLM model deployments on the GPU cluster")
 
 _CHANGE_RESPONSES = {"parameters": [IDEMPOTENCY_KEY_PARAMETER]}
 LOCATION_HEADER = {"Location": {"description": "URL of the job to poll", "schema": {"type": "string"}}}
@@ -72,14 +68,23 @@ def _spec_from_body(body: dict[str, Any]) -> CreateDeploymentSpec:
     )
 
 
-def _requested_by() -> str:
-    return g.principal.subject
+def _submit_change(request_change: Callable[..., Submitted], operation: str, deployment_id: uuid.UUID):
+    """Submit a bodyless change of one deployment (delete, restart): write the job, commit, enqueue, 202."""
+    submitted = request_change(
+        request_session(),
+        tenant_id=current_tenant_id(),
+        deployment_id=deployment_id,
+        requested_by=requested_by(),
+        idempotency_key=idempotency_key(),
+        fingerprint=fingerprint(operation, str(deployment_id), None),
+    )
+    commit_and_enqueue(submitted)
+    return accepted_response(submitted)
 
 
 @blp.route("/create")
 class DeploymentCreate(MethodView):
-    # An instance, not the class: given a class, webargs builds a new schema (copying every field) per request.
-    @blp.arguments(DeploymentCreateSchema())
+    @blp.arguments(DeploymentCreateSchema)
     @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
     @blp.alt_response(400, response="BAD_REQUEST")
     @blp.alt_response(409, response="CONFLICT")
@@ -93,7 +98,7 @@ class DeploymentCreate(MethodView):
             request_session(),
             tenant_id=tenant_id,
             spec=_spec_from_body(body),
-            requested_by=_requested_by(),
+            requested_by=requested_by(),
             idempotency_key=idempotency_key(),
             fingerprint=fingerprint("deployment.create", None, body),
         )
@@ -126,16 +131,7 @@ class DeploymentById(MethodView):
     @blp.doc(**_CHANGE_RESPONSES)
     def delete(self, deployment_id: uuid.UUID):
         """Delete a deployment: its Deployment, Service and PodDisruptionBudget, and release its GPUs"""
-        submitted = requests.request_delete(
-            request_session(),
-            tenant_id=current_tenant_id(),
-            deployment_id=deployment_id,
-            requested_by=_requested_by(),
-            idempotency_key=idempotency_key(),
-            fingerprint=fingerprint("deployment.delete", str(deployment_id), None),
-        )
-        commit_and_enqueue(submitted)
-        return accepted_response(submitted)
+        return _submit_change(requests.request_delete, "deployment.delete", deployment_id)
 
 
 @blp.route("/<uuid:deployment_id>/status")
@@ -166,13 +162,4 @@ class DeploymentRestart(MethodView):
         not counted against the tenant's quota: a tenant using all of its quota can still restart. They are
         given back when the rollout ends.
         """
-        submitted = requests.request_restart(
-            request_session(),
-            tenant_id=current_tenant_id(),
-            deployment_id=deployment_id,
-            requested_by=_requested_by(),
-            idempotency_key=idempotency_key(),
-            fingerprint=fingerprint("deployment.restart", str(deployment_id), None),
-        )
-        commit_and_enqueue(submitted)
-        return accepted_response(submitted)
+        return _submit_change(requests.request_restart, "deployment.restart", deployment_id)

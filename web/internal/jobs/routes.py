@@ -7,18 +7,12 @@ import uuid
 from flask.views import MethodView
 
 from web.database import read_session
-from web.extensions import Blueprint
+from web.internal.common import internal_blueprint
 from web.internal.jobs.schemas import JobSchema
 from web.tenancy import current_tenant_id
 from workers import queries
 
-blp = Blueprint(
-    "Jobs",
-    __name__,
-    url_prefix="/internal/jobs",
-    description="Asynchronous operations: state, attempts, progress, error",
-    required_scope="internal",
-)
+blp = internal_blueprint("Jobs", __name__, "/jobs", "Asynchronous operations: state, attempts, progress, error")
 
 
 @blp.route("/<uuid:job_id>")

@@ -8,11 +8,6 @@ from models import JobState, JobType, TargetKind
 from web.extensions import Schema
 
 
-class JobTargetSchema(Schema):
-    kind = ma.fields.Enum(TargetKind, by_value=True, dump_only=True)
-    id = ma.fields.String(dump_only=True)
-
-
 class JobErrorSchema(Schema):
     code = ma.fields.String(dump_only=True)
     message = ma.fields.String(dump_only=True)

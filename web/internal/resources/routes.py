@@ -5,18 +5,12 @@ from __future__ import annotations
 from flask.views import MethodView
 
 from web.database import request_session
-from web.extensions import Blueprint
+from web.internal.common import internal_blueprint
 from web.internal.resources.schemas import AvailableResourcesSchema
 from web.tenancy import current_tenant_id
 from workers import queries
 
-blp = Blueprint(
-    "Resources",
-    __name__,
-    url_prefix="/internal/resources",
-    description="Free GPU capacity and the caller's quota",
-    required_scope="internal",
-)
+blp = internal_blueprint("Resources", __name__, "/resources", "Free GPU capacity and the caller's quota")
 
 
 @blp.route("/available")
