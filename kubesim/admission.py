@@ -290,7 +290,10 @@ def _validate_resources(resources: Obj, path: str, causes: list[Cause]) -> None:
                            f"{_quantity_text(limits[name])}"))
 
 
-def _qos_class(spec: Obj) -> str:
+def qos_class(spec: Obj) -> str:
+    """The pod's QoS class as the kubelet decides it: Guaranteed when every container's CPU and memory requests
+    equal its limits (requests default to limits; quantities compared by value, so ``1`` equals ``1000m``),
+    BestEffort when none sets any, else Burstable."""
     containers = spec.get("containers") or []
     any_set = False
     guaranteed = True
@@ -300,7 +303,7 @@ def _qos_class(spec: Obj) -> str:
         if requests or limits:
             any_set = True
         for name in ("cpu", "memory"):
-            if name not in limits or parse_quantity(requests.get(name)) != parse_quantity(limits[name]):
+            if name not in limits or parse_quantity(requests.get(name, limits[name])) != parse_quantity(limits[name]):
                 guaranteed = False
     if not any_set:
         return "BestEffort"
@@ -348,9 +351,9 @@ def _admit_pod(obj: Obj, old: Obj | None, causes: list[Cause]) -> None:
         _default_tolerations(spec)
         status = obj.get("status")
         if not isinstance(status, dict) or not status.get("phase"):
-            obj["status"] = {"phase": "Pending", "qosClass": _qos_class(spec)}
+            obj["status"] = {"phase": "Pending", "qosClass": qos_class(spec)}
         else:
-            status.setdefault("qosClass", _qos_class(spec))
+            status.setdefault("qosClass", qos_class(spec))
     validate_pod_spec(spec, "spec", causes)
     if old is not None and not causes:
         old_spec = old.get("spec") or {}

@@ -16,6 +16,7 @@ from collections.abc import Hashable, Iterable
 from dataclasses import dataclass, field
 
 from kubesim import stages
+from kubesim.admission import qos_class
 from kubesim.clock import rfc3339
 from kubesim.controllers.common import (
     Controller,
@@ -421,7 +422,7 @@ class Kubelet(Controller):
         if run.pod_ip:
             status["podIP"] = run.pod_ip
             status["podIPs"] = [{"ip": run.pod_ip}]
-        status.setdefault("qosClass", qos_class(pod))
+        status.setdefault("qosClass", qos_class(pod.get("spec") or {}))
         failed = run.phase == "Failed"
         ready_reason = "PodFailed" if failed else "ContainersNotReady"
         not_ready_msg = f"containers with unready status: [{self._container_names(pod)}]"
@@ -501,20 +502,3 @@ def _amount(resource: str, value: float) -> str:
     if resource == "cpu":
         return f"{int(value)}m" if value % 1000 else str(int(value // 1000))
     return str(int(value))
-
-
-def qos_class(pod: Obj) -> str:
-    containers = (pod.get("spec") or {}).get("containers") or []
-    any_set = False
-    guaranteed = True
-    for container in containers:
-        resources = container.get("resources") or {}
-        requests, limits = resources.get("requests") or {}, resources.get("limits") or {}
-        if requests or limits:
-            any_set = True
-        for resource in ("cpu", "memory"):
-            if resource not in limits or requests.get(resource, limits[resource]) != limits[resource]:
-                guaranteed = False
-    if not any_set:
-        return "BestEffort"
-    return "Guaranteed" if guaranteed else "Burstable"

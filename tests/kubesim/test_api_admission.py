@@ -121,3 +121,21 @@ def test_quantities():
     assert parse_quantity("1Gi") == 2**30
     assert parse_quantity(2) == 2
     assert parse_quantity("abc") is None
+
+
+@pytest.mark.parametrize(
+    ("resources", "expected"),
+    [
+        ({}, "BestEffort"),
+        ({"requests": {"cpu": "1", "memory": "1Gi"}, "limits": {"cpu": "1000m", "memory": "1024Mi"}}, "Guaranteed"),
+        ({"limits": {"cpu": "2", "memory": "4Gi"}}, "Guaranteed"),
+        ({"requests": {"cpu": "500m", "memory": "1Gi"}, "limits": {"cpu": "1", "memory": "1Gi"}}, "Burstable"),
+        ({"requests": {"cpu": "1"}}, "Burstable"),
+    ],
+)
+def test_qos_class_compares_quantities_by_value(resources, expected):
+    """One rule for admission and the kubelet: requests default to limits, ``1`` equals ``1000m``."""
+    from kubesim.admission import qos_class
+
+    spec = {"containers": [{"name": "c", "image": "i", "resources": resources}]}
+    assert qos_class(spec) == expected
