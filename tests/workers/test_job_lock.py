@@ -46,7 +46,9 @@ def test_lock_dies_with_its_connection(database_url):
         assert while_held.lock_held is False
     pid = holder.execute(text("SELECT pg_backend_pid()")).scalar()
     with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as admin:
-        admin.execute(text("SELECT pg_terminate_backend(:pid)"), {"pid": pid})
+        # Without a timeout the call only signals the backend; with one it returns once the backend has
+        # exited, which is after it released its advisory locks.
+        assert admin.execute(text("SELECT pg_terminate_backend(:pid, 10000)"), {"pid": pid}).scalar()
     holder.invalidate()
     with claimed_job(job_id) as after_death:
         assert after_death.lock_held is True
