@@ -49,6 +49,8 @@ class Deployment(TimestampMixin, Base):
             postgresql_where=text("deleted_at IS NULL"),
         ),
         Index("ix_deployments_status", "status"),
+        # Ending a job releases the deployment it held (WHERE active_job_id = :job): only busy rows are indexed.
+        Index("ix_deployments_active_job_id", "active_job_id", postgresql_where=text("active_job_id IS NOT NULL")),
         CheckConstraint(f"name ~ '{DNS_1035_LABEL_PATTERN}'", name="name_dns_1035"),
         CheckConstraint("gpus_per_replica > 0", name="gpus_per_replica_positive"),
         CheckConstraint("replicas_desired >= 0", name="replicas_desired_non_negative"),

@@ -2,22 +2,34 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
+
+import redis
 
 from settings import get_settings
 from workers import deployments, observe
 from workers.celery_app import app
-from workers.dispatch import enqueue_observe
-from workers.job_runner import JOB_TASK_OPTIONS, TRANSIENT_EXCEPTIONS, run_job
+from workers.job_runner import JOB_TASK_OPTIONS, run_job
 from workers.queues import Queues, TaskNames
+from workers.status_polls import run_poller
+from workers.status_polls import schedule as schedule_status_poll
+
+logger = logging.getLogger(__name__)
 
 
 def _observe_after(job_id: str, result: dict[str, Any]) -> None:
     """The first poll one interval after the change: the cluster cannot have acted on it any sooner, so an
-    immediate poll would only cost a task and find nothing new."""
+    immediate poll would only cost work and find nothing new."""
     del job_id
-    if result.get("observe"):
-        enqueue_observe(result["deployment_id"], countdown=get_settings().status_poll_interval_seconds)
+    if not result.get("observe"):
+        return
+    try:
+        schedule_status_poll(result["deployment_id"], get_settings().status_poll_interval_seconds)
+    except redis.RedisError:
+        # The cluster accepted the change: the job has succeeded. Its status is then followed by the health
+        # monitor's sweep (every deployment, every HEALTH_MONITOR_INTERVAL) instead of within seconds.
+        logger.warning("could not schedule the status poll", extra={"deployment_id": result["deployment_id"]})
 
 
 @app.task(name=TaskNames.CREATE, **JOB_TASK_OPTIONS)
@@ -50,26 +62,32 @@ def scale(self: Any, job_id: str) -> dict[str, Any]:
     )
 
 
+def _observe_once(deployment_id: str) -> float | None:
+    """Observe and record; while the deployment is still converging, when to look again
+    (STATUS_POLL_INTERVAL_SECONDS at first, less often the longer the change has been in progress)."""
+    if observe.observe_deployment(deployment_id):
+        return observe.next_poll_delay(deployment_id)
+    return None
+
+
 @app.task(
-    name=TaskNames.OBSERVE,
+    name=TaskNames.POLL_STATUS,
     bind=True,
     acks_late=True,
     reject_on_worker_lost=True,
     ignore_result=True,
-    autoretry_for=TRANSIENT_EXCEPTIONS,
+    # Only the schedule itself (Redis) can fail the run: one deployment's failed observation is retried by
+    # rescheduling that deployment alone.
+    autoretry_for=(redis.RedisError,),
     retry_backoff=2,
     retry_backoff_max=30,
     retry_jitter=True,
     max_retries=10,
-    soft_time_limit=30,
-    time_limit=45,
+    soft_time_limit=60,
+    time_limit=75,
     queue=Queues.JOBS,
 )
-def observe_deployment(self: Any, deployment_id: str) -> bool:
-    """Observe once; while the deployment is still converging, poll again (STATUS_POLL_INTERVAL_SECONDS at
-    first, less often the longer the change has been in progress)."""
+def poll_status(self: Any, scheduled_at_ms: int) -> int:
+    """Observe every deployment whose status poll is due (see workers.status_polls); returns how many."""
     del self
-    again = observe.observe_deployment(deployment_id)
-    if again:
-        enqueue_observe(deployment_id, countdown=observe.next_poll_delay(deployment_id))
-    return again
+    return run_poller(int(scheduled_at_ms), _observe_once)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
+import redis
+
+from workers import status_polls
 from workers.autoscaler import autoscaler_sweep
 from workers.celery_app import app
 from workers.health_monitor import health_monitor_sweep
 from workers.lost_jobs import lost_jobs_sweep
 from workers.queues import Queues, TaskNames
 from workers.resource_tracker import resource_tracker_sweep
+
+logger = logging.getLogger(__name__)
 
 SWEEP_TASK_OPTIONS: dict[str, Any] = {
     "acks_late": True,
@@ -32,7 +38,12 @@ def resource_tracker() -> dict[str, Any]:
 
 @app.task(name=TaskNames.HEALTH_MONITOR, **SWEEP_TASK_OPTIONS)
 def health_monitor() -> dict[str, Any]:
-    """Refresh every deployment's status and pods from the cluster; recover stuck deployments."""
+    """Refresh every deployment's status and pods from the cluster; recover stuck deployments; replace a
+    status poller that was lost (a worker killed outright), so waiting polls do not wait for its redelivery."""
+    try:
+        status_polls.ensure_poller()
+    except redis.RedisError:
+        logger.warning("could not check the status poller", exc_info=True)
     return health_monitor_sweep()
 
 

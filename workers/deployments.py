@@ -5,7 +5,7 @@ acts on the difference, so a retry, or a redelivery after a worker was killed mi
 same result: create treats AlreadyExists as "adopt and patch to desired", delete treats NotFound as
 done, patches are computed from the job (not from "now") so repeating one changes nothing.
 
-Jobs end once the cluster has accepted the change; ``deployments.observe`` then follows the rollout
+Jobs end once the cluster has accepted the change; the status poller then follows the rollout
 (CREATING/RESTARTING/SCALING -> RUNNING or FAILED) without holding a worker slot while models load.
 """
 

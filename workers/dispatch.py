@@ -32,9 +32,10 @@ def enqueue(job: Job, **options: Any) -> None:
     )
 
 
-def enqueue_observe(deployment_id: Any, countdown: float = 0) -> None:
-    """Schedule a status poll of the deployment (a short task that re-enqueues itself until it settles)."""
-    _send(TaskNames.OBSERVE, args=[str(deployment_id)], queue=Queues.JOBS, countdown=countdown)
+def send_status_poller(scheduled_at_ms: int, countdown: float) -> None:
+    """Send the status poller (:mod:`workers.status_polls`) to run ``countdown`` seconds from now; it is told the
+    time it was sent for, so it can tell whether it is the one the schedule is waiting for."""
+    _send(TaskNames.POLL_STATUS, args=[scheduled_at_ms], queue=Queues.JOBS, countdown=countdown)
 
 
 def _send(name: str, **options: Any) -> None:

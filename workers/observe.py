@@ -1,8 +1,8 @@
 """The status poller: read a deployment's Kubernetes objects and pods, write what they say to Postgres.
 
 One observation is a handful of calls (the Deployment, its pods by label selector) and returns whether
-the deployment is still converging, so the ``deployments.observe`` task can re-enqueue itself with a
-countdown instead of holding a worker slot while a model loads for minutes.
+the deployment is still converging, so the status poller (``workers.status_polls``) can look again later
+instead of holding a worker slot while a model loads for minutes.
 
 Status rules:
 - CREATING/RESTARTING/SCALING/DEGRADED -> RUNNING once the rollout is complete: observedGeneration current,

@@ -6,8 +6,8 @@ from models import JobType
 
 
 class Queues:
-    """Celery queues. ``JOBS`` carries user-requested operations; ``SWEEPS`` the periodic reconcilers and the
-    status poller, so a long sweep backlog never delays a user's create (and vice versa)."""
+    """Celery queues. ``JOBS`` carries user-requested operations and the status poller that follows them;
+    ``SWEEPS`` the periodic reconcilers, so a long sweep backlog never delays a user's create (and vice versa)."""
 
     JOBS = "jobs"
     SWEEPS = "sweeps"
@@ -22,7 +22,7 @@ class TaskNames:
     DELETE = "deployments.delete"
     RESTART = "deployments.restart"
     SCALE = "deployments.scale"
-    OBSERVE = "deployments.observe"
+    POLL_STATUS = "deployments.poll_status"
     NODE_DRAIN = "nodes.drain"
     NODE_CORDON = "nodes.cordon"
     NODE_UNCORDON = "nodes.uncordon"

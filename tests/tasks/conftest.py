@@ -1,8 +1,9 @@
 """A simulated cluster wired to the service through a kubeconfig, plus the database, for task tests.
 
 Task functions are called directly (``task.apply``: the task body, its retry loop and the job state
-machine run in this process, with retry countdowns skipped). The status poller is not enqueued to a
-broker here: ``enqueue_observe`` is replaced by a recorder and tests call the observe function themselves.
+machine run in this process, with retry countdowns skipped). Status polls are not scheduled here: the job
+tasks' ``schedule_status_poll`` is replaced by a recorder and tests call the observe function themselves
+(the schedule and the poller have their own tests, against Redis).
 """
 
 from __future__ import annotations
@@ -43,7 +44,9 @@ def harness(clean_tables, tmp_path, monkeypatch) -> Iterator[Harness]:
         import tasks.deployments as deployment_tasks
 
         monkeypatch.setattr(
-            deployment_tasks, "enqueue_observe", lambda deployment_id, countdown=0: state.observed.append(deployment_id)
+            deployment_tasks,
+            "schedule_status_poll",
+            lambda deployment_id, delay_seconds: state.observed.append(str(deployment_id)),
         )
         with get_sessionmaker().begin() as session:
             ensure_tenant(session, "acme")

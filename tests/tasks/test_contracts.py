@@ -28,7 +28,7 @@ def test_tasks_are_registered():
         "deployments.delete",
         "deployments.restart",
         "deployments.scale",
-        "deployments.observe",
+        "deployments.poll_status",
         "sweeps.resource_tracker",
     } <= set(OUR_TASKS)
     assert set(TASK_FOR_JOB_TYPE.values()) - {"nodes.drain", "nodes.cordon", "nodes.uncordon"} <= set(OUR_TASKS)

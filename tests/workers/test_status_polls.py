@@ -1,0 +1,178 @@
+"""The status-poll schedule (a Redis sorted set and a self-rescheduling poller), against the real Redis."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+
+import pytest
+import redis
+
+from workers import dispatch, status_polls
+
+REDIS_URL = "redis://127.0.0.1:6379/0"
+
+
+@pytest.fixture
+def schedule(monkeypatch):
+    """Keys of its own, and the pollers that would be sent, recorded as (scheduled_at_ms, countdown)."""
+    client = redis.Redis.from_url(REDIS_URL)
+    prefix = f"test-status-polls-{uuid.uuid4().hex[:8]}:"
+    where = status_polls.Keys(due=f"{prefix}due", next=f"{prefix}next")
+    monkeypatch.setattr(status_polls, "keys", lambda: where)
+    monkeypatch.setattr(status_polls, "default_redis", lambda: client)
+    sent: list[tuple[int, float]] = []
+    monkeypatch.setattr(dispatch, "send_status_poller", lambda at, countdown: sent.append((at, countdown)))
+    try:
+        yield client, where, sent
+    finally:
+        client.delete(where.due, where.next)
+
+
+def due_in(client, where, deployment_id) -> float:
+    """Seconds from now until the deployment's poll is due (Redis clock)."""
+    seconds, micros = client.time()
+    return (client.zscore(where.due, deployment_id) - (seconds * 1000 + micros // 1000)) / 1000
+
+
+def test_one_poller_serves_every_poll_due_after_it(schedule):
+    client, where, sent = schedule
+    status_polls.schedule("a", 2)
+    status_polls.schedule("b", 5)
+    status_polls.schedule("c", 2.1)  # within EARLY_ENOUGH_MS of the poller already sent
+    assert len(sent) == 1
+    at, countdown = sent[0]
+    assert 1.9 <= countdown <= 2.0
+    assert int(client.get(where.next)) == at
+    assert client.zcard(where.due) == 3
+
+
+def test_a_poll_due_sooner_sends_another_poller(schedule):
+    _, _, sent = schedule
+    status_polls.schedule("slow", 10)
+    status_polls.schedule("fast", 1)
+    assert [round(countdown) for _, countdown in sent] == [10, 1]
+
+
+def test_a_later_request_never_postpones_a_poll(schedule):
+    client, where, _ = schedule
+    status_polls.schedule("a", 1)
+    status_polls.schedule("a", 30)
+    assert due_in(client, where, "a") < 1.5
+
+
+def test_the_poller_settles_reschedules_and_sends_its_successor(schedule):
+    client, where, sent = schedule
+    status_polls.schedule("settled", 0)
+    status_polls.schedule("loading", 0)
+    status_polls.schedule("later", 60)
+    at, _ = sent.pop()
+    answers = {"settled": None, "loading": 4.0}
+    seen: list[str] = []
+
+    def observe(deployment_id: str) -> float | None:
+        seen.append(deployment_id)
+        return answers[deployment_id]
+
+    assert status_polls.run_poller(at, observe) == 2
+    assert sorted(seen) == ["loading", "settled"]  # "later" is not due
+    assert client.zscore(where.due, "settled") is None
+    assert 3.5 <= due_in(client, where, "loading") <= 4.0
+    # The successor is sent for the earliest remaining poll, and NEXT now names it.
+    assert len(sent) == 1
+    successor_at, countdown = sent[0]
+    assert 3.5 <= countdown <= 4.0
+    assert int(client.get(where.next)) == successor_at
+
+
+def test_a_poll_asked_for_while_observing_is_not_lost(schedule):
+    client, where, sent = schedule
+    status_polls.schedule("a", 0)
+    at, _ = sent.pop()
+
+    def observe(deployment_id: str) -> float | None:
+        status_polls.schedule(deployment_id, 2)  # a new job on the deployment, mid-observation
+        return None  # this observation saw it settled
+
+    status_polls.run_poller(at, observe)
+    assert 1.5 <= due_in(client, where, "a") <= 2.0
+
+
+def test_concurrent_pollers_claim_disjoint_deployments(schedule):
+    _, _, sent = schedule
+    for index in range(40):
+        status_polls.schedule(f"d{index}", 0)
+    at, _ = sent.pop()
+    claims: list[list[str]] = []
+    barrier = threading.Barrier(4)
+
+    def claim() -> None:
+        barrier.wait()
+        claims.append(status_polls.claim(at, limit=15).deployment_ids)
+
+    threads = [threading.Thread(target=claim) for _ in range(4)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    everything = [member for claimed in claims for member in claimed]
+    assert len(everything) == len(set(everything)) == 40
+
+
+def test_the_polls_of_a_poller_that_died_come_due_again(schedule, monkeypatch):
+    _, _, sent = schedule
+    monkeypatch.setattr(status_polls, "LEASE_SECONDS", 0.3)
+    status_polls.schedule("a", 0)
+    at, _ = sent.pop()
+    assert status_polls.claim(at).deployment_ids == ["a"]  # ... and the poller is killed here
+    assert status_polls.claim(at).deployment_ids == []  # leased: no second poller observes it meanwhile
+    time.sleep(0.4)
+    assert status_polls.claim(at).deployment_ids == ["a"]
+
+
+def test_a_lost_poller_is_replaced(schedule, monkeypatch):
+    client, where, sent = schedule
+    monkeypatch.setattr(status_polls, "NEXT_GRACE_SECONDS", 0.2)
+    status_polls.schedule("a", 0)
+    assert len(sent) == 1
+    status_polls.ensure_poller()
+    assert len(sent) == 1  # the one sent is not late yet
+    time.sleep(0.35)  # ... but it never ran
+    assert client.get(where.next) is None
+    status_polls.ensure_poller()
+    assert len(sent) == 2
+    assert sent[1][1] == 0  # the poll is overdue: at once
+
+
+def test_nothing_waiting_sends_no_poller(schedule):
+    _, _, sent = schedule
+    status_polls.ensure_poller()
+    assert sent == []
+
+
+def test_only_the_poller_named_in_next_clears_it(schedule):
+    client, where, sent = schedule
+    status_polls.schedule("a", 5)
+    at, _ = sent.pop()
+    status_polls.claim(at - 1000)  # an older, duplicate poller
+    assert int(client.get(where.next)) == at
+    status_polls.claim(at)
+    assert client.get(where.next) is None
+
+
+def test_a_failed_observation_is_retried_alone(schedule):
+    client, where, sent = schedule
+    status_polls.schedule("broken", 0)
+    status_polls.schedule("fine", 0)
+    at, _ = sent.pop()
+
+    def observe(deployment_id: str) -> float | None:
+        if deployment_id == "broken":
+            raise ConnectionError("cluster unreachable")
+        return None
+
+    assert status_polls.run_poller(at, observe) == 2
+    assert client.zscore(where.due, "fine") is None
+    waiting = due_in(client, where, "broken")
+    assert status_polls.RETRY_AFTER_ERROR_SECONDS - 1 <= waiting <= status_polls.RETRY_AFTER_ERROR_SECONDS
