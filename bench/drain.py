@@ -182,6 +182,7 @@ def deploy_through_service(cluster: Any, shapes: tuple[DeploymentShape, ...] = S
     """
     from models.db import session_scope
     from workers import deployments, inventory, queries, requests
+    from workers.job_lock import claimed_job
 
     others = other_nodes(cluster, pin_to)
     with session_scope() as session:
@@ -206,12 +207,9 @@ def deploy_through_service(cluster: Any, shapes: tuple[DeploymentShape, ...] = S
             deployed.ids[shape.name] = submitted.deployment.id
             deployed.k8s_names[shape.name] = submitted.deployment.k8s_name
             deployed.desired[shape.name] = shape.replicas
-        deployments.execute_create(job_id)
-        with session_scope() as session:
-            from workers import jobs
-
-            jobs.start(session, job_id)
-            jobs.succeed(session, job_id, {"bench": True})
+        with claimed_job(job_id) as job:
+            outcome = deployments.execute_create(job)
+            job.succeed(outcome.result, change=outcome.change)
     namespace = _namespace()
     everything_ready = lambda: all(  # noqa: E731 - a one-line predicate
         ready_pods(cluster, namespace).get(deployed.k8s_names[shape.name], 0) >= shape.replicas for shape in shapes

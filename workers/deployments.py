@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor, wait
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Uuid, case, func, select, update
+from sqlalchemy import case, func, update
 
 from models import (
     Deployment,
@@ -27,12 +27,13 @@ from models import (
     ScalingEvent,
     ScalingEventStatus,
 )
-from models.db import autocommit_session, session_scope
+from models.db import session_scope
 from settings import get_settings
 from workers import admission
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
+from workers.job_lock import ClaimedJob
 from workers.job_runner import Outcome
-from workers.jobs import DeploymentChange
+from workers.jobs import DeploymentChange, DeploymentRow
 from workers.k8s import KubeClients, get_clients
 from workers.kube_calls import STRATEGIC_MERGE_PATCH, get, namespace_path, object_path, send
 from workers.manifests import (
@@ -50,49 +51,46 @@ logger = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Target:
-    """What a job acts on, copied out of the session so no DB connection is held during cluster calls."""
+    """What a job acts on, as its claim read it (no further query, no connection held during cluster calls)."""
 
     job_id: uuid.UUID
     job_params: dict[str, Any]
-    job_created_at: Any
-    deployment_id: uuid.UUID
-    status: DeploymentStatus
-    k8s_name: str
-    k8s_namespace: str
-    replicas_desired: int
-    manifests: dict[str, dict[str, Any]]
+    deployment: DeploymentRow
+
+    @property
+    def deployment_id(self) -> uuid.UUID:
+        return self.deployment.id
+
+    @property
+    def status(self) -> DeploymentStatus:
+        return DeploymentStatus(self.deployment.status)
+
+    @property
+    def k8s_name(self) -> str:
+        return self.deployment.k8s_name
+
+    @property
+    def k8s_namespace(self) -> str:
+        return self.deployment.k8s_namespace
+
+    @property
+    def replicas_desired(self) -> int:
+        return self.deployment.replicas_desired
 
 
-def _load_target(job_id: uuid.UUID | str) -> Target:
-    # ONE read: the job joined to its deployment (outer join, to tell a missing deployment from a missing
-    # job); no transaction needed, the job's deployment is fixed once the job exists.
-    with autocommit_session() as session:
-        row = session.execute(
-            select(Job, Deployment)
-            .outerjoin(Deployment, Deployment.id == func.cast(Job.target_id, Uuid))
-            .where(Job.id == uuid.UUID(str(job_id)))
-        ).first()
-        if row is None:
-            raise PermanentClusterError("job_not_found", f"job {job_id} does not exist")
-        job, deployment = row
-        if deployment is None:
-            raise PermanentClusterError("deployment_not_found", f"deployment {job.target_id} does not exist")
-        settings = get_settings()
-        return Target(
-            job_id=job.id,
-            job_params=dict(job.params or {}),
-            job_created_at=job.created_at,
-            deployment_id=deployment.id,
-            status=DeploymentStatus(deployment.status),
-            k8s_name=deployment.k8s_name,
-            k8s_namespace=deployment.k8s_namespace,
-            replicas_desired=deployment.replicas_desired,
-            manifests={
-                "deployment": build_deployment(deployment, settings),
-                "service": build_service(deployment),
-                "pdb": build_pod_disruption_budget(deployment),
-            },
-        )
+def target_of(job: ClaimedJob) -> Target:
+    """The claimed job's target; a job whose deployment does not exist fails at once (permanent)."""
+    if job.deployment is None:
+        raise PermanentClusterError("deployment_not_found", f"deployment {job.target_id} does not exist")
+    return Target(job_id=uuid.UUID(job.job_id), job_params=job.params, deployment=job.deployment)
+
+
+def manifests_for(deployment: DeploymentRow) -> dict[str, dict[str, Any]]:
+    return {
+        "deployment": build_deployment(deployment, get_settings()),
+        "service": build_service(deployment),
+        "pdb": build_pod_disruption_budget(deployment),
+    }
 
 
 # ------------------------------------------------------------------------------------------- apply
@@ -197,14 +195,14 @@ _CREATING_AFTER_APPLY = (
 )
 
 
-def execute_create(job_id: uuid.UUID | str) -> Outcome:
+def execute_create(job: ClaimedJob) -> Outcome:
     """Apply Deployment, Service and PDB; mark the deployment CREATING; the status poller takes over."""
-    target = _load_target(job_id)
+    target = target_of(job)
     if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
         return Outcome({"skipped": f"deployment is {target.status}"})
     clients = get_clients()
     ensure_namespace(clients, target.k8s_namespace)
-    actions = _apply_side_by_side(clients, target.manifests)
+    actions = _apply_side_by_side(clients, manifests_for(target.deployment))
     # CREATING from the moment the job succeeds: written by the statement that ends the job, never alone.
     creating = DeploymentChange(target.deployment_id, _CREATING_AFTER_APPLY)
     result = {
@@ -223,9 +221,9 @@ def fail_create(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------ delete
-def execute_delete(job_id: uuid.UUID | str) -> dict[str, Any]:
+def execute_delete(job: ClaimedJob) -> dict[str, Any]:
     """Remove Deployment, Service and PDB (NotFound = already gone), release the GPUs, mark DELETED."""
-    target = _load_target(job_id)
+    target = target_of(job)
     clients = get_clients()
     name, namespace = target.k8s_name, target.k8s_namespace
     removed = {}
@@ -275,8 +273,8 @@ def restart_patch(target: Target) -> dict[str, Any]:
     return {"spec": spec}
 
 
-def execute_restart(job_id: uuid.UUID | str) -> dict[str, Any]:
-    target = _load_target(job_id)
+def execute_restart(job: ClaimedJob) -> dict[str, Any]:
+    target = target_of(job)
     if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
         return {"skipped": f"deployment is {target.status}"}
     clients = get_clients()
@@ -325,8 +323,8 @@ def fail_restart(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
 
 
 # ------------------------------------------------------------------------------------------- scale
-def execute_scale(job_id: uuid.UUID | str) -> dict[str, Any]:
-    target = _load_target(job_id)
+def execute_scale(job: ClaimedJob) -> dict[str, Any]:
+    target = target_of(job)
     if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
         return {"skipped": f"deployment is {target.status}"}
     replicas = int(target.job_params.get("replicas_after", target.replicas_desired))

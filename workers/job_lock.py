@@ -15,7 +15,7 @@ import logging
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy import Connection, text
@@ -37,7 +37,8 @@ class ClaimedJob:
     """A job this process holds the lock of, with the connection that holds it.
 
     ``lock_held`` is False when another live copy holds the job (nothing was changed) and once an ending
-    statement has released the lock. ``started``: the job is now RUNNING (False: it had already ended)."""
+    statement has released the lock. ``started``: the job is now RUNNING (False: it had already ended).
+    ``params``, ``target_id`` and ``deployment`` (a deployment job's deployment) were read by the claim."""
 
     job_id: str
     connection: Connection
@@ -45,6 +46,9 @@ class ClaimedJob:
     lock_held: bool
     started: bool
     cancel_requested: bool
+    params: dict[str, Any] = field(default_factory=dict)
+    target_id: str | None = None
+    deployment: jobs.DeploymentRow | None = None
 
     def succeed(self, result: dict[str, Any], change: jobs.DeploymentChange | None = None) -> None:
         jobs.succeed(self.connection, self.job_id, result, change=change, unlock_key=self.lock_key)
@@ -81,6 +85,9 @@ def claimed_job(job_id: uuid.UUID | str) -> Iterator[ClaimedJob]:
             lock_held=found.lock_held,
             started=found.started,
             cancel_requested=found.cancel_requested,
+            params=found.params,
+            target_id=found.target_id,
+            deployment=found.deployment,
         )
         try:
             yield claimed

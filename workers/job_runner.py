@@ -63,7 +63,8 @@ class Outcome:
     change: DeploymentChange | None = None
 
 
-Operation = Callable[[str], "dict[str, Any] | Outcome"]
+# An operation gets the claimed job: its id, parameters and target (the deployment, read by the claim).
+Operation = Callable[[ClaimedJob], "dict[str, Any] | Outcome"]
 FailureHook = Callable[[str, dict[str, Any]], None]
 
 
@@ -87,7 +88,7 @@ def run_job(
     on_failure: FailureHook | None = None,
     after_success: Callable[[str, dict[str, Any]], None] | None = None,
 ) -> dict[str, Any]:
-    """Run ``operation(job_id)`` under the job state machine (see module doc). ``task`` is the bound Celery task.
+    """Run ``operation(claimed job)`` under the job state machine (see module doc). ``task`` is the bound Celery task.
 
     Only one copy of a job runs at a time (:mod:`workers.job_lock`): a duplicate delivery that finds the job
     held by a live copy is dropped; that copy owns the job's retries, and if it dies its message comes back.
@@ -126,7 +127,7 @@ def _run_claimed(
         job.cancel("cancelled before it started")
         return {"skipped": "job already finished"}
     try:
-        outcome = operation(job.job_id)
+        outcome = operation(job)
     except TRANSIENT_EXCEPTIONS as error:
         details = _error_of(error)
         if last_attempt:

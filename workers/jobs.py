@@ -12,15 +12,30 @@ Functions take an open session (or connection) and do not commit: the caller dec
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 from functools import cache, lru_cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Connection, Select, bindparam, case, func, literal, or_, select, true, update
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    Uuid,
+    and_,
+    bindparam,
+    case,
+    cast,
+    func,
+    literal,
+    or_,
+    select,
+    true,
+    update,
+)
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from models import ACTIVE_JOB_STATES, Deployment, Job, JobState
+from models import ACTIVE_JOB_STATES, Deployment, Job, JobState, TargetKind
 
 _RESTARTABLE = (JobState.PENDING, JobState.RETRYING, JobState.RUNNING)
 
@@ -65,12 +80,40 @@ class DeploymentChange:
 
 
 @dataclass(frozen=True)
+class DeploymentRow:
+    """The deployment a job acts on, as the claim read it: what the operations and the manifest builders
+    (``workers.manifests.DeploymentLike``) need, copied out so no connection is held during cluster calls."""
+
+    id: uuid.UUID
+    tenant_id: str
+    name: str
+    model_id: str
+    image: str
+    gpu_type: str
+    gpus_per_replica: int
+    replicas_desired: int
+    max_model_len: int | None
+    dtype: str | None
+    vllm_args: list[Any]
+    k8s_namespace: str
+    k8s_name: str
+    status: str
+
+
+_DEPLOYMENT_ROW_COLUMNS = tuple(field.name for field in fields(DeploymentRow))
+
+
+@dataclass(frozen=True)
 class Claim:
-    """What :func:`claim` found: whether this connection now holds the job's lock, and the job if started."""
+    """What :func:`claim` found: whether this connection now holds the job's lock, and, if it started the job,
+    the job's parameters, its target and (for a deployment job) the deployment, read by the same statement."""
 
     lock_held: bool
     started: bool
     cancel_requested: bool
+    params: dict[str, Any] = field(default_factory=dict)
+    target_id: str | None = None
+    deployment: DeploymentRow | None = None
 
 
 # The statements of a job's own life (claim, finish) run for every job: each is built once, with bound
@@ -97,10 +140,28 @@ def _claim_statement() -> Select:
             started_at=func.coalesce(Job.started_at, func.now()),
             updated_at=func.now(),
         )
-        .returning(Job.id, Job.cancel_requested)
+        .returning(Job.id, Job.cancel_requested, Job.params, Job.target_kind, Job.target_id)
         .cte("started_job")
     )
-    return select(lock.c.held, started.c.id, started.c.cancel_requested).select_from(lock.outerjoin(started, true()))
+    # The job's deployment comes with the claim (one round trip, not two). The target id is text (a node job
+    # names a node): it is cast only when it is a UUID, so a malformed one finds no deployment instead of
+    # failing the statement; CASE evaluates the cast only for the rows that pass the test.
+    target_uuid = case(
+        (
+            and_(started.c.target_kind == TargetKind.DEPLOYMENT, started.c.target_id.regexp_match(_UUID_PATTERN)),
+            cast(started.c.target_id, Uuid),
+        ),
+    )
+    deployment_columns = [Deployment.__table__.c[name].label(f"deployment_{name}") for name in _DEPLOYMENT_ROW_COLUMNS]
+    return select(
+        lock.c.held, started.c.id.label("job_id"), started.c.cancel_requested, started.c.params, started.c.target_id,
+        *deployment_columns,
+    ).select_from(
+        lock.outerjoin(started, true()).outerjoin(Deployment, Deployment.id == target_uuid)
+    )  # fmt: skip
+
+
+_UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
 
 
 def claim(connection: Connection | Session, job_id: uuid.UUID | str, lock_key: int) -> Claim:
@@ -110,7 +171,20 @@ def claim(connection: Connection | Session, job_id: uuid.UUID | str, lock_key: i
     MATERIALIZED: referenced twice, it must run exactly once. With the lock taken but the job already
     finished, ``lock_held`` is True and ``started`` False: the caller still has to unlock."""
     row = connection.execute(_claim_statement(), {"job_id": _as_uuid(job_id), "lock_key": lock_key}).one()
-    return Claim(lock_held=bool(row.held), started=row.id is not None, cancel_requested=bool(row.cancel_requested))
+    if row.job_id is None:
+        return Claim(lock_held=bool(row.held), started=False, cancel_requested=False)
+    deployment = None
+    if row.deployment_id is not None:  # the primary key: set exactly when the deployment row was found
+        columns = row._mapping
+        deployment = DeploymentRow(**{name: columns[f"deployment_{name}"] for name in _DEPLOYMENT_ROW_COLUMNS})
+    return Claim(
+        lock_held=bool(row.held),
+        started=True,
+        cancel_requested=bool(row.cancel_requested),
+        params=dict(row.params or {}),
+        target_id=row.target_id,
+        deployment=deployment,
+    )
 
 
 def mark_retrying(session: Connection | Session, job_id: uuid.UUID | str, error: dict[str, Any]) -> bool:

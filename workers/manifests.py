@@ -33,21 +33,47 @@ SHM_GIB_PER_GPU = 8
 
 
 class DeploymentLike(Protocol):
-    """What the builders read from a ``models.Deployment`` row (a Protocol keeps them testable without a DB)."""
+    """What the builders read from a deployment: a ``models.Deployment`` row or the claim's ``DeploymentRow``
+    (a Protocol keeps them testable without a DB). Read-only members, so a frozen dataclass qualifies."""
 
-    id: Any
-    tenant_id: str
-    name: str
-    model_id: str
-    image: str
-    gpu_type: str
-    gpus_per_replica: int
-    replicas_desired: int
-    max_model_len: int | None
-    dtype: str | None
-    vllm_args: list[Any]
-    k8s_namespace: str
-    k8s_name: str
+    @property
+    def id(self) -> Any: ...
+
+    @property
+    def tenant_id(self) -> str: ...
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def model_id(self) -> str: ...
+
+    @property
+    def image(self) -> str: ...
+
+    @property
+    def gpu_type(self) -> str: ...
+
+    @property
+    def gpus_per_replica(self) -> int: ...
+
+    @property
+    def replicas_desired(self) -> int: ...
+
+    @property
+    def max_model_len(self) -> int | None: ...
+
+    @property
+    def dtype(self) -> str | None: ...
+
+    @property
+    def vllm_args(self) -> list[Any]: ...
+
+    @property
+    def k8s_namespace(self) -> str: ...
+
+    @property
+    def k8s_name(self) -> str: ...
 
 
 def selector_labels(deployment: DeploymentLike) -> dict[str, str]:

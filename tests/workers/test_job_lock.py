@@ -268,3 +268,44 @@ def test_an_ending_that_fails_keeps_the_lock_until_the_claim_lets_go(clean_table
         with get_engine().begin() as cleanup:
             cleanup.execute(text("DROP TRIGGER refuse_creating ON orchestration.deployments"))
             cleanup.execute(text("DROP FUNCTION orchestration.refuse_creating()"))
+
+
+def test_the_claim_reads_the_job_and_its_deployment(clean_tables):
+    job_id, deployment_id = _committed_create_job()
+    with claimed_job(job_id) as job:
+        assert job.started is True
+        assert job.target_id == str(deployment_id)
+        assert job.deployment is not None
+        assert (job.deployment.id, job.deployment.status, job.deployment.replicas_desired) == (
+            deployment_id,
+            "PENDING",
+            1,
+        )
+        assert job.deployment.k8s_name == f"m-{deployment_id.hex[:8]}"
+
+
+def test_a_job_whose_deployment_is_missing_or_malformed_claims_without_one(clean_tables):
+    """The target id is text: a malformed one must not break the claim, only leave it without a deployment,
+    which the operation then reports (FAILED, deployment_not_found) instead of retrying forever."""
+    from types import SimpleNamespace
+
+    from models import Job, JobState, JobType, TargetKind
+    from models.db import session_scope
+    from workers.deployments import execute_create
+    from workers.job_runner import run_job
+
+    for target in (str(uuid.uuid4()), "not-a-uuid"):  # missing, malformed
+        job = Job(type=JobType.DEPLOYMENT_CREATE, requested_by="t", target_kind=TargetKind.DEPLOYMENT, target_id=target)
+        with session_scope() as session:
+            session.add(job)
+        with claimed_job(job.id) as claimed:
+            assert (claimed.started, claimed.deployment) == (True, None)
+            claimed.cancel("test over")  # ends it, so run_job below meets a fresh one
+    job = Job(type=JobType.DEPLOYMENT_CREATE, requested_by="t", target_kind=TargetKind.DEPLOYMENT, target_id="x")
+    with session_scope() as session:
+        session.add(job)
+    task = SimpleNamespace(request=SimpleNamespace(retries=0), max_retries=5)
+    outcome = run_job(task, str(job.id), execute_create)
+    assert outcome["failed"]["code"] == "deployment_not_found"
+    with session_scope() as session:
+        assert session.get(Job, job.id).state == JobState.FAILED
