@@ -1,6 +1,6 @@
 """Pipeline benchmark: the whole stack vs bare Celery, and the status endpoint vs a bare Flask endpoint.
 
-    python -m bench.pipeline [--jobs 60] [--rounds 3] [--concurrency 2] [--status-requests 2000]
+    python -m bench.pipeline [--jobs 60] [--rounds 5] [--concurrency 2] [--status-requests 2000] [--cluster-speed 50]
 
 Everything runs side by side in one process tree on the same broker (Redis, under a unique key prefix),
 the same worker process and the same concurrency:
@@ -215,7 +215,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--jobs", type=int, default=60)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--status-requests", type=int, default=2000)
-    parser.add_argument("--rounds", type=int, default=3, help="alternating no-op / pipeline rounds (median reported)")
+    parser.add_argument("--rounds", type=int, default=5, help="alternating no-op / pipeline rounds (median reported)")
+    parser.add_argument("--cluster-speed", type=float, default=50, help="kubesim's virtual clock speed")
     args = parser.parse_args(argv)
     if min(args.jobs, args.rounds, args.concurrency) < 1:
         parser.error("--jobs, --rounds and --concurrency must be at least 1")
@@ -266,7 +267,7 @@ def main(argv: list[str] | None = None) -> int:
             "--kubeconfig",
             str(kubeconfig),
             "--speed",
-            "50",
+            str(args.cluster_speed),
             "--seed",
             "1",
         ],
