@@ -7,10 +7,12 @@ from typing import Any
 
 import redis
 
+from models.db import get_engine
 from settings import get_settings
 from workers import deployments, observe
 from workers.celery_app import app
 from workers.job_runner import JOB_TASK_OPTIONS, run_job
+from workers.k8s import get_clients
 from workers.queues import Queues, TaskNames
 from workers.status_polls import run_poller
 from workers.status_polls import schedule as schedule_status_poll
@@ -26,10 +28,12 @@ def _observe_after(job_id: str, result: dict[str, Any]) -> None:
         return
     try:
         schedule_status_poll(result["deployment_id"], get_settings().status_poll_interval_seconds)
-    except redis.RedisError:
-        # The cluster accepted the change: the job has succeeded. Its status is then followed by the health
-        # monitor's sweep (every deployment, every HEALTH_MONITOR_INTERVAL) instead of within seconds.
-        logger.warning("could not schedule the status poll", extra={"deployment_id": result["deployment_id"]})
+    except Exception:
+        # Redis or the broker is down. The cluster accepted the change, so the job has succeeded; its status is
+        # then followed by the health monitor's sweep (every deployment, every interval) instead of within seconds.
+        logger.warning(
+            "could not schedule the status poll", extra={"deployment_id": result["deployment_id"]}, exc_info=True
+        )
 
 
 @app.task(name=TaskNames.CREATE, **JOB_TASK_OPTIONS)
@@ -90,4 +94,8 @@ def _observe_once(deployment_id: str) -> float | None:
 def poll_status(self: Any, scheduled_at_ms: int) -> int:
     """Observe every deployment whose status poll is due (see workers.status_polls); returns how many."""
     del self
+    # The process's database engine and cluster client are built here, before the observations' threads
+    # would race to build them.
+    get_engine()
+    get_clients()
     return run_poller(int(scheduled_at_ms), _observe_once)

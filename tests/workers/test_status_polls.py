@@ -8,8 +8,10 @@ import uuid
 
 import pytest
 import redis
+from celery.exceptions import SoftTimeLimitExceeded
 
 from workers import dispatch, status_polls
+from workers.cluster_errors import PermanentClusterError, TransientClusterError
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -19,7 +21,7 @@ def schedule(monkeypatch):
     """Keys of its own, and the pollers that would be sent, recorded as (scheduled_at_ms, countdown)."""
     client = redis.Redis.from_url(REDIS_URL)
     prefix = f"test-status-polls-{uuid.uuid4().hex[:8]}:"
-    where = status_polls.Keys(due=f"{prefix}due", next=f"{prefix}next")
+    where = status_polls.Keys(due=f"{prefix}due", next=f"{prefix}next", leases=f"{prefix}leases")
     monkeypatch.setattr(status_polls, "keys", lambda: where)
     monkeypatch.setattr(status_polls, "default_redis", lambda: client)
     sent: list[tuple[int, float]] = []
@@ -27,7 +29,7 @@ def schedule(monkeypatch):
     try:
         yield client, where, sent
     finally:
-        client.delete(where.due, where.next)
+        client.delete(*where.all())
 
 
 def due_in(client, where, deployment_id) -> float:
@@ -46,6 +48,15 @@ def test_one_poller_serves_every_poll_due_after_it(schedule):
     assert 1.9 <= countdown <= 2.0
     assert int(client.get(where.next)) == at
     assert client.zcard(where.due) == 3
+
+
+def test_the_poller_takes_polls_due_just_after_it(schedule):
+    """The poller sent for "a" also takes "c", due EARLY_ENOUGH_MS later, instead of leaving it to a second one."""
+    _, _, sent = schedule
+    status_polls.schedule("a", 0)
+    status_polls.schedule("c", 0.1)
+    at, _ = sent.pop()
+    assert sorted(status_polls.claim(at).deployment_ids) == ["a", "c"]
 
 
 def test_a_poll_due_sooner_sends_another_poller(schedule):
@@ -161,18 +172,93 @@ def test_only_the_poller_named_in_next_clears_it(schedule):
     assert client.get(where.next) is None
 
 
-def test_a_failed_observation_is_retried_alone(schedule):
+def test_a_transient_failure_is_retried_alone_and_a_permanent_one_ends_the_polls(schedule):
     client, where, sent = schedule
-    status_polls.schedule("broken", 0)
-    status_polls.schedule("fine", 0)
+    for name in ("unreachable", "refused", "fine"):
+        status_polls.schedule(name, 0)
     at, _ = sent.pop()
 
     def observe(deployment_id: str) -> float | None:
-        if deployment_id == "broken":
-            raise ConnectionError("cluster unreachable")
+        if deployment_id == "unreachable":
+            raise TransientClusterError("cluster_unavailable", "connection refused")
+        if deployment_id == "refused":
+            raise PermanentClusterError("forbidden", "pods is forbidden", status=403)
         return None
 
-    assert status_polls.run_poller(at, observe) == 2
+    assert status_polls.run_poller(at, observe) == 3
     assert client.zscore(where.due, "fine") is None
-    waiting = due_in(client, where, "broken")
+    assert client.zscore(where.due, "refused") is None  # the health monitor still observes it every sweep
+    waiting = due_in(client, where, "unreachable")
     assert status_polls.RETRY_AFTER_ERROR_SECONDS - 1 <= waiting <= status_polls.RETRY_AFTER_ERROR_SECONDS
+    assert client.hlen(where.leases) == 0
+
+
+def test_a_poll_asked_for_later_than_the_lease_is_not_lost(schedule):
+    """A long poll interval: the new job's poll is due after the lease, and must survive a 'settled' outcome."""
+    client, where, sent = schedule
+    status_polls.schedule("a", 0)
+    at, _ = sent.pop()
+
+    def observe(deployment_id: str) -> float | None:
+        status_polls.schedule(deployment_id, status_polls.LEASE_SECONDS + 30)
+        return None
+
+    status_polls.run_poller(at, observe)
+    assert status_polls.LEASE_SECONDS + 29 <= due_in(client, where, "a") <= status_polls.LEASE_SECONDS + 30
+
+
+def test_an_interrupted_run_writes_what_it_saw_and_sends_its_successor(schedule):
+    """The task's soft time limit (or a shutdown) lands mid-run: nothing claimed is left to the lease."""
+    client, where, sent = schedule
+    status_polls.schedule("a", 0)
+    at, _ = sent.pop()
+
+    def observe(deployment_id: str) -> float | None:
+        raise SoftTimeLimitExceeded()
+
+    with pytest.raises(SoftTimeLimitExceeded):
+        status_polls.run_poller(at, observe)
+    waiting = due_in(client, where, "a")
+    assert status_polls.RETRY_AFTER_ERROR_SECONDS - 1 <= waiting <= status_polls.RETRY_AFTER_ERROR_SECONDS
+    assert len(sent) == 1  # the successor, for that retry
+    assert client.hlen(where.leases) == 0
+
+
+def test_observations_past_the_run_budget_go_to_an_immediate_successor(schedule, monkeypatch):
+    client, where, sent = schedule
+    monkeypatch.setattr(status_polls, "RUN_BUDGET_SECONDS", -1)
+    for name in ("a", "b"):
+        status_polls.schedule(name, 0)
+    at, _ = sent.pop()
+    seen: list[str] = []
+    assert status_polls.run_poller(at, seen.append) == 0
+    assert seen == []
+    assert client.zcard(where.due) == 2
+    assert sent[-1][1] == 0
+
+
+def test_more_due_than_one_run_takes_go_to_an_immediate_successor(schedule, monkeypatch):
+    client, where, sent = schedule
+    monkeypatch.setattr(status_polls, "CLAIM_LIMIT", 3)
+    for index in range(5):
+        status_polls.schedule(f"d{index}", 0)
+    at, _ = sent.pop()
+    assert status_polls.run_poller(at, lambda _: None) == 3
+    assert client.zcard(where.due) == 2
+    assert sent[-1][1] == 0
+
+
+def test_a_poller_that_could_not_be_sent_is_not_waited_for(schedule, monkeypatch):
+    client, where, sent = schedule
+
+    def broker_down(at, countdown):
+        raise ConnectionError("broker unreachable")
+
+    monkeypatch.setattr(dispatch, "send_status_poller", broker_down)
+    with pytest.raises(ConnectionError):
+        status_polls.schedule("a", 0)
+    assert client.get(where.next) is None
+    monkeypatch.setattr(dispatch, "send_status_poller", lambda at, countdown: sent.append((at, countdown)))
+    status_polls.schedule("b", 5)
+    assert len(sent) == 1
+    assert sent[0][1] == 0  # sent for "a", overdue by now
