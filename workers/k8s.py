@@ -96,21 +96,24 @@ def _at_most_every(seconds: float, hook: Callable[[Any], None]) -> Callable[[Any
     """``hook`` throttled: it runs on the first call, then again only once ``seconds`` have passed.
 
     The loader's hook re-installs a fresh hook of its own each time it runs; that one becomes the hook to
-    throttle, and the throttled wrapper is put back in its place."""
+    throttle, and the throttled wrapper is put back in its place. Threads sharing the client (the status
+    poller's) refresh one at a time: the hook rewrites the shared configuration."""
     next_run = 0.0
     current = hook
+    lock = threading.Lock()
 
     def throttled(configuration: Any) -> None:
         nonlocal next_run, current
-        now = time.monotonic()
-        if now < next_run:
-            return
-        current(configuration)
-        next_run = now + seconds
-        installed = configuration.refresh_api_key_hook
-        if installed is not throttled and installed is not None:
-            current = installed
-        configuration.refresh_api_key_hook = throttled
+        with lock:
+            now = time.monotonic()
+            if now < next_run:
+                return
+            current(configuration)
+            next_run = now + seconds
+            installed = configuration.refresh_api_key_hook
+            if installed is not throttled and installed is not None:
+                current = installed
+            configuration.refresh_api_key_hook = throttled
 
     return throttled
 
