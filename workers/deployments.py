@@ -294,10 +294,10 @@ def finish_restart_rollout(clients: KubeClients, deployment: Deployment) -> None
 def fail_restart(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
     """The pods were not touched (or the patch was refused): release the surge, back to RUNNING, re-observe."""
     with session_scope() as session:
-        job = session.get(Job, uuid.UUID(str(job_id)))
-        if job is None:
+        found = _failed_job_target(session, job_id)
+        if found is None:
             return
-        deployment_id = uuid.UUID(job.target_id)
+        job, deployment_id = found
         admission.release(session, deployment_id, job_id=job.id)
         session.execute(
             update(Deployment)
@@ -342,12 +342,24 @@ def fail_scale(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- helpers
+def _failed_job_target(session: Any, job_id: uuid.UUID | str) -> tuple[Job, uuid.UUID] | None:
+    """The failed job and its deployment's id; None when either is missing (a malformed target id: the job
+    failed with deployment_not_found, and there is no deployment to mark)."""
+    job = session.get(Job, uuid.UUID(str(job_id)))
+    if job is None:
+        return None
+    try:
+        return job, uuid.UUID(job.target_id)
+    except ValueError:
+        return None
+
+
 def _mark_failed(job_id: uuid.UUID | str, error: dict[str, Any], *, release_gpus: bool) -> None:
     with session_scope() as session:
-        job = session.get(Job, uuid.UUID(str(job_id)))
-        if job is None:
+        found = _failed_job_target(session, job_id)
+        if found is None:
             return
-        deployment_id = uuid.UUID(job.target_id)
+        _, deployment_id = found
         if release_gpus:
             admission.release(session, deployment_id)
         session.execute(

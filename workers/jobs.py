@@ -161,7 +161,8 @@ def _claim_statement() -> Select:
     )  # fmt: skip
 
 
-_UUID_PATTERN = "^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$"
+# What Postgres's uuid input accepts: hyphens optional between groups, braces optional.
+_UUID_PATTERN = r"^\{?[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}\}?$"
 
 
 def claim(connection: Connection | Session, job_id: uuid.UUID | str, lock_key: int) -> Claim:
@@ -181,7 +182,8 @@ def claim(connection: Connection | Session, job_id: uuid.UUID | str, lock_key: i
         lock_held=bool(row.held),
         started=True,
         cancel_requested=bool(row.cancel_requested),
-        params=dict(row.params or {}),
+        # Guarded: the job is RUNNING from here on, and an exception now would leave it so without its lock.
+        params=dict(row.params) if isinstance(row.params, dict) else {},
         target_id=row.target_id,
         deployment=deployment,
     )

@@ -284,6 +284,23 @@ def test_the_claim_reads_the_job_and_its_deployment(clean_tables):
         assert job.deployment.k8s_name == f"m-{deployment_id.hex[:8]}"
 
 
+def test_the_claim_finds_the_deployment_by_any_uuid_spelling_postgres_accepts(clean_tables):
+    from models import Job, JobType, TargetKind
+    from models.db import session_scope
+
+    _, deployment_id = _committed_create_job()
+    for spelling in (deployment_id.hex, "{" + str(deployment_id).upper() + "}"):
+        job = Job(
+            type=JobType.DEPLOYMENT_CREATE, requested_by="t", target_kind=TargetKind.DEPLOYMENT, target_id=spelling
+        )
+        with session_scope() as session:
+            session.add(job)
+        with claimed_job(job.id) as claimed:
+            assert claimed.deployment is not None
+            assert claimed.deployment.id == deployment_id
+            claimed.cancel("test over")
+
+
 def test_a_job_whose_deployment_is_missing_or_malformed_claims_without_one(clean_tables):
     """The target id is text: a malformed one must not break the claim, only leave it without a deployment,
     which the operation then reports (FAILED, deployment_not_found) instead of retrying forever."""
@@ -291,7 +308,7 @@ def test_a_job_whose_deployment_is_missing_or_malformed_claims_without_one(clean
 
     from models import Job, JobState, JobType, TargetKind
     from models.db import session_scope
-    from workers.deployments import execute_create
+    from workers.deployments import execute_create, fail_create
     from workers.job_runner import run_job
 
     for target in (str(uuid.uuid4()), "not-a-uuid"):  # missing, malformed
@@ -305,7 +322,8 @@ def test_a_job_whose_deployment_is_missing_or_malformed_claims_without_one(clean
     with session_scope() as session:
         session.add(job)
     task = SimpleNamespace(request=SimpleNamespace(retries=0), max_retries=5)
-    outcome = run_job(task, str(job.id), execute_create)
+    # With the real failure hook, which has no deployment to mark FAILED either.
+    outcome = run_job(task, str(job.id), execute_create, on_failure=fail_create)
     assert outcome["failed"]["code"] == "deployment_not_found"
     with session_scope() as session:
         assert session.get(Job, job.id).state == JobState.FAILED
