@@ -139,3 +139,29 @@ def test_qos_class_compares_quantities_by_value(resources, expected):
 
     spec = {"containers": [{"name": "c", "image": "i", "resources": resources}]}
     assert qos_class(spec) == expected
+
+
+def test_service_ips_continue_after_the_last_one_handed_out_and_wrap_round():
+    from kubesim.admission import FIRST_DYNAMIC_IP_OFFSET, SERVICE_CIDR, ServiceIPs
+
+    service = {"metadata": {"name": "svc"}}
+    ips = ServiceIPs({"10.96.0.10", "10.96.0.12"})
+    assert ips.allocate(service) == "10.96.0.11"
+    assert ips.allocate(service) == "10.96.0.13"  # 10.96.0.12 is taken
+    ips.used.discard("10.96.0.11")  # a Service deleted below the cursor is not rescanned for
+    assert ips.allocate(service) == "10.96.0.14"
+    last = SERVICE_CIDR.num_addresses - 2  # the broadcast address is never handed out
+    at_the_end = ServiceIPs(set(), last)
+    assert at_the_end.allocate(service) == str(SERVICE_CIDR.network_address + last)
+    assert at_the_end.allocate(service) == str(SERVICE_CIDR.network_address + FIRST_DYNAMIC_IP_OFFSET)
+
+
+def test_a_full_service_range_is_an_error_not_a_hang():
+    from kubesim.admission import ServiceIPs
+
+    class Everything(set):
+        def __contains__(self, item):
+            return True
+
+    with pytest.raises(errors.ApiError):
+        ServiceIPs(Everything()).allocate({"metadata": {"name": "svc"}})
