@@ -66,14 +66,6 @@ def scale(self: Any, job_id: str) -> dict[str, Any]:
     )
 
 
-def _observe_once(deployment_id: str) -> float | None:
-    """Observe and record; while the deployment is still converging, when to look again
-    (STATUS_POLL_INTERVAL_SECONDS at first, less often the longer the change has been in progress)."""
-    if observe.observe_deployment(deployment_id):
-        return observe.next_poll_delay(deployment_id)
-    return None
-
-
 @app.task(
     name=TaskNames.POLL_STATUS,
     bind=True,
@@ -98,4 +90,4 @@ def poll_status(self: Any, scheduled_at_ms: int) -> int:
     # would race to build them.
     get_engine()
     get_clients()
-    return run_poller(int(scheduled_at_ms), _observe_once)
+    return run_poller(int(scheduled_at_ms), observe.observe_deployment)

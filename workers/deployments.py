@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import logging
 import uuid
-from dataclasses import dataclass
 from typing import Any
 
 from sqlalchemy import case, func, update
@@ -48,40 +47,12 @@ from workers.manifests import (
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Target:
-    """What a job acts on, as its claim read it (no further query, no connection held during cluster calls)."""
-
-    job_id: uuid.UUID
-    job_params: dict[str, Any]
-    deployment: DeploymentRow
-
-    @property
-    def deployment_id(self) -> uuid.UUID:
-        return self.deployment.id
-
-    @property
-    def status(self) -> DeploymentStatus:
-        return DeploymentStatus(self.deployment.status)
-
-    @property
-    def k8s_name(self) -> str:
-        return self.deployment.k8s_name
-
-    @property
-    def k8s_namespace(self) -> str:
-        return self.deployment.k8s_namespace
-
-    @property
-    def replicas_desired(self) -> int:
-        return self.deployment.replicas_desired
-
-
-def target_of(job: ClaimedJob) -> Target:
-    """The claimed job's target; a job whose deployment does not exist fails at once (permanent)."""
+def deployment_of(job: ClaimedJob) -> DeploymentRow:
+    """The claimed job's deployment, as its claim read it (no further query, no connection held during cluster
+    calls); a job whose deployment does not exist fails at once (permanent)."""
     if job.deployment is None:
         raise PermanentClusterError("deployment_not_found", f"deployment {job.target_id} does not exist")
-    return Target(job_id=uuid.UUID(job.job_id), job_params=job.params, deployment=job.deployment)
+    return job.deployment
 
 
 def manifests_for(deployment: DeploymentRow) -> dict[str, dict[str, Any]]:
@@ -183,18 +154,18 @@ _CREATING_AFTER_APPLY = (
 
 def execute_create(job: ClaimedJob) -> Outcome:
     """Apply Deployment, Service and PDB; mark the deployment CREATING; the status poller takes over."""
-    target = target_of(job)
-    if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
-        return Outcome({"skipped": f"deployment is {target.status}"})
+    deployment = deployment_of(job)
+    if deployment.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
+        return Outcome({"skipped": f"deployment is {deployment.status}"})
     clients = get_clients()
-    ensure_namespace(clients, target.k8s_namespace)
-    actions = _apply_all(clients, manifests_for(target.deployment))
+    ensure_namespace(clients, deployment.k8s_namespace)
+    actions = _apply_all(clients, manifests_for(deployment))
     # CREATING from the moment the job succeeds: written by the statement that ends the job, never alone.
-    creating = DeploymentChange(target.deployment_id, _CREATING_AFTER_APPLY)
+    creating = DeploymentChange(deployment.id, _CREATING_AFTER_APPLY)
     result = {
-        "deployment_id": str(target.deployment_id),
-        "k8s_name": target.k8s_name,
-        "namespace": target.k8s_namespace,
+        "deployment_id": str(deployment.id),
+        "k8s_name": deployment.k8s_name,
+        "namespace": deployment.k8s_namespace,
         "actions": actions,
         "observe": True,
     }
@@ -209,9 +180,9 @@ def fail_create(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
 # ------------------------------------------------------------------------------------------ delete
 def execute_delete(job: ClaimedJob) -> dict[str, Any]:
     """Remove Deployment, Service and PDB (NotFound = already gone), release the GPUs, mark DELETED."""
-    target = target_of(job)
+    deployment = deployment_of(job)
     clients = get_clients()
-    name, namespace = target.k8s_name, target.k8s_namespace
+    name, namespace = deployment.k8s_name, deployment.k8s_namespace
     removed = {}
     for kind in ("deployment", "service", "pdb"):
         try:
@@ -222,10 +193,10 @@ def execute_delete(job: ClaimedJob) -> dict[str, Any]:
                 raise
             removed[kind] = "absent"
     with session_scope() as session:
-        freed = admission.release(session, target.deployment_id)
+        freed = admission.release(session, deployment.id)
         session.execute(
             update(Deployment)
-            .where(Deployment.id == target.deployment_id)
+            .where(Deployment.id == deployment.id)
             .values(
                 status=DeploymentStatus.DELETED,
                 status_reason=None,
@@ -236,10 +207,10 @@ def execute_delete(job: ClaimedJob) -> dict[str, Any]:
         )
         session.execute(
             update(PodAllocation)
-            .where(PodAllocation.deployment_id == target.deployment_id, PodAllocation.terminated_at.is_(None))
+            .where(PodAllocation.deployment_id == deployment.id, PodAllocation.terminated_at.is_(None))
             .values(terminated_at=func.now())
         )
-    return {"deployment_id": str(target.deployment_id), "removed": removed, "gpus_released": freed}
+    return {"deployment_id": str(deployment.id), "removed": removed, "gpus_released": freed}
 
 
 def fail_delete(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
@@ -247,33 +218,33 @@ def fail_delete(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
 
 
 # ----------------------------------------------------------------------------------------- restart
-def restart_patch(target: Target) -> dict[str, Any]:
+def restart_patch(job: ClaimedJob) -> dict[str, Any]:
     """The restart's Deployment patch. The annotation value comes from the job, so a retried patch is a
     no-op instead of a second rollout. One replica: surge one extra pod (maxUnavailable 0) so the only
     replica stays up; its GPUs were admitted when the restart was requested."""
     spec: dict[str, Any] = {
-        "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: f"{target.job_id}"}}},
+        "template": {"metadata": {"annotations": {RESTARTED_AT_ANNOTATION: str(uuid.UUID(job.job_id))}}},
     }
-    if target.job_params.get("surge"):
+    if job.params.get("surge"):
         spec["strategy"] = {"type": "RollingUpdate", "rollingUpdate": {"maxSurge": 1, "maxUnavailable": 0}}
     return {"spec": spec}
 
 
 def execute_restart(job: ClaimedJob) -> dict[str, Any]:
-    target = target_of(job)
-    if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
-        return {"skipped": f"deployment is {target.status}"}
+    deployment = deployment_of(job)
+    if deployment.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
+        return {"skipped": f"deployment is {deployment.status}"}
     clients = get_clients()
-    path = object_path("deployment", target.k8s_namespace, target.k8s_name)
+    path = object_path("deployment", deployment.k8s_namespace, deployment.k8s_name)
     if get(clients, path) is None:
         raise PermanentClusterError(
-            "deployment_missing", f"Deployment {target.k8s_name} does not exist in the cluster", status=404
+            "deployment_missing", f"Deployment {deployment.k8s_name} does not exist in the cluster", status=404
         )
-    send(clients, "PATCH", path, restart_patch(target), content_type=STRATEGIC_MERGE_PATCH)
+    send(clients, "PATCH", path, restart_patch(job), content_type=STRATEGIC_MERGE_PATCH)
     return {
-        "deployment_id": str(target.deployment_id),
-        "restarted_at": str(target.job_id),
-        "surge": bool(target.job_params.get("surge")),
+        "deployment_id": str(deployment.id),
+        "restarted_at": str(uuid.UUID(job.job_id)),
+        "surge": bool(job.params.get("surge")),
         "observe": True,
     }
 
@@ -310,23 +281,25 @@ def fail_restart(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
 
 # ------------------------------------------------------------------------------------------- scale
 def execute_scale(job: ClaimedJob) -> dict[str, Any]:
-    target = target_of(job)
-    if target.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
-        return {"skipped": f"deployment is {target.status}"}
-    replicas = int(target.job_params.get("replicas_after", target.replicas_desired))
+    deployment = deployment_of(job)
+    if deployment.status in (DeploymentStatus.DELETING, DeploymentStatus.DELETED):
+        return {"skipped": f"deployment is {deployment.status}"}
+    replicas = int(job.params.get("replicas_after", deployment.replicas_desired))
     clients = get_clients()
     send(
         clients,
         "PATCH",
-        object_path("deployment", target.k8s_namespace, target.k8s_name) + "/scale",
+        object_path("deployment", deployment.k8s_namespace, deployment.k8s_name) + "/scale",
         {"spec": {"replicas": replicas}},
         content_type=STRATEGIC_MERGE_PATCH,
     )
     with session_scope() as session:
         session.execute(
-            update(ScalingEvent).where(ScalingEvent.job_id == target.job_id).values(status=ScalingEventStatus.SUCCEEDED)
+            update(ScalingEvent)
+            .where(ScalingEvent.job_id == uuid.UUID(job.job_id))
+            .values(status=ScalingEventStatus.SUCCEEDED)
         )
-    return {"deployment_id": str(target.deployment_id), "replicas": replicas, "observe": True}
+    return {"deployment_id": str(deployment.id), "replicas": replicas, "observe": True}
 
 
 def fail_scale(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:

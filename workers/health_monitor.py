@@ -22,7 +22,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import ColumnElement, DateTime, func, insert, literal_column, select, text, update
+from sqlalchemy import ColumnElement, DateTime, and_, case, func, insert, literal_column, select, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.orm import Session
 
@@ -45,6 +45,7 @@ from workers.diagnosis import Diagnosis, PodView, diagnose_deployment, pod_view
 from workers.domain import DomainError
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL, MANAGED_BY_LABEL, MANAGED_BY_VALUE
+from workers.observe import pod_columns
 from workers.sweep_lock import DEFAULT_KEY_PREFIX, lock_key_prefix, run_locked
 from workers.sweep_metrics import SUCCEEDED, SweepReport, observed_sweep, summary_in_new_session
 
@@ -309,15 +310,14 @@ def write_pods(
         for pod in pods:
             if not pod.uid:
                 continue
-            reason = (pod.reason or None) and pod.reason[:128]
-            tracked = (pod.node, pod.phase, pod.ready, pod.restarts, reason, pod.message, pod.gpus, deployment_id)
+            columns = pod_columns(pod)
+            tracked = (pod.node, pod.phase, pod.ready, pod.restarts, columns["reason"], pod.message, pod.gpus,
+                       deployment_id)  # fmt: skip
             if stored.get(pod.uid) == tracked:
                 continue
             rows.append({
-                "pod_uid": pod.uid, "namespace": pod.namespace, "pod_name": pod.name,
+                **columns,
                 "deployment_id": deployment_label, "tenant_id": pod.labels.get("orchestration.ai/tenant"),
-                "node_name": pod.node, "gpus": pod.gpus, "phase": pod.phase, "ready": pod.ready,
-                "restarts": pod.restarts, "reason": reason, "message": pod.message,
                 "started_at": _iso(_timestamp(pod.started_at)),
             })
     if rows:
@@ -392,16 +392,19 @@ def last_observed_at_column() -> ColumnElement[datetime]:
 
     Constants are SQL literals, so the expression can be compiled once and run without bound parameters.
     """
-    covered_until = (
-        select(SweepRun.last_finished_at)
-        .where(
-            SweepRun.name == literal_column(f"'{OBSERVATION_RECORD}'"),
-            Deployment.deleted_at.is_(None),
-            Deployment.status.in_([literal_column(f"'{status.value}'") for status in OBSERVED_STATUSES]),
-            Deployment.updated_at <= SweepRun.last_started_at,
-        )
-        .correlate(Deployment)
-        .scalar_subquery()
+    # The record is read by two uncorrelated subqueries, each evaluated once per statement (not once per row).
+    record = SweepRun.name == literal_column(f"'{OBSERVATION_RECORD}'")
+    started = select(SweepRun.last_started_at).where(record).scalar_subquery()
+    finished = select(SweepRun.last_finished_at).where(record).scalar_subquery()
+    covered_until = case(
+        (
+            and_(
+                Deployment.deleted_at.is_(None),
+                Deployment.status.in_([literal_column(f"'{status.value}'") for status in OBSERVED_STATUSES]),
+                Deployment.updated_at <= started,
+            ),
+            finished,
+        ),
     )
     # GREATEST ignores NULLs: either side alone is the answer when the other is unknown.
     return func.greatest(Deployment.last_observed_at, covered_until, type_=DateTime(timezone=True)).label(

@@ -30,7 +30,7 @@ from workers.manifests import (
     MANAGED_BY_VALUE,
     TENANT_LABEL,
 )
-from workers.observe import pod_view
+from workers.observe import pod_columns, pod_view
 
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
 FINISHED_PHASES = ("Succeeded", "Failed")
@@ -155,15 +155,13 @@ def pod_allocation_rows(
         if view.node and view.phase not in FINISHED_PHASES:
             allocated[view.node] += view.gpus
         rows.append({
-            "pod_uid": view.uid, "namespace": view.namespace, "pod_name": view.name,
+            **pod_columns(view),
             # A pod carrying our labels for a deployment this database does not know (another install) is
             # counted as foreign, so its GPUs are still subtracted by admission.
             "deployment_id": labels[DEPLOYMENT_ID_LABEL] if ours else None,
             "tenant_id": labels.get(TENANT_LABEL) if ours else None,
-            "node_name": view.node, "gpus": view.gpus, "phase": view.phase, "ready": view.ready,
-            "restarts": view.restarts, "reason": view.reason[:128] if view.reason else None,
-            "message": view.message, "started_at": view.started_at,
-        })  # fmt: skip
+            "started_at": view.started_at,
+        })
     return rows, allocated
 
 

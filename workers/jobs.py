@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
-from models import ACTIVE_JOB_STATES, Deployment, Job, JobState, TargetKind
+from models import ACTIVE_JOB_STATES, Deployment, DeploymentStatus, Job, JobState, TargetKind
 
 _RESTARTABLE = (JobState.PENDING, JobState.RETRYING, JobState.RUNNING)
 
@@ -44,23 +44,28 @@ def _as_uuid(job_id: uuid.UUID | str) -> uuid.UUID:
     return job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
 
 
+def _start(job_id: Any, *guards: Any) -> Any:
+    """The UPDATE that marks a job RUNNING and counts the attempt, for a job not yet ended (and ``guards``)."""
+    return (
+        update(Job)
+        .where(Job.id == job_id, Job.state.in_(_RESTARTABLE), *guards)
+        .values(
+            state=JobState.RUNNING,
+            attempts=Job.attempts + 1,
+            started_at=func.coalesce(Job.started_at, func.now()),
+            updated_at=func.now(),
+        )
+    )
+
+
 def start(session: Session, job_id: uuid.UUID | str) -> Job | None:
     """Mark the job RUNNING and count the attempt; ``None`` if it is already terminal (nothing to do).
 
     One statement: the UPDATE returns the whole row, loaded into the session (``populate_existing`` so an
     instance already in the session shows the new state)."""
-    job_uuid = _as_uuid(job_id)
     return (
         session.execute(
-            update(Job)
-            .where(Job.id == job_uuid, Job.state.in_(_RESTARTABLE))
-            .values(
-                state=JobState.RUNNING,
-                attempts=Job.attempts + 1,
-                started_at=func.coalesce(Job.started_at, func.now()),
-                updated_at=func.now(),
-            )
-            .returning(Job),
+            _start(_as_uuid(job_id)).returning(Job),
             execution_options={"populate_existing": True, "synchronize_session": False},
         )
         .scalars()
@@ -86,7 +91,6 @@ class DeploymentRow:
 
     id: uuid.UUID
     tenant_id: str
-    name: str
     model_id: str
     image: str
     gpu_type: str
@@ -97,7 +101,7 @@ class DeploymentRow:
     vllm_args: list[Any]
     k8s_namespace: str
     k8s_name: str
-    status: str
+    status: DeploymentStatus
 
 
 _DEPLOYMENT_ROW_COLUMNS = tuple(field.name for field in fields(DeploymentRow))
@@ -132,14 +136,7 @@ def _claim_statement() -> Select:
         .prefix_with("MATERIALIZED")
     )
     started = (
-        update(Job)
-        .where(Job.id == bindparam("job_id"), Job.state.in_(_RESTARTABLE), select(lock.c.held).scalar_subquery())
-        .values(
-            state=JobState.RUNNING,
-            attempts=Job.attempts + 1,
-            started_at=func.coalesce(Job.started_at, func.now()),
-            updated_at=func.now(),
-        )
+        _start(bindparam("job_id"), select(lock.c.held).scalar_subquery())
         .returning(Job.id, Job.cancel_requested, Job.params, Job.target_kind, Job.target_id)
         .cte("started_job")
     )

@@ -43,9 +43,6 @@ class DeploymentLike(Protocol):
     def tenant_id(self) -> str: ...
 
     @property
-    def name(self) -> str: ...
-
-    @property
     def model_id(self) -> str: ...
 
     @property

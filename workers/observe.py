@@ -44,7 +44,7 @@ from sqlalchemy.dialects.postgresql import JSONB, insert
 
 from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation, TargetKind
 from models.db import autocommit_session, session_scope
-from workers import admission
+from workers import admission, diagnosis
 from workers.diagnosis import pod_gpus
 from workers.k8s import get_clients
 from workers.kube_calls import get, list_objects, object_path
@@ -234,13 +234,6 @@ def poll_delay(seconds_since_change: float, interval: float) -> float:
     return max(float(interval), min(seconds_since_change / 10.0, MAX_POLL_DELAY_SECONDS))
 
 
-# Poll delays worked out by the observation that just ran in this process (deployment id -> seconds), so
-# the task's follow-up :func:`next_poll_delay` costs no query: the observation's first read already
-# fetched the latest change's time and the database clock. Kept only when the observation asks for
-# another poll, and each entry is used once, so the map holds at most the deployments being polled.
-_DELAYS_FROM_LAST_OBSERVATION: dict[str, float] = {}
-
-
 def _latest_change_started() -> Any:
     """Correlated scalar subquery: when the deployment's most recent job was created."""
     return (
@@ -258,18 +251,6 @@ def _delay_since(started: datetime | None, now: datetime) -> float:
     return poll_delay(elapsed, get_settings().status_poll_interval_seconds)
 
 
-def next_poll_delay(deployment_id: uuid.UUID | str) -> float:
-    """:func:`poll_delay` for the deployment's most recent job (the change being followed)."""
-    remembered = _DELAYS_FROM_LAST_OBSERVATION.pop(str(deployment_id), None)
-    if remembered is not None:
-        return remembered
-    with autocommit_session() as session:  # one read: the latest change and the database clock together
-        started, now = session.execute(
-            select(func.max(Job.created_at), func.now()).where(Job.target_id == str(deployment_id))
-        ).one()
-    return _delay_since(started, now)
-
-
 @dataclass(frozen=True)
 class _Observed:
     """What the write needs from the first read, copied out so no connection is held during cluster calls."""
@@ -285,7 +266,7 @@ class _Observed:
 
 
 def _read_for_observation(deployment_uuid: uuid.UUID) -> _Observed | None:
-    """ONE read: the deployment, plus what :func:`next_poll_delay` needs (latest change, database clock)."""
+    """ONE read: the deployment, plus what the next poll's delay needs (latest change, database clock)."""
     with autocommit_session() as session:
         row = session.execute(
             select(Deployment, _latest_change_started(), func.now()).where(Deployment.id == deployment_uuid)
@@ -307,17 +288,14 @@ def _read_for_observation(deployment_uuid: uuid.UUID) -> _Observed | None:
         )
 
 
-def observe_deployment(deployment_id: uuid.UUID | str) -> bool:
-    """Observe once and record; returns True while the deployment is still converging (poll again)."""
+def observe_deployment(deployment_id: uuid.UUID | str) -> float | None:
+    """Observe once and record. While the deployment is still converging, returns the seconds until it should be
+    polled again (:func:`poll_delay` of its latest change); None once it has settled (or is gone)."""
     deployment_uuid = uuid.UUID(str(deployment_id))
-    _DELAYS_FROM_LAST_OBSERVATION.pop(str(deployment_uuid), None)
     observed = _read_for_observation(deployment_uuid)
     if observed is None:
-        return False
-    again = _observe(deployment_uuid, observed)
-    if again:
-        _DELAYS_FROM_LAST_OBSERVATION[str(deployment_uuid)] = observed.poll_delay
-    return again
+        return None
+    return observed.poll_delay if _observe(deployment_uuid, observed) else None
 
 
 def _observe(deployment_uuid: uuid.UUID, observed: _Observed) -> bool:
@@ -392,8 +370,9 @@ def _record_guarded(deployment_uuid: uuid.UUID, observed: _Observed, verdict: Ve
     return _changed_meanwhile(deployment_uuid)
 
 
-def _pod_columns(pod: PodView) -> dict[str, Any]:
-    """The ``pod_allocations`` columns a pod view fills in (both writers below add identity and times)."""
+def pod_columns(pod: PodView | diagnosis.PodView) -> dict[str, Any]:
+    """The ``pod_allocations`` columns a pod view fills in; every writer of pod rows (these below, the inventory
+    sync, the health monitor) adds the deployment, the tenant and the times."""
     return {
         "pod_uid": pod.uid,
         "namespace": pod.namespace,
@@ -411,7 +390,7 @@ def _pod_columns(pod: PodView) -> dict[str, Any]:
 def _pod_row(pod: PodView) -> dict[str, Any]:
     """A pod as a JSON-ready row for :func:`_guarded_observation_statement`."""
     return {
-        **_pod_columns(pod),
+        **pod_columns(pod),
         "id": str(uuid.uuid4()),
         "started_at": pod.started_at.isoformat() if pod.started_at else None,
     }
@@ -597,7 +576,7 @@ def record_pods(session: Any, deployment_id: uuid.UUID, tenant_id: str, pods: li
     if pods:
         rows = [
             {
-                **_pod_columns(pod),
+                **pod_columns(pod),
                 "id": uuid.uuid4(),
                 "deployment_id": deployment_id,
                 "tenant_id": tenant_id,

@@ -33,22 +33,13 @@ def test_refresh_hook_runs_first_then_only_after_the_interval(monkeypatch):
 
 def test_real_client_keeps_the_throttled_hook_across_requests(tmp_path, monkeypatch):
     """A token kubeconfig: after requests, the installed hook is still the throttled one."""
-    import settings as settings_module
-    from kubesim.cluster import SimCluster
+    from tests.workers.sweeps_support import sim_environment
 
-    with SimCluster(nodes="1xnvidia-l40s:8", seed=1) as cluster:
-        monkeypatch.setenv("KUBECONFIG", str(cluster.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("K8S_CONTEXT", raising=False)
-        settings_module.get_settings.cache_clear()
-        k8s.reset_client()
-        try:
-            clients = k8s.get_clients()
-            hook = clients.api_client.configuration.refresh_api_key_hook
-            assert hook is not None
-            assert hook.__name__ == "throttled"
-            for _ in range(3):
-                assert k8s.ping()["major"]
-            assert clients.api_client.configuration.refresh_api_key_hook is hook
-        finally:
-            k8s.reset_client()
-            settings_module.get_settings.cache_clear()
+    with sim_environment(tmp_path, monkeypatch, nodes="1xnvidia-l40s:8", seed=1):
+        clients = k8s.get_clients()
+        hook = clients.api_client.configuration.refresh_api_key_hook
+        assert hook is not None
+        assert hook.__name__ == "throttled"
+        for _ in range(3):
+            assert k8s.ping()["major"]
+        assert clients.api_client.configuration.refresh_api_key_hook is hook

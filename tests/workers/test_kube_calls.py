@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-import settings as settings_module
-from kubesim.cluster import SimCluster
+from tests.workers.sweeps_support import sim_environment
 from workers import k8s, kube_calls
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
 from workers.kube_calls import get, list_objects, object_path, send
@@ -13,16 +12,8 @@ from workers.kube_calls import get, list_objects, object_path, send
 
 @pytest.fixture
 def clients(tmp_path, monkeypatch):
-    with SimCluster(nodes="1xnvidia-l40s:8", seed=1) as cluster:
-        monkeypatch.setenv("KUBECONFIG", str(cluster.write_kubeconfig(tmp_path / "kubeconfig")))
-        monkeypatch.delenv("K8S_CONTEXT", raising=False)
-        settings_module.get_settings.cache_clear()
-        k8s.reset_client()
-        try:
-            yield k8s.get_clients()
-        finally:
-            k8s.reset_client()
-            settings_module.get_settings.cache_clear()
+    with sim_environment(tmp_path, monkeypatch, nodes="1xnvidia-l40s:8", seed=1):
+        yield k8s.get_clients()
 
 
 def pod(name: str, app: str) -> dict:
