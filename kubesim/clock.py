@@ -7,7 +7,9 @@ Both report seconds since the Unix epoch, so timestamps in objects look like rea
 
 from __future__ import annotations
 
+import calendar
 import functools
+import re
 import threading
 import time
 from datetime import UTC, datetime
@@ -77,6 +79,14 @@ def _rfc3339_second(second: int) -> str:
     return datetime.fromtimestamp(second, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-@functools.lru_cache(maxsize=4096)
+_RFC3339_SECOND_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
+
+
+@functools.lru_cache(maxsize=65536)  # pods started in the same second share one parse
 def parse_rfc3339(text: str) -> float:
-    return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    """The apiserver's second-precision format; its usual spelling by regex and timegm, ~10x faster than
+    strptime (which still reads the rest, or raises ValueError)."""
+    match = _RFC3339_SECOND_RE.match(text)
+    if match is None:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=UTC).timestamp()
+    return float(calendar.timegm(tuple(int(part) for part in match.groups())))

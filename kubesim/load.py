@@ -27,7 +27,6 @@ Pods outside any Deployment, or of a Deployment without a load, get idle figures
 
 from __future__ import annotations
 
-import calendar
 import functools
 import hashlib
 import math
@@ -115,18 +114,6 @@ def _parse_quantity_text(text: str) -> float:
     return float(match.group(1)) * _SUFFIX[match.group(2)]
 
 
-_RFC3339_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})Z$")
-
-
-@functools.lru_cache(maxsize=65536)  # pods started in the same second share one parse
-def _timestamp(text: str) -> float:
-    """`parse_rfc3339` for the apiserver's own second-precision format, ~10× faster than strptime."""
-    match = _RFC3339_RE.match(text)
-    if match is None:
-        return parse_rfc3339(text)
-    return float(calendar.timegm(tuple(int(part) for part in match.groups())))
-
-
 def _quantity_or(text: Any, default: float) -> float:
     try:
         return parse_quantity(text)
@@ -168,11 +155,11 @@ def running_since(pod: Obj) -> float | None:
     for container_status in status.get("containerStatuses") or []:
         started = ((container_status.get("state") or {}).get("running") or {}).get("startedAt")
         if started:
-            starts.append(_timestamp(started))
+            starts.append(parse_rfc3339(started))
     if starts:
         return min(starts)
     if status.get("startTime"):
-        return _timestamp(status["startTime"])
+        return parse_rfc3339(status["startTime"])
     return None
 
 

@@ -99,6 +99,9 @@ class Store:
         self.admission: Admission | None = None  # defaulting + validation, set by the API layer
         self._objects: dict[str, dict[Key, Obj]] = {plural: {} for plural in BY_PLURAL}
         self._pods_by_node: dict[str, set[Key]] = {}
+        # Cluster IPs the Services hold, kept on every write: admission allocates against it without listing
+        # every Service on each create.
+        self.service_ips: set[str] = set()
         # (namespace, label key, label value) -> pods carrying that label: Services and PodDisruptionBudgets
         # find their pods through it instead of testing every pod of the namespace on each reconcile.
         self._pods_by_label: dict[tuple[str, str, str], set[Key]] = {}
@@ -540,6 +543,8 @@ class Store:
         table[key] = new
         if plural == "pods":
             self._index_pod(key, old, new)
+        elif plural == "services":
+            self._index_service_ip(old, new)
         self._record(WatchEvent(revision, "ADDED" if old is None else "MODIFIED", plural, key[0], new))
         return new
 
@@ -552,8 +557,17 @@ class Store:
         last["metadata"]["resourceVersion"] = str(revision)
         if plural == "pods":
             self._index_pod(key, old, None)
+        elif plural == "services":
+            self._index_service_ip(old, None)
         self._record(WatchEvent(revision, "DELETED", plural, key[0], last))
         return last
+
+    def _index_service_ip(self, old: Obj | None, new: Obj | None) -> None:
+        old_ip, new_ip = _cluster_ip(old), _cluster_ip(new)
+        if old_ip != new_ip:
+            self.service_ips.discard(old_ip)
+            if new_ip:
+                self.service_ips.add(new_ip)
 
     def _index_pod(self, key: Key, old: Obj | None, new: Obj | None) -> None:
         self._index_pod_labels(key, old, new)
@@ -599,6 +613,12 @@ class Store:
         for listener in self._listeners:
             listener(event)
         self.changed.notify_all()
+
+
+def _cluster_ip(service: Obj | None) -> str:
+    """A Service's allocated cluster IP ("" for none, a headless Service's "None" included)."""
+    address = ((service or {}).get("spec") or {}).get("clusterIP") or ""
+    return "" if address == "None" else address
 
 
 def _labels_of(obj: Obj | None) -> dict:

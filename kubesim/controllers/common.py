@@ -2,46 +2,17 @@
 
 from __future__ import annotations
 
-import functools
 import math
 from collections.abc import Hashable, Iterable
 from typing import Any
 
 from kubesim import errors
 from kubesim.clock import parse_rfc3339, rfc3339
+from kubesim.load import parse_quantity
 from kubesim.store import clone
 
 Obj = dict[str, Any]
 ObjKey = tuple[str, str]  # (namespace, name)
-
-_SUFFIXES = {
-    "Ki": 1024, "Mi": 1024**2, "Gi": 1024**3, "Ti": 1024**4, "Pi": 1024**5, "Ei": 1024**6,
-    "n": 1e-9, "u": 1e-6, "m": 1e-3, "": 1, "k": 1e3, "M": 1e6, "G": 1e9, "T": 1e12, "P": 1e15, "E": 1e18,
-}
-
-
-def parse_quantity(text: Any) -> float:
-    """A Kubernetes quantity (`500m`, `16Gi`, `1e3`, `8`) as a number; ValueError when malformed."""
-    if isinstance(text, int | float) and not isinstance(text, bool):
-        return float(text)
-    return _parse_quantity_text(str(text))
-
-
-# The scheduler and kubelet read the same few quantity strings from every pod and node; a malformed one
-# raises each time (lru_cache keeps no exceptions).
-@functools.lru_cache(maxsize=4096)
-def _parse_quantity_text(text: str) -> float:
-    value = text.strip()
-    for suffix in ("Ki", "Mi", "Gi", "Ti", "Pi", "Ei", "n", "u", "m", "k", "M", "G", "T", "P", "E"):
-        if value.endswith(suffix) and not (suffix == "E" and _is_exponent(value)):
-            return float(value[: -len(suffix)]) * _SUFFIXES[suffix]
-    return float(value)
-
-
-def _is_exponent(value: str) -> bool:
-    head, _, tail = value.rpartition("e")
-    return bool(head) and tail.lstrip("+-").isdigit()
-
 
 def millicores(text: Any) -> int:
     return math.ceil(parse_quantity(text) * 1000 - 1e-9)
