@@ -6,6 +6,7 @@ the 401/403 documentation of protected blueprints are decided once, here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import flask_smorest
@@ -100,3 +101,20 @@ class Api(flask_smorest.Api):
 
     def handle_http_exception(self, error):
         return errors.http_exception_response(error)
+
+
+def area_blueprint_factory(prefix: str, scope: str, *, tenant_scoped: bool = True) -> Callable[..., Blueprint]:
+    """The blueprint factory of one API area (``/internal``, ``/admin/v1``): its routes live under ``prefix``
+    and need the ``scope``; ``tenant_scoped`` areas act for one tenant, the others across tenants."""
+
+    def area_blueprint(name: str, import_name: str, url_prefix: str, description: str) -> Blueprint:
+        return Blueprint(
+            name,
+            import_name,
+            url_prefix=prefix + url_prefix,
+            description=description,
+            required_scope=scope,
+            tenant_scoped=tenant_scoped,
+        )
+
+    return area_blueprint

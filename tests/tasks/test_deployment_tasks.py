@@ -299,18 +299,10 @@ def test_a_namespace_deleted_behind_our_back_is_recreated(harness):
 def test_the_status_poller_follows_a_create_until_it_settles(harness, monkeypatch):
     """The poll_status task through its real schedule (Redis, keys of its own): each run observes the due
     deployment and sends its successor while it converges; once RUNNING, the schedule is empty."""
-    import redis
+    from tests.workers.status_polls_support import isolated_schedule
+    from workers import status_polls
 
-    from workers import dispatch, status_polls
-
-    client = redis.Redis.from_url("redis://127.0.0.1:6379/0")
-    prefix = f"test-poll-task-{uuid.uuid4().hex[:8]}:"
-    where = status_polls.Keys(due=f"{prefix}due", next=f"{prefix}next", leases=f"{prefix}leases")
-    monkeypatch.setattr(status_polls, "keys", lambda: where)
-    monkeypatch.setattr(status_polls, "default_redis", lambda: client)
-    sent: list[int] = []
-    monkeypatch.setattr(dispatch, "send_status_poller", lambda at, countdown: sent.append(at))
-    try:
+    with isolated_schedule(monkeypatch) as (client, where, sent):
         job_id, deployment_id = submit_create()
         deployment_tasks.create.apply(args=[str(job_id)])
         status_polls.schedule(deployment_id, 0)
@@ -318,11 +310,9 @@ def test_the_status_poller_follows_a_create_until_it_settles(harness, monkeypatc
         while deployment(deployment_id).status != DeploymentStatus.RUNNING:
             assert sent, "the poller stopped while the deployment was still converging"
             client.zadd(where.due, {str(deployment_id): 0})  # due now: the test does not wait out the delays
-            assert deployment_tasks.poll_status.apply(args=[sent.pop()]).result == 1
+            assert deployment_tasks.poll_status.apply(args=[sent.pop()[0]]).result == 1
             harness.sim.advance(10)
             runs += 1
             assert runs < 60
         assert client.zcard(where.due) == 0  # settled: no more polls
         assert client.hlen(where.leases) == 0
-    finally:
-        client.delete(*where.all())

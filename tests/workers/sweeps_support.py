@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 import pytest
 import redis
-from sqlalchemy import Engine, event, select
+from sqlalchemy import Connection, Engine, event, select
 from sqlalchemy.orm import Session
 
 import settings as settings_module
@@ -184,9 +184,10 @@ def k8s_calls(cluster: SimCluster) -> list[Any]:
 
 
 class StatementCounter:
-    """Counts SQL statements sent on an engine (executemany counts once, as one round trip)."""
+    """Counts SQL statements sent on an engine, or on one connection (executemany counts once, as one round
+    trip)."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine | Connection) -> None:
         self.engine = engine
         self.statements: list[str] = []
 

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 
-from sqlalchemy import event, select, text, update
+from sqlalchemy import select, text, update
 
 from models import Deployment, DeploymentStatus, PodAllocation
 from models.db import get_engine
 from tests.workers.health_monitor_support import sweep
 from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
+    StatementCounter,
     create_deployment,
     deployment_row,
     ensure_tenant,
@@ -33,18 +34,13 @@ def pod_rows(session, deployment_id):
 
 def writes_of(session, sim, redis_client):
     """One sweep; the INSERT/UPDATE statements it sent, but for the bookkeeping of the run itself."""
-    statements = []
-
-    def record(_conn, _cursor, statement, *_rest):
-        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")) and "sweep_runs" not in statement:
-            statements.append(" ".join(statement.split()))
-
-    event.listen(get_engine(), "before_cursor_execute", record)
-    try:
+    with StatementCounter(get_engine()) as counter:
         assert sweep(session, sim, redis_client).status == "succeeded"
-    finally:
-        event.remove(get_engine(), "before_cursor_execute", record)
-    return statements
+    return [
+        " ".join(statement.split())
+        for statement in counter.statements
+        if statement.lstrip().upper().startswith(("INSERT", "UPDATE")) and "sweep_runs" not in statement
+    ]
 
 
 def observed_by_readers(session, deployment_id):

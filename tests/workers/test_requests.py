@@ -6,7 +6,7 @@ import uuid
 
 import pytest
 from psycopg import _queries as psycopg_queries
-from sqlalchemy import event, inspect, select
+from sqlalchemy import inspect, select
 
 from models import (
     Deployment,
@@ -18,6 +18,7 @@ from models import (
     ScalingEvent,
     ScalingEventStatus,
 )
+from tests.workers.sweeps_support import StatementCounter
 from workers import jobs
 from workers.domain import ConflictError, InvalidRequestError, NotFoundError
 from workers.requests import (
@@ -97,19 +98,11 @@ def column_values(instance):
 
 
 def test_create_writes_its_rows_in_one_statement_after_the_admission_read(cluster):
-    statements = []
-
-    def record(_connection, _cursor, statement, *_args):
-        statements.append(statement)
-
-    connection = cluster.connection()
-    event.listen(connection, "before_cursor_execute", record)
-    try:
+    with StatementCounter(cluster.connection()) as counter:
         submitted = create(cluster, name="llama", replicas=3, gpus_per_replica=4)
         # Every column is already loaded, as a flush would have left it: reading them costs no statement.
         written = {instance: column_values(instance) for instance in (submitted.job, submitted.deployment)}
-    finally:
-        event.remove(connection, "before_cursor_execute", record)
+    statements = counter.statements
 
     assert len(statements) == 3, statements
     assert "pg_advisory_xact_lock" in statements[0]

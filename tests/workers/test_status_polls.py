@@ -3,32 +3,19 @@
 from __future__ import annotations
 
 import threading
-import uuid
 
 import pytest
-import redis
 from celery.exceptions import SoftTimeLimitExceeded
 
+from tests.workers.status_polls_support import isolated_schedule
 from workers import dispatch, status_polls
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 @pytest.fixture
 def schedule(monkeypatch):
-    """Keys of its own, and the pollers that would be sent, recorded as (scheduled_at_ms, countdown)."""
-    client = redis.Redis.from_url(REDIS_URL)
-    prefix = f"test-status-polls-{uuid.uuid4().hex[:8]}:"
-    where = status_polls.Keys(due=f"{prefix}due", next=f"{prefix}next", leases=f"{prefix}leases")
-    monkeypatch.setattr(status_polls, "keys", lambda: where)
-    monkeypatch.setattr(status_polls, "default_redis", lambda: client)
-    sent: list[tuple[int, float]] = []
-    monkeypatch.setattr(dispatch, "send_status_poller", lambda at, countdown: sent.append((at, countdown)))
-    try:
-        yield client, where, sent
-    finally:
-        client.delete(*where.all())
+    with isolated_schedule(monkeypatch) as isolated:
+        yield isolated
 
 
 # Due times are read back some time after they were written: on a busy machine, up to a few seconds less

@@ -8,26 +8,14 @@ from flask import url_for
 
 from models import Job, JobState
 from web.database import request_session
-from web.extensions import Blueprint
+from web.extensions import area_blueprint_factory
 from web.submission import accepted
 from workers import dispatch
 from workers.node_ops import NodeJobSubmitted
 from workers.requests import Submitted
 
-ADMIN_SCOPE = "admin"
-ADMIN_PREFIX = "/admin/v1"
-
-
-def admin_blueprint(name: str, import_name: str, url_prefix: str, description: str) -> Blueprint:
-    """A blueprint under /admin/v1 that needs the ``admin`` scope and acts across tenants."""
-    return Blueprint(
-        name,
-        import_name,
-        url_prefix=ADMIN_PREFIX + url_prefix,
-        description=description,
-        required_scope=ADMIN_SCOPE,
-        tenant_scoped=False,
-    )
+# Blueprints under /admin/v1 that need the ``admin`` scope and act across tenants.
+admin_blueprint = area_blueprint_factory("/admin/v1", "admin", tenant_scoped=False)
 
 
 def accepted_job(job: Job, *, replayed: bool, **extra: Any) -> tuple[dict[str, Any], int, dict[str, str]]:
