@@ -78,17 +78,8 @@ def claimed_job(job_id: uuid.UUID | str) -> Iterator[ClaimedJob]:
             # job row), and a session-level lock outlives the rollback: this connection must not be pooled.
             connection.invalidate()
             raise
-        claimed = ClaimedJob(
-            job_id=str(job_id),
-            connection=connection,
-            lock_key=key,
-            lock_held=found.lock_held,
-            started=found.started,
-            cancel_requested=found.cancel_requested,
-            params=found.params,
-            target_id=found.target_id,
-            deployment=found.deployment,
-        )
+        # Every field of the claim, as read (lock_held then changes as the job ends).
+        claimed = ClaimedJob(job_id=str(job_id), connection=connection, lock_key=key, **vars(found))
         try:
             yield claimed
         finally:
