@@ -16,7 +16,7 @@ Round trips: while the lock is held every other admission waits, so the work und
 minimum: the lock is taken once per transaction (:func:`lock` remembers it), and everything a decision
 reads (GPU types, quota and use, free GPUs per node, and optionally whether a name is taken) is ONE
 statement, :func:`read_admission_state`, run after the lock so its snapshot includes every reservation
-committed before the lock was granted.
+committed before the lock was granted; the lock and that read travel in one round trip.
 """
 
 from __future__ import annotations
@@ -24,13 +24,13 @@ from __future__ import annotations
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass
-from functools import cache
 from typing import Any
 
-from sqlalchemy import String, and_, bindparam, func, select, text, update
+from sqlalchemy import BigInteger, String, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
 from models import Deployment, GpuNode, GpuReservation, PodAllocation, Tenant
+from models.driver_sql import DriverStatement, pipeline
 from settings import get_settings
 from workers.domain import AdmissionError, InvalidRequestError
 from workers.placement import Placement, place_replicas
@@ -41,7 +41,7 @@ _FINISHED_POD_PHASES = ("Succeeded", "Failed")
 
 
 _LOCKED_IN = "admission_lock_held_in"
-_LOCK_STATEMENT = text("SELECT pg_advisory_xact_lock(:key)")
+_LOCK = DriverStatement(lambda: select(func.pg_advisory_xact_lock(bindparam("lock_key", type_=BigInteger))))
 
 
 def _current_transaction(session: Session) -> Any:
@@ -50,16 +50,18 @@ def _current_transaction(session: Session) -> Any:
     return session.get_nested_transaction() or session.get_transaction()
 
 
+def _holds_lock(session: Session) -> bool:
+    transaction = _current_transaction(session)
+    return transaction is not None and session.info.get(_LOCKED_IN) is transaction
+
+
 def lock(session: Session) -> None:
     """Take the cluster-wide admission lock until the end of the caller's transaction (see module doc).
 
     Idempotent within one transaction: a second call in the same transaction costs no round trip."""
-    transaction = _current_transaction(session)
-    if transaction is not None and session.info.get(_LOCKED_IN) is transaction:
+    if _holds_lock(session):
         return
-    # On the session's connection: the statement reads no rows, so the ORM execution path (autoflush, ORM
-    # result) would only add Python time while every other admission waits.
-    session.connection().execute(_LOCK_STATEMENT, {"key": ADMISSION_LOCK_KEY})
+    _LOCK.execute(session, {"lock_key": ADMISSION_LOCK_KEY}).fetchone()
     session.info[_LOCKED_IN] = _current_transaction(session)
 
 
@@ -173,17 +175,27 @@ class AdmissionState:
 
 
 def read_admission_state(session: Session, tenant_id: str, *, name: str | None = None) -> AdmissionState:
-    """GPU types, the tenant's quota and use, free GPUs per node and (if ``name`` is given) the live
-    deployment of the tenant already called ``name``: the reads of :func:`known_gpu_types`,
-    :func:`tenant_quota` and :func:`current_capacity` as ONE statement. Call it after :func:`lock`."""
-    # Pending ORM changes are flushed first, as ORM execution would (autoflush), so the read sees them; the
-    # statement itself runs on the connection, since its result is plain columns.
-    session.flush()
-    explicit_quota, used, taken_by, node_rows, foreign, reserved, known_types = (
-        session.connection()
-        .execute(_admission_state_statement(), {"state_tenant_id": tenant_id, "state_name": name})
-        .one()
-    )
+    """Take the admission lock (if this transaction does not hold it yet), then read GPU types, the tenant's
+    quota and use, free GPUs per node and (if ``name`` is given) the live deployment of the tenant already
+    called ``name``: the reads of :func:`known_gpu_types`, :func:`tenant_quota` and :func:`current_capacity`
+    as ONE statement.
+
+    The lock and the read leave in one round trip (with the transaction's BEGIN, if it is the first): queued
+    in a pipeline, Postgres still runs them one after the other, so the read's snapshot is taken once the lock
+    is granted and includes every reservation committed before."""
+    parameters = {"state_tenant_id": tenant_id, "state_name": name}
+    locked = _holds_lock(session)
+    if locked:
+        row = _ADMISSION_STATE.execute(session, parameters).fetchone()
+    else:
+        with pipeline(session):
+            _LOCK.execute(session, {"lock_key": ADMISSION_LOCK_KEY})
+            row = _ADMISSION_STATE.execute(session, parameters).fetchone()
+    if not locked:
+        session.info[_LOCKED_IN] = _current_transaction(session)
+    if row is None:  # one row whatever the tables hold: every column is a scalar subquery
+        raise RuntimeError("the admission read returned no row")
+    explicit_quota, used, taken_by, node_rows, foreign, reserved, known_types = row
     foreign, reserved = foreign or {}, reserved or {}
     quota = explicit_quota if explicit_quota is not None else get_settings().default_tenant_gpu_quota
     return AdmissionState(
@@ -198,10 +210,9 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
     )
 
 
-@cache
 def _admission_state_statement() -> Any:
-    """The statement of :func:`read_admission_state`, built once: its inputs are bind parameters (a NULL
-    ``state_name`` matches no deployment, so the name check answers "not taken")."""
+    """The statement of :func:`read_admission_state`, compiled once as ``_ADMISSION_STATE``: its inputs are bind
+    parameters (a NULL ``state_name`` matches no deployment, so the name check answers "not taken")."""
     tenant_id = bindparam("state_tenant_id", type_=String)
     # Nodes, foreign pods' GPUs by node and reserved GPUs by node are three separate aggregates, joined in
     # Python by node name: each is one scan whatever the plan, where joining them in SQL left the plan to row
@@ -236,6 +247,9 @@ def _admission_state_statement() -> Any:
         select(func.jsonb_object_agg(reserved.c.node_name, reserved.c.gpus)).scalar_subquery(),
         select(func.jsonb_object_agg(known.c.gpu_product, known.c.largest)).scalar_subquery(),
     )
+
+
+_ADMISSION_STATE = DriverStatement(_admission_state_statement)
 
 
 def validate_shape(session: Session, gpu_type: str, gpus_per_replica: int) -> None:
@@ -340,9 +354,10 @@ def decide(
 ) -> Placement:
     """The decision half of :func:`admit`: takes the lock, returns where the replicas go or raises
     :class:`AdmissionError`; writes nothing. Write its :func:`reservation_rows` in the same transaction."""
-    lock(session)
     if state is None:
-        state = read_admission_state(session, tenant_id)
+        state = read_admission_state(session, tenant_id)  # takes the lock
+    else:
+        lock(session)  # a state read under the lock in this transaction: no round trip
     check_shape(state.known_gpu_types, gpu_type, gpus_per_replica)
     requested = replicas * gpus_per_replica
     if check_quota:

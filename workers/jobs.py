@@ -36,6 +36,7 @@ from sqlalchemy.dialects.postgresql import JSONB
 from sqlalchemy.orm import Session
 
 from models import ACTIVE_JOB_STATES, Deployment, DeploymentStatus, Job, JobState, TargetKind
+from models.driver_sql import DriverStatement
 
 _RESTARTABLE = (JobState.PENDING, JobState.RETRYING, JobState.RUNNING)
 
@@ -162,26 +163,32 @@ def _claim_statement() -> Select:
 _UUID_PATTERN = r"^\{?[0-9a-fA-F]{8}(-?[0-9a-fA-F]{4}){3}-?[0-9a-fA-F]{12}\}?$"
 
 
+_CLAIM = DriverStatement(_claim_statement)
+
+
 def claim(connection: Connection | Session, job_id: uuid.UUID | str, lock_key: int) -> Claim:
     """Take the job's session-level advisory lock and, only if it was free, mark the job RUNNING: ONE statement.
 
     A copy that finds the lock taken changes nothing (another live copy runs the job). The lock CTE is
     MATERIALIZED: referenced twice, it must run exactly once. With the lock taken but the job already
     finished, ``lock_held`` is True and ``started`` False: the caller still has to unlock."""
-    row = connection.execute(_claim_statement(), {"job_id": _as_uuid(job_id), "lock_key": lock_key}).one()
-    if row.job_id is None:
-        return Claim(lock_held=bool(row.held), started=False, cancel_requested=False)
+    row = _CLAIM.execute(connection, {"job_id": _as_uuid(job_id), "lock_key": lock_key}).fetchone()
+    if row is None:  # one row whatever happens: the lock CTE's
+        raise RuntimeError("the job claim returned no row")
+    held, claimed_id, cancel_requested, params, target_id, *deployment_values = row
+    if claimed_id is None:
+        return Claim(lock_held=bool(held), started=False, cancel_requested=False)
     deployment = None
-    if row.deployment_id is not None:  # the primary key: set exactly when the deployment row was found
-        columns = row._mapping
-        deployment = DeploymentRow(**{name: columns[f"deployment_{name}"] for name in _DEPLOYMENT_ROW_COLUMNS})
+    if deployment_values[0] is not None:  # the primary key: set exactly when the deployment row was found
+        columns = dict(zip(_DEPLOYMENT_ROW_COLUMNS, deployment_values, strict=True))
+        deployment = DeploymentRow(**{**columns, "status": DeploymentStatus(columns["status"])})
     return Claim(
-        lock_held=bool(row.held),
+        lock_held=bool(held),
         started=True,
-        cancel_requested=bool(row.cancel_requested),
+        cancel_requested=bool(cancel_requested),
         # Guarded: the job is RUNNING from here on, and an exception now would leave it so without its lock.
-        params=dict(row.params) if isinstance(row.params, dict) else {},
-        target_id=row.target_id,
+        params=dict(params) if isinstance(params, dict) else {},
+        target_id=target_id,
         deployment=deployment,
     )
 
@@ -197,6 +204,12 @@ def mark_retrying(session: Connection | Session, job_id: uuid.UUID | str, error:
 
 
 @lru_cache(maxsize=64)
+def _finish_driver_statement(
+    state: JobState, job_columns: tuple[str, ...], change: tuple[tuple[str, Any], ...] | None, unlock: bool
+) -> DriverStatement:
+    return DriverStatement(lambda: _finish_statement(state, job_columns, change, unlock))
+
+
 def _finish_statement(
     state: JobState, job_columns: tuple[str, ...], change: tuple[tuple[str, Any], ...] | None, unlock: bool
 ) -> Select:
@@ -252,7 +265,7 @@ def _finish(
     statement may not update a row twice). ``unlock_key``: the job's advisory lock (:func:`claim`), released
     by the same statement; a copy that takes the lock before it commits blocks on the job row, then sees
     the job finished."""
-    statement = _finish_statement(
+    statement = _finish_driver_statement(
         state, tuple(sorted(values)), change.values if change is not None else None, unlock_key is not None
     )
     parameters = {**values, "job_id": _as_uuid(job_id)}
@@ -260,7 +273,8 @@ def _finish(
         parameters["deployment_id"] = change.deployment_id
     if unlock_key is not None:
         parameters["lock_key"] = unlock_key
-    return bool(session.execute(statement, parameters).one()[0])
+    row = statement.execute(session, parameters).fetchone()
+    return bool(row is not None and row[0])
 
 
 def succeed(

@@ -7,18 +7,17 @@ import binascii
 import json
 import uuid
 from datetime import datetime
-from functools import lru_cache
 from typing import Any, cast
 
 import psycopg
 from sqlalchemy import Engine, Select, and_, bindparam, func, literal_column, or_, select, text
 from sqlalchemy.dialects.postgresql import aggregate_order_by
-from sqlalchemy.dialects.postgresql.psycopg import PGDialect_psycopg
 from sqlalchemy.orm import Session
 from sqlalchemy.orm.attributes import set_committed_value
 from sqlalchemy.pool import PoolProxiedConnection
 
 from models import Deployment, DeploymentStatus, GpuReservation, Job, PodAllocation, Tenant
+from models.driver_sql import DriverStatement
 from workers import admission
 from workers.domain import InvalidRequestError, NotFoundError
 from workers.health_monitor import last_observed_at_column
@@ -124,7 +123,6 @@ def list_deployments(
     return rows, next_cursor
 
 
-@lru_cache(maxsize=1)
 def _status_query() -> Select:
     """The status statement, built once: constructing a 13-column select with a subquery costs more Python
     time than running it, and this endpoint is polled.
@@ -166,24 +164,16 @@ def _status_query() -> Select:
     )
 
 
-@lru_cache(maxsize=1)
-def _status_sql() -> tuple[str, dict[str, Any]]:
-    """:func:`_status_query` compiled once to psycopg SQL, with the values of its bound constants (none today:
-    constants are better written as literals; a bound one still works) to send along with ``deployment_id``.
-
-    The statement is run on the psycopg connection itself: every column is a plain value psycopg already
-    converts (text, int, uuid, timestamptz, json), and SQLAlchemy's execution and result layers cost more
-    Python time per call than the round trip they wrap."""
-    compiled = _status_query().compile(dialect=PGDialect_psycopg())
-    return str(compiled), {name: value for name, value in compiled.params.items() if name != "deployment_id"}
+# Clients poll the status: it runs on the psycopg connection itself (see models.driver_sql); every column is a
+# plain value psycopg converts (text, int, uuid, timestamptz, json).
+_STATUS = DriverStatement(_status_query)
 
 
 def _status_view(
     connection: psycopg.Connection[Any], tenant_id: str | None, deployment_id: uuid.UUID | str
 ) -> dict[str, Any]:
     deployment_uuid = _uuid_or_404(deployment_id, "deployment_not_found", "deployment")
-    sql, bound_constants = _status_sql()
-    row = connection.execute(sql, {**bound_constants, "deployment_id": deployment_uuid}).fetchone()
+    row = _STATUS.execute(connection, {"deployment_id": deployment_uuid}).fetchone()
     if row is None or (tenant_id is not None and row[0] != tenant_id):  # row[0]: the deployment's tenant
         raise NotFoundError("deployment_not_found", f"deployment {deployment_id} not found")
     (

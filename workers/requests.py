@@ -53,6 +53,7 @@ from models import (
     ScalingTrigger,
     TargetKind,
 )
+from models.driver_sql import DriverStatement
 from settings import get_settings
 from workers import admission
 from workers.domain import ConflictError, InvalidRequestError, NotFoundError
@@ -297,8 +298,7 @@ def request_create(
             "invalid_autoscaling_range", "max_replicas must be >= min_replicas", {"field": "max_replicas"}
         )
     # Serialises creates cluster-wide (admission needs it anyway), which also makes the name check race-free.
-    # Under the lock, ONE read answers both the name check and admission (see workers.admission).
-    admission.lock(session)
+    # The read takes the lock, and under it ONE statement answers both the name check and admission.
     state = admission.read_admission_state(session, tenant_id, name=name)
     if state.name_taken_by is not None:
         raise ConflictError(
@@ -408,17 +408,16 @@ def _insert_row(instance: Base, prefix: str) -> dict[str, Any]:
 _RESERVATION_NODE_COLUMNS = ("id", "node_name", "gpus", "replicas")
 
 
-@cache
 def _created_rows_statement() -> Select[Any]:
     """INSERT the job, the deployment and its reservations as data-modifying CTEs of one statement, returning
     the job's and the deployment's timestamps. Postgres checks the foreign keys between the three at the end of
     the statement, when all of them hold their rows.
 
-    Built once, with bind parameters: ``job_<column>``, ``deployment_<column>``, and for the reservations an
-    array per column of :data:`_RESERVATION_NODE_COLUMNS`, ``reservation_<column>``, unnested into rows (a
-    multi-row VALUES would make SQLAlchemy compile the statement again on every call). The reservations take
-    deployment, tenant, job and GPU type from the new deployment's row, which keeps the parameters within the 50
-    that psycopg caches the parsing of a statement for."""
+    Compiled once (``_CREATED_ROWS``), with bind parameters: ``job_<column>``, ``deployment_<column>``, and
+    for the reservations an array per column of :data:`_RESERVATION_NODE_COLUMNS`, ``reservation_<column>``,
+    unnested into rows (a multi-row VALUES would be a different statement for each number of reservations).
+    The reservations take deployment, tenant, job and GPU type from the new deployment's row, which keeps the
+    parameters within the 50 that psycopg caches the parsing of a statement for."""
 
     def parameters(model: type[Base], prefix: str) -> dict[Column[Any], Any]:
         return {
@@ -468,6 +467,9 @@ def _created_rows_statement() -> Select[Any]:
     )
 
 
+_CREATED_ROWS = DriverStatement(_created_rows_statement)
+
+
 def _insert_created_rows(
     session: Session, job: Job, deployment: Deployment, reservations: list[dict[str, Any]]
 ) -> None:
@@ -476,7 +478,9 @@ def _insert_created_rows(
     parameters = {**_insert_row(job, "job"), **_insert_row(deployment, "deployment")}
     for name in _RESERVATION_NODE_COLUMNS:
         parameters[f"reservation_{name}"] = [reservation[name] for reservation in reservations]
-    row = session.connection().execute(_created_rows_statement(), parameters).one()
+    row = _CREATED_ROWS.execute(session, parameters).fetchone()
+    if row is None:  # the statement's one row: a failed INSERT raises instead
+        raise RuntimeError("the create's INSERT returned no row")
     job.created_at, job.updated_at, deployment.created_at, deployment.updated_at = row
     for instance in (job, deployment):
         make_transient_to_detached(instance)
