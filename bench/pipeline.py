@@ -49,6 +49,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+import psycopg
 from sqlalchemy import create_engine, func, select, text
 from sqlalchemy.engine import make_url
 
@@ -285,7 +286,7 @@ def main(argv: list[str] | None = None) -> int:
         os.environ["KUBECONFIG"] = str(kubeconfig)
         import redis
 
-        from models import Deployment, DeploymentStatus, Job, JobState
+        from models import Deployment, DeploymentStatus, Job
         from models.db import get_sessionmaker
         from models.migrate import upgrade_database
         from settings import get_settings
@@ -368,12 +369,17 @@ def main(argv: list[str] | None = None) -> int:
                 deployment_id = response.get_json()["deployment_id"]
             return job_ids, deployment_id
 
+        # The completion check runs every 20 ms while the pipeline works, on the same 2 CPUs: one autocommit
+        # statement on a connection of its own, as light as the no-op side's LLEN can make it (through an ORM
+        # session it cost ~1 ms of CPU per check, taken from the pipeline it watches). How often it runs does not
+        # change the time measured, which is the last job's finished_at.
+        completion = psycopg.connect(make_url(database_url).set(drivername="postgresql").render_as_string(
+            hide_password=False), autocommit=True)
+        count_succeeded = "SELECT count(*) FROM orchestration.jobs WHERE id = ANY(%s) AND state = 'SUCCEEDED'"
+
         def all_succeeded(job_ids: list[uuid.UUID]) -> bool:
-            with get_sessionmaker()() as session:
-                done = session.execute(
-                    select(func.count()).where(Job.id.in_(job_ids), Job.state == JobState.SUCCEEDED)
-                ).scalar_one()
-            return done >= len(job_ids)
+            row = completion.execute(count_succeeded, (job_ids,)).fetchone()
+            return row is not None and row[0] >= len(job_ids)
 
         def settled() -> bool:
             """Every deployment RUNNING (so no status poll is pending) and nothing left on the jobs queue."""
