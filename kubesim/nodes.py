@@ -36,7 +36,7 @@ GPU_MEMORY_MIB = {
 }
 UNKNOWN_GPU_MEMORY_MIB = 24576
 
-_POOL = re.compile(r"^(\d+)x([a-z0-9]([a-z0-9.-]*[a-z0-9])?):(\d+)$")
+_POOL = re.compile(r"^(\d+)x([a-z0-9]([a-z0-9.-]*[a-z0-9])?):(\d+)\Z")
 GIB_IN_KIB = 1024 * 1024
 
 

@@ -18,7 +18,7 @@ from flask import request
 from web.errors import ApiError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}$")
+_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}\Z")
 
 IDEMPOTENCY_KEY_PARAMETER = {
     "in": "header",

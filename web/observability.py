@@ -29,7 +29,7 @@ logger = logging.getLogger(__name__)
 
 REQUEST_ID_HEADER = "X-Request-ID"
 # Ids from callers are logged verbatim; anything that could forge log structure is replaced.
-_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_SAFE_REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}\Z")
 # Bounded label values: the route template, never the raw path (ids would explode cardinality).
 UNMATCHED_ENDPOINT = "<unmatched>"
 

@@ -29,7 +29,7 @@ from workers import queries
 
 TENANT_HEADER = "X-Tenant-ID"
 # Tenant ids become Kubernetes label values and name parts (see models.tenant).
-TENANT_ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?$")
+TENANT_ID_PATTERN = re.compile(r"^[a-z0-9]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 TENANT_SERVICE_TIMEOUT_SECONDS = 3
 
 

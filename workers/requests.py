@@ -62,7 +62,7 @@ from workers.vllm_args import validate_vllm_args
 
 K8S_NAME_MAX = 63
 _SLUG_INVALID = re.compile(r"[^a-z0-9-]+")
-DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?$")
+DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 # A restart may only start from a settled state; anything else has a rollout or an operation in flight.
 RESTARTABLE_STATUSES = (DeploymentStatus.RUNNING, DeploymentStatus.DEGRADED)
 SCALABLE_STATUSES = (

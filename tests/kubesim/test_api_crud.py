@@ -127,6 +127,8 @@ def test_bad_names_and_mismatches_are_rejected(api):
     status, body, _ = api.request("POST", "/api/v1/namespaces/default/pods", pod_body("Bad_Name"))
     assert (status, body["reason"]) == (422, "Invalid")
     assert "RFC 1123 subdomain" in body["message"]
+    status, body, _ = api.request("POST", "/api/v1/namespaces/default/pods", pod_body("trailing-newline\n"))
+    assert (status, body["reason"]) == (422, "Invalid")
     wrong_ns = pod_body("p1")
     wrong_ns["metadata"]["namespace"] = "team-a"
     status, body, _ = api.request("POST", "/api/v1/namespaces/default/pods", wrong_ns)

@@ -24,6 +24,11 @@ INVALID_BODIES = [
     ("model_id too long", {"model_id": "org/" + "m" * 97}, "model_id"),
     ("model_id path", {"model_id": "/models/llama"}, "model_id"),
     ("model_id not string", {"model_id": 42}, "model_id"),
+    # A pattern anchored with "$" lets one trailing newline through (re.match): every pattern ends with \Z.
+    ("model_id trailing newline", {"model_id": "org/model\n"}, "model_id"),
+    ("name trailing newline", {"name": "abc\n"}, "name"),
+    ("gpu_type trailing newline", {"gpu_type": "nvidia-l40s\n"}, "gpu_type"),
+    ("autoscaling target name trailing newline", {"autoscaling": {"targets": {"queue_depth\n": 5}}}, "autoscaling"),
     ("name uppercase", {"name": "MyModel"}, "name"),
     ("name starts with digit", {"name": "1model"}, "name"),
     ("name ends with dash", {"name": "model-"}, "name"),

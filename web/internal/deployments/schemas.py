@@ -21,18 +21,18 @@ from workers.vllm_args import validate_vllm_args
 # Hugging Face repo ids: "name" or "org/name"; each part starts and ends with an alphanumeric, may hold
 # '-', '_' and '.', at most 96 characters, and never '--' or '..' (the Hub refuses those).
 HF_PART = r"[A-Za-z0-9](?:[A-Za-z0-9._-]{0,94}[A-Za-z0-9])?"
-HF_MODEL_ID_PATTERN = re.compile(rf"^(?:{HF_PART}/)?{HF_PART}$")
+HF_MODEL_ID_PATTERN = re.compile(rf"^(?:{HF_PART}/)?{HF_PART}\Z")
 # DNS-1035 label (Service names). 40 characters, not 63, leaves room for the suffixes the workers derive
 # (tenant prefix, "-pdb", pod hashes) while keeping every derived name a valid label.
-NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?$")
+NAME_PATTERN = re.compile(r"^[a-z]([-a-z0-9]*[a-z0-9])?\Z")
 NAME_MAX_LENGTH = 40
 # A Kubernetes label value (the GPU product label, e.g. "nvidia-l40s" or "NVIDIA-A100-SXM4-80GB").
-LABEL_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?$")
+LABEL_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
 GPUS_PER_REPLICA_CHOICES = (1, 2, 4, 8)
 MAX_REPLICAS = 64
 MAX_MODEL_LEN = 1_048_576
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-AUTOSCALING_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}$")
+AUTOSCALING_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
 
 
 class StrictInteger(ma.fields.Integer):
