@@ -20,5 +20,6 @@ RUN useradd --create-home --uid 10001 app
 USER app
 
 EXPOSE 8000 5555
-CMD ["gunicorn", "web.wsgi:app", "--bind", "0.0.0.0:8000", "--workers", "2", "--threads", "4", \
+CMD ["gunicorn", "web.wsgi:app", "--config", "python:web.gunicorn_config", "--bind", "0.0.0.0:8000", \
+     "--workers", "2", "--threads", "4", \
      "--graceful-timeout", "5", "--access-logfile", "-"]

@@ -22,6 +22,7 @@ from embedded.readiness import NotReadyError, http_ok, wait_until_ready
 REPOSITORY_ROOT = Path(__file__).resolve().parent.parent
 CELERY_APP = "workers.celery_app"
 WSGI_APP = "web.wsgi:app"
+GUNICORN_CONFIG = "python:web.gunicorn_config"  # metrics of every API worker added up
 JOB_QUEUES = "jobs,sweeps"
 DEMO_TENANT = "demo"
 # Tokens printed by the banner last a week: long enough for a working session across restarts.
@@ -82,6 +83,7 @@ def start_api(group: ProcessGroup, config: EmbeddedConfig, env: Mapping[str, str
         "api",
         [
             sys.executable, "-m", "gunicorn", WSGI_APP,
+            "--config", GUNICORN_CONFIG,
             "--bind", f"{config.bind_host}:{port}",
             "--workers", str(config.api_workers),
             "--threads", "4",

@@ -6,12 +6,13 @@ the 401/403 documentation of protected blueprints are decided once, here.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 import flask_smorest
 import marshmallow as ma
-from flask import Flask
+from flask import Flask, request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
 
@@ -49,6 +50,62 @@ class StrictQueryParser(FlaskParser):
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
 
+class StrictInteger(ma.fields.Integer):
+    """An integer that must be a JSON number: no "2", no 2.5, no true (bool is an int in Python)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(strict=True, **kwargs)
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, bool):
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
+class StrictBoolean(ma.fields.Boolean):
+    """Only JSON true/false: marshmallow would also accept "yes", 1, "on"."""
+
+    truthy = {True}
+    falsy = {False}
+
+
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
+def _has_body() -> bool:
+    return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
+
+
+def require_json_if_any_body() -> None:
+    """A request body that is not declared as JSON is refused (415) instead of being read as an empty object,
+    which would drop what it says (a cordon's reason) or report its fields as missing."""
+    if request.method in _BODY_METHODS and _has_body() and not request.is_json:
+        raise errors.ApiError(
+            415, "unsupported_media_type", "Send the body as JSON with 'Content-Type: application/json'."
+        )
+
+
+def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:
+    """For an operation without parameters in its body: a body must be empty or ``{}``. Anything else is a 422
+    naming the fields, as a schema refuses unknown fields, so a caller's mistaken parameter is never ignored."""
+
+    @functools.wraps(view)
+    def refusing_a_body(*args: Any, **kwargs: Any) -> Any:
+        if _has_body():
+            body = request.get_json(silent=True)
+            if body is None:
+                raise errors.ApiError(400, "invalid_json", "The request body is not valid JSON.")
+            if body != {}:
+                fields = {str(name): ["Unknown field."] for name in body} if isinstance(body, dict) else {
+                    "_schema": ["This operation takes no body parameters: send no body or {}."]}
+                raise errors.ApiError(
+                    422, "validation_failed", "The request did not validate.", {"fields": fields}
+                )
+        return view(*args, **kwargs)
+
+    return refusing_a_body
+
+
 class Blueprint(flask_smorest.Blueprint):
     """A blueprint that can require a token scope for all of its routes.
 
@@ -68,6 +125,7 @@ class Blueprint(flask_smorest.Blueprint):
             from web.auth import require_scope
 
             require_scope(self, required_scope, tenant_scoped=tenant_scoped)
+        self.before_request(require_json_if_any_body)  # after authentication: a 401 comes first
 
     def arguments(self, schema, *args: Any, **kwargs: Any):
         """flask-smorest's ``arguments``, with a schema class instantiated once here: given a class, webargs

@@ -9,6 +9,7 @@ worker per container).
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
 import uuid
@@ -16,7 +17,7 @@ from collections import Counter as Tally
 from collections.abc import Iterator
 
 from flask import Flask, Response, g, request
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, generate_latest, multiprocess
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector
 from sqlalchemy import func, select
@@ -131,8 +132,9 @@ class ApiMetrics:
             ["type"],
             registry=self.registry,
         )
-        self.registry.register(JobsByStateCollector())
-        self.registry.register(SweepsCollector())
+        self.database_collectors = (JobsByStateCollector(), SweepsCollector())
+        for collector in self.database_collectors:
+            self.registry.register(collector)
 
 
 def api_metrics(app: Flask) -> ApiMetrics:
@@ -169,9 +171,21 @@ def _reset_log_context(_exception: BaseException | None) -> None:
 
 def metrics_endpoint(metrics: ApiMetrics):
     def serve_metrics() -> Response:
-        return Response(generate_latest(metrics.registry), mimetype=CONTENT_TYPE_LATEST)
+        return Response(generate_latest(_scraped_registry(metrics)), mimetype=CONTENT_TYPE_LATEST)
 
     return serve_metrics
+
+
+def _scraped_registry(metrics: ApiMetrics) -> CollectorRegistry:
+    """This process's registry, or, under gunicorn's several workers (``web.gunicorn_config`` sets
+    ``PROMETHEUS_MULTIPROC_DIR``), the counts of every worker added up plus the collectors that read Postgres."""
+    if not os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return metrics.registry
+    registry = CollectorRegistry()
+    multiprocess.MultiProcessCollector(registry)
+    for collector in metrics.database_collectors:
+        registry.register(collector)
+    return registry
 
 
 def init_observability(app: Flask) -> None:

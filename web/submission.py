@@ -20,12 +20,13 @@ from web.errors import ApiError
 from web.observability import api_metrics
 from workers import dispatch
 from workers.lost_jobs import broker_holds_task
+from workers.node_ops import NodeJobSubmitted
 from workers.requests import Submitted
 
 logger = logging.getLogger(__name__)
 
 
-def commit_and_enqueue(submitted: Submitted) -> None:
+def commit_and_enqueue(submitted: Submitted | NodeJobSubmitted) -> None:
     session = request_session()
     session.commit()
     job = submitted.job

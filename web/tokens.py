@@ -17,6 +17,10 @@ from typing import Any
 import jwt
 
 from settings import Settings, get_settings
+from web.tenancy import TENANT_ID_PATTERN
+
+# The scopes the API's areas require: "internal" for /internal, "admin" for /admin/v1 (web.internal, web.admin).
+KNOWN_SCOPES = ("internal", "admin")
 
 
 def mint_token(
@@ -60,9 +64,14 @@ def main(argv: list[str] | None = None) -> int:
         "--scope",
         action="append",
         default=None,
+        choices=KNOWN_SCOPES,
         help="scope to grant: internal or admin (repeatable; default internal)",
     )
-    parser.add_argument("--tenants", action="append", help='extra tenants allowed via X-Tenant-ID, or "*" (repeatable)')
+    parser.add_argument(
+        "--tenants",
+        action="append",
+        help='extra tenants allowed via X-Tenant-ID, comma-separated or repeated, or "*"',
+    )
     parser.add_argument("--ttl", type=int, default=3600, help="lifetime in seconds (default 3600)")
     parser.add_argument("--sub", default="cli", help="subject: who the requests are attributed to (default cli)")
     args = parser.parse_args(argv)
@@ -73,11 +82,15 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("JWT_SECRET must be set (tokens are signed with it)")
     if not settings.jwt_algorithm.upper().startswith("HS"):
         parser.error(f"JWT_ALGORITHM is {settings.jwt_algorithm}; this command only mints HS* tokens")
+    tenants = [tenant for value in args.tenants or [] for tenant in value.split(",") if tenant] or None
+    for tenant in ([args.tenant] if args.tenant else []) + [t for t in tenants or [] if t != "*"]:
+        if not TENANT_ID_PATTERN.match(tenant):
+            parser.error(f"{tenant!r} is not a tenant id: lowercase letters, digits and '-', at most 63")
     scopes = args.scope or ["internal"]
-    if "internal" in scopes and not args.tenant and not args.tenants:
+    if "internal" in scopes and not args.tenant and not tenants:
         parser.error("an internal-scope token needs --tenant (or --tenants)")
     token = mint_token(
-        settings, subject=args.sub, scopes=scopes, tenant_id=args.tenant, tenants=args.tenants, ttl_seconds=args.ttl
+        settings, subject=args.sub, scopes=scopes, tenant_id=args.tenant, tenants=tenants, ttl_seconds=args.ttl
     )
     sys.stdout.write(token + "\n")
     return 0

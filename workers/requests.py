@@ -61,6 +61,8 @@ from workers.manifests import endpoint_url
 from workers.vllm_args import validate_vllm_args
 
 K8S_NAME_MAX = 63
+# Replicas of one deployment, whoever asks (create, manual scale, autoscaling bounds).
+MAX_REPLICAS = 64
 _SLUG_INVALID = re.compile(r"[^a-z0-9-]+")
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 # A restart may only start from a settled state; anything else has a rollout or an operation in flight.

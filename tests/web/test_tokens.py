@@ -40,3 +40,23 @@ def test_minting_without_a_secret_fails_with_a_message():
 
     assert result.returncode != 0
     assert "JWT_SECRET" in result.stderr
+
+
+def test_tenants_may_be_listed_with_commas_as_the_readme_shows(client):
+    result = _mint("--tenants", "acme,globex", "--tenants", "initech", "--sub", "gateway")
+
+    assert result.returncode == 0, result.stderr
+    token = result.stdout.strip()
+    assert jwt.decode(token, options={"verify_signature": False})["tenants"] == ["acme", "globex", "initech"]
+    as_globex = {"Authorization": f"Bearer {token}", "X-Tenant-ID": "globex"}
+    assert client.get("/internal/deployments", headers=as_globex).status_code == 200
+
+
+def test_unknown_scopes_and_malformed_tenants_are_refused_before_minting():
+    unknown_scope = _mint("--tenant", "acme", "--scope", "bogus")
+    bad_tenant = _mint("--tenant", "Bad Tenant!")
+
+    assert unknown_scope.returncode != 0
+    assert "invalid choice: 'bogus'" in unknown_scope.stderr
+    assert bad_tenant.returncode != 0
+    assert "is not a tenant id" in bad_tenant.stderr

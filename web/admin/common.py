@@ -7,10 +7,8 @@ from typing import Any
 from flask import url_for
 
 from models import Job, JobState
-from web.database import request_session
 from web.extensions import area_blueprint_factory
-from web.submission import accepted
-from workers import dispatch
+from web.submission import accepted, commit_and_enqueue
 from workers.node_ops import NodeJobSubmitted
 from workers.requests import Submitted
 
@@ -36,9 +34,7 @@ def accepted_job(job: Job, *, replayed: bool, **extra: Any) -> tuple[dict[str, A
 def commit_and_accept(
     submitted: Submitted | NodeJobSubmitted, **extra: Any
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Commit the request's session, send the job (a replay only while it is still PENDING), answer 202."""
-    request_session().commit()
-    job = submitted.job
-    if not submitted.replayed or job.state == "PENDING":
-        dispatch.enqueue(job)
-    return accepted_job(job, replayed=submitted.replayed, **extra)
+    """Commit and send the job as every other request does (:func:`web.submission.commit_and_enqueue`: counted,
+    a replay sent again only if the broker lost it, 503 if the broker is down), answer 202."""
+    commit_and_enqueue(submitted)
+    return accepted_job(submitted.job, replayed=submitted.replayed, **extra)

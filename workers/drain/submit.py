@@ -45,8 +45,8 @@ def request_drain(
 def request_cancel(session: Session, job_id: uuid.UUID) -> Job:
     """Ask a drain to stop at its next step (cancelling a finished job is a 409)."""
     job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
-    if job is None or job.target_kind != "node":
-        raise NotFoundError("job_not_found", f"no admin job {job_id}", {"job_id": str(job_id)})
+    if job is None:
+        raise NotFoundError("job_not_found", f"no job {job_id}", {"job_id": str(job_id)})
     if job.type != JobType.NODE_DRAIN:
         raise ConflictError("job_not_cancellable", f"a {job.type} job cannot be cancelled", {"job_id": str(job.id)})
     if JobState(job.state) in TERMINAL_JOB_STATES:

@@ -88,6 +88,10 @@ def test_cordon_and_uncordon_are_jobs(client, admin, seed_nodes, enqueued_task_i
     assert uncordon.status_code == 202
     assert uncordon.get_json()["type"] == "node.uncordon"
     assert len(enqueued_task_ids()) == 2
+    # Admin jobs are counted with every other job.
+    metrics = client.get("/metrics").get_data(as_text=True)
+    assert 'orchestration_jobs_submitted_total{type="node.cordon"} 1.0' in metrics
+    assert 'orchestration_jobs_submitted_total{type="node.uncordon"} 1.0' in metrics
 
 
 def test_one_drain_per_node_and_cancel(client, admin, seed_nodes, enqueued_task_ids, clean_tables):
@@ -135,7 +139,9 @@ def test_cancel_refuses_jobs_that_are_not_drains(client, admin, acme, seed_nodes
     cordon_cancel = client.post(f"/admin/v1/jobs/{cordon['job_id']}/cancel", headers=admin)
     missing = client.post(f"/admin/v1/jobs/{uuid.uuid4()}/cancel", headers=admin)
 
-    assert create_cancel.status_code == 404  # not an admin (node) job
+    # Admins see every job (GET answers 200), so a job they may not cancel is a conflict, not "not found".
+    assert create_cancel.status_code == 409
+    assert error_code(create_cancel) == "job_not_cancellable"
     assert cordon_cancel.status_code == 409
     assert error_code(cordon_cancel) == "job_not_cancellable"
     assert missing.status_code == 404

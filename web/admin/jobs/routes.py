@@ -9,6 +9,7 @@ from flask.views import MethodView
 from web.admin.common import admin_blueprint
 from web.admin.jobs.schemas import AdminJobSchema
 from web.database import request_session
+from web.extensions import takes_no_body
 from workers import drain, queries
 
 blp = admin_blueprint("AdminJobs", __name__, "/jobs", "Jobs of every tenant and node jobs; cancel a drain")
@@ -28,6 +29,7 @@ class AdminJobCancel(MethodView):
     @blp.response(202, AdminJobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
+    @takes_no_body
     def post(self, job_id: uuid.UUID):
         """Cancel a drain: it stops at its next step, withdraws its surges and leaves the node cordoned"""
         session = request_session()

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from web.extensions import Schema
-
-MAX_REPLICAS = 1000
+from web.extensions import Schema, StrictInteger
+from workers.requests import MAX_REPLICAS
 
 
 class ModelScaleRequestSchema(Schema):
-    replicas = ma.fields.Integer(required=True, validate=ma.validate.Range(min=0, max=MAX_REPLICAS))
+    replicas = StrictInteger(required=True, validate=ma.validate.Range(min=0, max=MAX_REPLICAS))
     deployment_id = ma.fields.UUID(
         load_default=None,
         allow_none=True,

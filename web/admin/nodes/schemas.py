@@ -6,7 +6,7 @@ import marshmallow as ma
 
 from models import NODE_READY_STATUSES
 from web.admin.schemas import AdminPageArgsSchema, AdminPageSchema
-from web.extensions import Schema
+from web.extensions import Schema, StrictBoolean, StrictInteger
 from workers.drain import DEFAULT_TIMEOUT_SECONDS, MAX_TIMEOUT_SECONDS
 
 
@@ -80,26 +80,26 @@ class NodePageSchema(AdminPageSchema):
 
 
 class DrainRequestSchema(Schema):
-    force = ma.fields.Boolean(load_default=False, metadata={"description": "also evict pods without a controller"})
-    delete_emptydir_data = ma.fields.Boolean(
+    force = StrictBoolean(load_default=False, metadata={"description": "also evict pods without a controller"})
+    delete_emptydir_data = StrictBoolean(
         load_default=False, metadata={"description": "also evict foreign pods using emptyDir (their data is lost)"}
     )
-    allow_capacity_loss = ma.fields.Boolean(
+    allow_capacity_loss = StrictBoolean(
         load_default=False,
         metadata={"description": "drain even when replacements do not fit elsewhere (those replicas are lost)"},
     )
-    timeout_seconds = ma.fields.Integer(
+    timeout_seconds = StrictInteger(
         load_default=DEFAULT_TIMEOUT_SECONDS,
         validate=ma.validate.Range(min=1, max=MAX_TIMEOUT_SECONDS),
         metadata={"description": "give up (FAILED, surges withdrawn, node cordoned) after this long"},
     )
-    grace_period_seconds = ma.fields.Integer(
+    grace_period_seconds = StrictInteger(
         load_default=None,
         allow_none=True,
         validate=ma.validate.Range(min=0, max=3600),
         metadata={"description": "override the pods' termination grace period"},
     )
-    dry_run = ma.fields.Boolean(load_default=False, metadata={"description": "report the impact, change nothing"})
+    dry_run = StrictBoolean(load_default=False, metadata={"description": "report the impact, change nothing"})
     reason = ma.fields.String(load_default=None, allow_none=True, validate=ma.validate.Length(max=1000))
 
 

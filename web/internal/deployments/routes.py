@@ -17,6 +17,7 @@ from models.db import get_engine
 from web.auth import requested_by
 from web.database import read_session, request_session
 from web.errors import ApiError
+from web.extensions import takes_no_body
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
 from web.internal.common import internal_blueprint
 from web.internal.deployments.schemas import (
@@ -154,6 +155,7 @@ class DeploymentRestart(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     @blp.doc(**_CHANGE_RESPONSES)
+    @takes_no_body
     def post(self, deployment_id: uuid.UUID):
         """Restart a deployment's pods, one at a time (never all replicas down at once)
 

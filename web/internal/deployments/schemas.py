@@ -14,8 +14,9 @@ import marshmallow as ma
 from marshmallow import validate
 
 from models import DeploymentStatus
-from web.extensions import Schema
+from web.extensions import Schema, StrictBoolean, StrictInteger
 from workers.domain import InvalidRequestError
+from workers.requests import MAX_REPLICAS
 from workers.vllm_args import validate_vllm_args
 
 # Hugging Face repo ids: "name" or "org/name"; each part starts and ends with an alphanumeric, may hold
@@ -29,29 +30,9 @@ NAME_MAX_LENGTH = 40
 # A Kubernetes label value (the GPU product label, e.g. "nvidia-l40s" or "NVIDIA-A100-SXM4-80GB").
 LABEL_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?\Z")
 GPUS_PER_REPLICA_CHOICES = (1, 2, 4, 8)
-MAX_REPLICAS = 64
 MAX_MODEL_LEN = 1_048_576
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
 AUTOSCALING_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
-
-
-class StrictInteger(ma.fields.Integer):
-    """An integer that must be a JSON number: no "2", no 2.5, no true (bool is an int in Python)."""
-
-    def __init__(self, **kwargs: Any) -> None:
-        super().__init__(strict=True, **kwargs)
-
-    def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, bool):
-            raise self.make_error("invalid")
-        return super()._deserialize(value, attr, data, **kwargs)
-
-
-class StrictBoolean(ma.fields.Boolean):
-    """Only JSON true/false: marshmallow would also accept "yes", 1, "on"."""
-
-    truthy = {True}
-    falsy = {False}
 
 
 def _check_model_id(value: str) -> None:

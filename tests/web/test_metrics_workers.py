@@ -1,0 +1,94 @@
+"""``/metrics`` under gunicorn's several worker processes: the counts of every worker, added up."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import re
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPOSITORY = Path(__file__).resolve().parents[2]
+HEALTH_SERVED = re.compile(r'^http_requests_total\{endpoint="/health",method="GET",status="200"\} (\S+)$', re.M)
+
+
+def _free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def _get(port: int, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request("GET", path, headers={"Connection": "close"})
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+@pytest.fixture
+def api_port(database_url: str, tmp_path: Path) -> Iterator[int]:
+    """The API behind gunicorn with two sync workers (one request at a time each) and the service's config."""
+    port = _free_port()
+    metrics_directory = tmp_path / "metrics"
+    metrics_directory.mkdir()
+    (metrics_directory / "counter_1.db").write_bytes(b"left by an earlier run")
+    env = dict(
+        os.environ,
+        DATABASE_URL=database_url,
+        JWT_SECRET=secrets.token_hex(32),
+        PROMETHEUS_MULTIPROC_DIR=str(metrics_directory),
+    )
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "web.wsgi:app", "--config", "python:web.gunicorn_config",
+         "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
+        cwd=REPOSITORY, env=env, start_new_session=True,
+    )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                if _get(port, "/health")[0] == 200:
+                    break
+            except OSError:
+                pass
+            assert time.monotonic() < deadline, "gunicorn did not answer /health"
+            time.sleep(0.1)
+        yield port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _health_served(port: int) -> float:
+    status, body = _get(port, "/metrics")
+    assert status == 200
+    found = HEALTH_SERVED.search(body)
+    return float(found.group(1)) if found else 0.0
+
+
+def test_every_scrape_counts_the_requests_of_every_worker(api_port):
+    before = _health_served(api_port)
+    # One worker is held by a request whose headers never end, so the next ones are all served by the other.
+    held = socket.create_connection(("127.0.0.1", api_port))
+    held.sendall(b"GET /health HTTP/1.1\r\nHost: localhost\r\n")
+    served_by_the_other = 12
+    for _ in range(served_by_the_other):
+        assert _get(api_port, "/health")[0] == 200
+    held.sendall(b"Connection: close\r\n\r\n")
+    assert held.recv(65536).startswith(b"HTTP/1.1 200")
+    held.close()
+
+    # Each scrape is answered by whichever worker is free: all of them read the same sum.
+    scrapes = [_health_served(api_port) - before for _ in range(8)]
+
+    assert scrapes == [served_by_the_other + 1] * 8
