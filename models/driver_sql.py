@@ -54,6 +54,9 @@ class DriverStatement:
         if self._compiled is None:
             compiled = cast(SQLCompiler, self._build().compile(dialect=_DIALECT))
             given = {name for bind, name in compiled.bind_names.items() if bind.required}
+            if any(bind.expanding and bind.required for bind in compiled.bind_names):
+                # The SQL is rendered once: a list whose length changes per call must be one array parameter.
+                raise TypeError("a DriverStatement takes no expanding IN parameter: compare with = ANY(array)")
             # Expanding parameters (constant IN lists) are rendered into the SQL once, with their values.
             expanded = compiled.construct_expanded_state(dict.fromkeys(given))
             processors: dict[str, Callable[[Any], Any]] = {}

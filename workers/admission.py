@@ -373,7 +373,7 @@ def decide(
     if placement.shortfall is not None:
         raise AdmissionError(
             "insufficient_gpu",
-            f"{replicas} replica(s) x {gpus_per_replica} {gpu_type} GPU(s) do not fit: "
+            f"{replicas} new replica(s) x {gpus_per_replica} {gpu_type} GPU(s) do not fit: "
             f"{capacity.free_total(gpu_type)} free, largest block {capacity.largest_block(gpu_type)} on one node",
             insufficient_details(capacity, gpu_type, gpus_per_replica, replicas),
         )

@@ -75,7 +75,11 @@ class DeploymentLike(Protocol):
 
 def selector_labels(deployment: DeploymentLike) -> dict[str, str]:
     """The immutable Deployment/PDB selector and Service selector: ours, vLLM, this instance."""
-    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: NAME_VALUE, INSTANCE_LABEL: deployment.k8s_name}
+    return _selector_labels(deployment.k8s_name)
+
+
+def _selector_labels(k8s_name: str) -> dict[str, str]:
+    return {MANAGED_BY_LABEL: MANAGED_BY_VALUE, NAME_LABEL: NAME_VALUE, INSTANCE_LABEL: k8s_name}
 
 
 def common_labels(deployment: DeploymentLike) -> dict[str, str]:
@@ -86,9 +90,9 @@ def common_labels(deployment: DeploymentLike) -> dict[str, str]:
     }
 
 
-def label_selector(deployment: DeploymentLike) -> str:
-    """``selector_labels`` as a list-call ``labelSelector`` string."""
-    return ",".join(f"{key}={value}" for key, value in sorted(selector_labels(deployment).items()))
+def label_selector(k8s_name: str) -> str:
+    """``selector_labels`` of the deployment named ``k8s_name`` as a list-call ``labelSelector`` string."""
+    return ",".join(f"{key}={value}" for key, value in sorted(_selector_labels(k8s_name).items()))
 
 
 def endpoint_url(deployment: DeploymentLike) -> str:

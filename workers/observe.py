@@ -22,7 +22,6 @@ import re
 import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import (
@@ -32,6 +31,7 @@ from sqlalchemy import (
     String,
     Text,
     Uuid,
+    all_,
     bindparam,
     column,
     exists,
@@ -40,10 +40,11 @@ from sqlalchemy import (
     select,
     update,
 )
-from sqlalchemy.dialects.postgresql import JSONB, insert
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
 from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation, TargetKind
 from models.db import autocommit_session, session_scope
+from models.driver_sql import DriverStatement
 from workers import admission, diagnosis
 from workers.diagnosis import pod_gpus
 from workers.k8s import get_clients
@@ -265,27 +266,41 @@ class _Observed:
     poll_delay: float
 
 
+def _observation_read() -> Any:
+    return select(
+        Deployment.tenant_id,
+        Deployment.k8s_name,
+        Deployment.k8s_namespace,
+        Deployment.status,
+        Deployment.replicas_desired,
+        Deployment.active_job_id,
+        _latest_change_started(),
+        func.now(),
+    ).where(Deployment.id == bindparam("deployment_id", type_=Uuid))
+
+
+_OBSERVATION_READ = DriverStatement(_observation_read)
+
+
 def _read_for_observation(deployment_uuid: uuid.UUID) -> _Observed | None:
     """ONE read: the deployment, plus what the next poll's delay needs (latest change, database clock)."""
     with autocommit_session() as session:
-        row = session.execute(
-            select(Deployment, _latest_change_started(), func.now()).where(Deployment.id == deployment_uuid)
-        ).first()
-        if row is None:
-            return None
-        deployment, change_started, now = row
-        if deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
-            return None
-        return _Observed(
-            poll_delay=_delay_since(change_started, now),
-            tenant_id=deployment.tenant_id,
-            name=deployment.k8s_name,
-            namespace=deployment.k8s_namespace,
-            selector=label_selector(deployment),
-            status=DeploymentStatus(deployment.status),
-            desired=deployment.replicas_desired,
-            busy=deployment.active_job_id is not None,
-        )
+        row = _OBSERVATION_READ.execute(session, {"deployment_id": deployment_uuid}).fetchone()
+    if row is None:
+        return None
+    tenant_id, k8s_name, namespace, status, desired, active_job_id, change_started, now = row
+    if status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
+        return None
+    return _Observed(
+        poll_delay=_delay_since(change_started, now),
+        tenant_id=tenant_id,
+        name=k8s_name,
+        namespace=namespace,
+        selector=label_selector(k8s_name),
+        status=DeploymentStatus(status),
+        desired=desired,
+        busy=active_job_id is not None,
+    )
 
 
 def observe_deployment(deployment_id: uuid.UUID | str) -> float | None:
@@ -364,8 +379,8 @@ def _record_guarded(deployment_uuid: uuid.UUID, observed: _Observed, verdict: Ve
         "live_pod_uids": [pod.uid for pod in verdict.pods] or [""],
     }
     with autocommit_session() as session:
-        matched = session.execute(_guarded_observation_statement(), parameters).scalar_one()
-    if matched:
+        row = _GUARDED_OBSERVATION.execute(session, parameters).fetchone()
+    if row is not None and row[0]:
         return None
     return _changed_meanwhile(deployment_uuid)
 
@@ -396,9 +411,8 @@ def _pod_row(pod: PodView) -> dict[str, Any]:
     }
 
 
-@cache
 def _guarded_observation_statement() -> Any:
-    """The statement of :func:`_record_guarded`, built once (its values are all bind parameters): a CTE'd
+    """The statement of :func:`_record_guarded`, compiled once as ``_GUARDED_OBSERVATION``: a CTE'd
     guarded UPDATE of the deployment, the pods upsert and the vanished-pods UPDATE, both conditional on
     the guard having matched; it returns how many deployment rows the guard matched (0 or 1)."""
     observed_deployment = (
@@ -424,7 +438,7 @@ def _guarded_observation_statement() -> Any:
         .where(
             PodAllocation.deployment_id == bindparam("observed_id", type_=Uuid),
             PodAllocation.terminated_at.is_(None),
-            PodAllocation.pod_uid.not_in(bindparam("live_pod_uids", expanding=True)),
+            PodAllocation.pod_uid != all_(bindparam("live_pod_uids", type_=ARRAY(String))),
             written,
         )
         .values(terminated_at=bindparam("pods_observed_at", type_=DateTime(timezone=True)))
@@ -436,6 +450,9 @@ def _guarded_observation_statement() -> Any:
         .add_cte(_upsert_pods(written))
         .add_cte(vanished_pods)
     )
+
+
+_GUARDED_OBSERVATION = DriverStatement(_guarded_observation_statement)
 
 
 def _record_end_of_restart(

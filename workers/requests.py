@@ -541,6 +541,11 @@ def request_restart(
             f"a deployment can be restarted only when RUNNING or DEGRADED, not {deployment.status}",
             {"status": str(deployment.status)},
         )
+    if deployment.replicas_desired == 0:
+        raise ConflictError(
+            "nothing_to_restart", "the deployment is scaled to 0 replicas: there are no pods to restart",
+            {"replicas": 0},
+        )
     surge = deployment.replicas_desired == 1
     job = request.job(deployment, JobType.DEPLOYMENT_RESTART, {"surge": surge})
     _claim(session, deployment, job)

@@ -114,3 +114,10 @@ def test_a_pipeline_runs_its_statements_in_order_and_raises_their_errors(db_sess
 
     with pytest.raises(ProgrammingError):
         failing_pipeline()
+
+
+def test_a_list_that_changes_length_per_call_must_be_an_array_parameter(db_session):
+    statement = DriverStatement(lambda: select(Job.id).where(Job.id.in_(bindparam("ids", expanding=True))))
+
+    with pytest.raises(TypeError, match="ANY"):
+        statement.execute(db_session, {"ids": [uuid.uuid4()]})

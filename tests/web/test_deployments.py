@@ -237,6 +237,20 @@ def test_restart_and_delete_answer_202_once_the_deployment_is_free(client, acme,
     assert client.get(f"{base}/status", headers=acme).get_json()["status"] == "DELETING"
 
 
+def test_a_deployment_scaled_to_zero_has_nothing_to_restart(client, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    submitted = client.post(CREATE, json=create_body(name="idle"), headers=acme).get_json()
+    settle(clean_tables, submitted["job_id"])
+    with Session(clean_tables) as session:
+        session.get(Deployment, uuid.UUID(submitted["deployment_id"])).replicas_desired = 0
+        session.commit()
+
+    restart = client.post(f"/internal/deployments/{submitted['deployment_id']}/restart", headers=acme)
+
+    assert restart.status_code == 409
+    assert error_code(restart) == "nothing_to_restart"
+
+
 def test_unknown_ids_are_404(client, acme):
     missing = uuid.uuid4()
 

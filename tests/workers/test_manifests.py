@@ -94,7 +94,7 @@ def test_service_and_pdb():
     pdb = build_pod_disruption_budget(row)
     assert pdb["spec"]["maxUnavailable"] == 1
     assert pdb["spec"]["selector"]["matchLabels"] == service["spec"]["selector"]
-    assert label_selector(row) == (
+    assert label_selector(row.k8s_name) == (
         "app.kubernetes.io/instance=llama-acme,app.kubernetes.io/managed-by=orchestration,app.kubernetes.io/name=vllm"
     )
 
