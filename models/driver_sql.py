@@ -54,6 +54,9 @@ class DriverStatement:
         if self._compiled is None:
             compiled = cast(SQLCompiler, self._build().compile(dialect=_DIALECT))
             given = {name for bind, name in compiled.bind_names.items() if bind.required}
+            if compiled.insert_prefetch or compiled.update_prefetch:
+                # SQLAlchemy computes those values per execution, which this path does not do.
+                raise TypeError("a DriverStatement does not apply Python-side column defaults: give those values")
             if any(bind.expanding and bind.required for bind in compiled.bind_names):
                 # The SQL is rendered once: a list whose length changes per call must be one array parameter.
                 raise TypeError("a DriverStatement takes no expanding IN parameter: compare with = ANY(array)")
@@ -111,13 +114,24 @@ def sqlalchemy_errors(connection: Connection | Session) -> Iterator[tuple[Connec
     if isinstance(connection, Session):
         connection.flush()
         connection = connection.connection()
+    elif not connection.in_transaction():
+        # What SQLAlchemy's own execute does ("commit as you go"): otherwise the statement would run in psycopg's
+        # implicit transaction, which connection.commit() knows nothing of (on an AUTOCOMMIT connection this
+        # sends nothing: each statement still commits at once).
+        connection.begin()
     driver = cast(psycopg.Connection[Any], connection.connection.driver_connection)
     try:
         yield connection, driver
     except psycopg.Error as error:
-        if driver.closed or connection.dialect.is_disconnect(cast(Any, error), cast(Any, driver), None):
+        lost = driver.closed or connection.dialect.is_disconnect(cast(Any, error), cast(Any, driver), None)
+        if lost:
             connection.invalidate(error)
-        raise DBAPIError.instance(None, None, error, psycopg.Error) from error
+        raise DBAPIError.instance(None, None, error, psycopg.Error, connection_invalidated=lost) from error
+    except BaseException as error:
+        if not isinstance(error, Exception):
+            # Interrupted mid-statement (KeyboardInterrupt, SystemExit): the connection's state is unknown.
+            connection.invalidate(error)
+        raise
 
 
 @contextmanager

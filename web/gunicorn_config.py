@@ -3,8 +3,11 @@
 Several worker processes each count their own requests, so a scrape of ``/metrics`` would read whichever
 worker answered, and Prometheus would see its counters jump back and forth. prometheus-client's multiprocess
 mode adds them up: every worker writes its metrics to files in ``PROMETHEUS_MULTIPROC_DIR`` and ``/metrics``
-reads them all (``web.observability``). The directory is prepared here, in the master, before any worker starts
-(the mode is chosen when a process first imports prometheus-client): the one configured, or a new temporary one.
+reads them all (``web.observability``).
+
+The mode is chosen when a process first imports prometheus-client, so the directory is prepared when gunicorn
+reads this file: before it loads the app, even with ``--preload``. It is the one configured (its metric files
+from an earlier run removed, since they would be summed in), or a new temporary one, removed when gunicorn exits.
 """
 
 from __future__ import annotations
@@ -18,23 +21,22 @@ from typing import Any
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
-_created_directory: list[str] = []  # the temporary directory made by this master, removed when it exits
-
-
-def on_starting(_server: Any) -> None:
-    """Point the workers at an empty metrics directory: files left by an earlier run would be summed in."""
+def _prepare_metrics_directory() -> str | None:
+    """Returns the temporary directory made for this gunicorn, if it made one."""
     configured = os.environ.get(MULTIPROC_DIR_VARIABLE)
     if not configured:
-        _created_directory.append(tempfile.mkdtemp(prefix="orchestration-metrics-"))
-        os.environ[MULTIPROC_DIR_VARIABLE] = _created_directory[0]
-        return
+        created = tempfile.mkdtemp(prefix="orchestration-metrics-")
+        os.environ[MULTIPROC_DIR_VARIABLE] = created
+        return created
     directory = Path(configured)
     directory.mkdir(parents=True, exist_ok=True)
-    for leftover in directory.iterdir():
-        if leftover.is_dir():
-            shutil.rmtree(leftover)
-        else:
-            leftover.unlink()
+    # Only prometheus-client's own files ("counter_<pid>.db", ...): the directory may hold other things.
+    for leftover in directory.glob("*.db"):
+        leftover.unlink(missing_ok=True)
+    return None
+
+
+_created_directory = _prepare_metrics_directory()
 
 
 def child_exit(_server: Any, worker: Any) -> None:
@@ -45,5 +47,5 @@ def child_exit(_server: Any, worker: Any) -> None:
 
 
 def on_exit(_server: Any) -> None:
-    for directory in _created_directory:
-        shutil.rmtree(directory, ignore_errors=True)
+    if _created_directory is not None:
+        shutil.rmtree(_created_directory, ignore_errors=True)

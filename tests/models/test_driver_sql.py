@@ -70,15 +70,10 @@ def test_sqlalchemy_listeners_see_each_statement(db_session):
 
 def test_errors_are_raised_as_sqlalchemys(db_session):
     job = make_job(db_session)
-    duplicate = DriverStatement(
-        lambda: insert(Job).values(
-            id=bindparam("id"), type=JobType.DEPLOYMENT_CREATE, requested_by="svc", target_kind=TargetKind.DEPLOYMENT,
-            target_id="x", celery_task_id="t", params={}, progress={},
-        )
-    )  # fmt: skip
+    duplicate = _insert_job(state=JobState.PENDING, attempts=0, max_attempts=5, cancel_requested=False)
 
-    with pytest.raises(IntegrityError):
-        duplicate.execute(db_session, {"id": job.id})
+    with pytest.raises(IntegrityError, match="duplicate key"):
+        duplicate.execute(db_session, {"id": job.id, "task_id": "t"})
 
 
 def test_a_lost_connection_is_an_operational_error_and_never_pooled_again(db_engine):
@@ -121,3 +116,32 @@ def test_a_list_that_changes_length_per_call_must_be_an_array_parameter(db_sessi
 
     with pytest.raises(TypeError, match="ANY"):
         statement.execute(db_session, {"ids": [uuid.uuid4()]})
+
+
+def _insert_job(**defaults_given: object) -> DriverStatement:
+    return DriverStatement(
+        lambda: insert(Job).values(
+            id=bindparam("id"), type=JobType.DEPLOYMENT_CREATE, requested_by="svc", target_kind=TargetKind.DEPLOYMENT,
+            target_id="x", celery_task_id=bindparam("task_id"), params={}, progress={}, **defaults_given,
+        )
+    )  # fmt: skip
+
+
+def test_python_side_column_defaults_must_be_given(db_session):
+    # SQLAlchemy computes them per execution (state PENDING, attempts 0, ...); this path would write NULLs.
+    with pytest.raises(TypeError, match="Python-side column defaults"):
+        _insert_job().execute(db_session, {"id": uuid.uuid4(), "task_id": "t"})
+
+
+def test_on_a_plain_connection_the_write_is_in_sqlalchemys_transaction(db_engine):
+    job_id = uuid.uuid4()
+    insert_job = _insert_job(state=JobState.PENDING, attempts=0, max_attempts=5, cancel_requested=False)
+    try:
+        with db_engine.connect() as connection:
+            insert_job.execute(connection, {"id": job_id, "task_id": str(job_id)})
+            connection.commit()
+        with db_engine.connect() as connection:
+            assert connection.execute(select(Job.id).where(Job.id == job_id)).scalar() == job_id
+    finally:
+        with db_engine.begin() as connection:
+            connection.execute(Job.__table__.delete().where(Job.id == job_id))

@@ -9,6 +9,7 @@ import secrets
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -35,22 +36,31 @@ def _get(port: int, path: str) -> tuple[int, str]:
         connection.close()
 
 
-@pytest.fixture
-def api_port(database_url: str, tmp_path: Path) -> Iterator[int]:
-    """The API behind gunicorn with two sync workers (one request at a time each) and the service's config."""
+def _metrics_directories() -> set[Path]:
+    return set(Path(tempfile.gettempdir()).glob("orchestration-metrics-*"))
+
+
+@pytest.fixture(params=["configured directory", "temporary directory, app preloaded"])
+def api_port(request, database_url: str, tmp_path: Path) -> Iterator[int]:
+    """The API behind gunicorn with two sync workers (one request at a time each) and the service's config:
+    with PROMETHEUS_MULTIPROC_DIR set (holding a stale metrics file and a file of someone else's), or unset
+    with the app loaded before the workers fork (``--preload``)."""
     port = _free_port()
+    env = dict(os.environ, DATABASE_URL=database_url, JWT_SECRET=secrets.token_hex(32))
+    env.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    extra_arguments: list[str] = []
     metrics_directory = tmp_path / "metrics"
-    metrics_directory.mkdir()
-    (metrics_directory / "counter_1.db").write_bytes(b"left by an earlier run")
-    env = dict(
-        os.environ,
-        DATABASE_URL=database_url,
-        JWT_SECRET=secrets.token_hex(32),
-        PROMETHEUS_MULTIPROC_DIR=str(metrics_directory),
-    )
+    if request.param == "configured directory":
+        metrics_directory.mkdir()
+        (metrics_directory / "counter_1.db").write_bytes(b"left by an earlier run")
+        (metrics_directory / "notes.txt").write_text("not ours")
+        env["PROMETHEUS_MULTIPROC_DIR"] = str(metrics_directory)
+    else:
+        extra_arguments.append("--preload")
+    directories_before = _metrics_directories()
     server = subprocess.Popen(
         [sys.executable, "-m", "gunicorn", "web.wsgi:app", "--config", "python:web.gunicorn_config",
-         "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning"],
+         "--workers", "2", "--bind", f"127.0.0.1:{port}", "--log-level", "warning", *extra_arguments],
         cwd=REPOSITORY, env=env, start_new_session=True,
     )  # fmt: skip
     try:
@@ -67,6 +77,10 @@ def api_port(database_url: str, tmp_path: Path) -> Iterator[int]:
     finally:
         server.terminate()
         server.wait(timeout=30)
+    if request.param == "configured directory":
+        assert (metrics_directory / "notes.txt").read_text() == "not ours"
+    else:
+        assert _metrics_directories() == directories_before  # the temporary directory went with gunicorn
 
 
 def _health_served(port: int) -> float:
