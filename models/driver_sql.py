@@ -67,7 +67,7 @@ class DriverStatement:
                 process = bind.type.dialect_impl(_DIALECT).bind_processor(_DIALECT)
                 if process is not None:
                     processors[name] = process
-            processors.update(cast(dict[str, Callable[[Any], Any]], expanded.processors))  # the expanded lists'
+            processors.update(cast(dict[str, Callable[[Any], Any]], expanded.processors))  # the expanded lists
             constants = {
                 name: processors[name](value) if name in processors else value
                 for name, value in expanded.parameters.items()
@@ -95,7 +95,7 @@ class DriverStatement:
             cursor = connection.cursor()
             cursor.execute(compiled.sql, values)
             return cursor
-        with sqlalchemy_errors(connection) as (sqlalchemy_connection, driver):
+        with _sqlalchemy_errors(connection) as (sqlalchemy_connection, driver):
             cursor = driver.cursor()
             for listener in sqlalchemy_connection.dispatch.before_cursor_execute:
                 listener(sqlalchemy_connection, cursor, compiled.sql, values, None, False)
@@ -106,7 +106,7 @@ class DriverStatement:
 
 
 @contextmanager
-def sqlalchemy_errors(connection: Connection | Session) -> Iterator[tuple[Connection, psycopg.Connection[Any]]]:
+def _sqlalchemy_errors(connection: Connection | Session) -> Iterator[tuple[Connection, psycopg.Connection[Any]]]:
     """The SQLAlchemy connection (a session's, in its transaction) and the psycopg connection under it, with
     psycopg's errors raised as SQLAlchemy's; a connection the error shows to be dead is invalidated, so the
     pool never hands it out again. A session's pending changes are flushed first, as the session would before
@@ -138,5 +138,5 @@ def sqlalchemy_errors(connection: Connection | Session) -> Iterator[tuple[Connec
 def pipeline(connection: Connection | Session) -> Iterator[None]:
     """Queue the statements executed inside the block and send them together at the first fetch (or at the
     end): Postgres runs them one after the other, each with its own snapshot, for one round trip."""
-    with sqlalchemy_errors(connection) as (_, driver), driver.pipeline():
+    with _sqlalchemy_errors(connection) as (_, driver), driver.pipeline():
         yield

@@ -26,6 +26,10 @@ SYMMETRIC_ALGORITHMS = frozenset({"HS256", "HS384", "HS512"})
 ASYMMETRIC_ALGORITHMS = frozenset({"RS256", "RS384", "RS512", "ES256", "ES384", "ES512", "PS256", "PS384", "PS512"})
 REQUIRED_CLAIMS = ["exp", "aud", "iss", "sub"]
 # A signed token is trusted, but a malformed or huge one is refused before any parsing work.
+# The scopes the API's areas require: INTERNAL_SCOPE for /internal, ADMIN_SCOPE for /admin/v1.
+INTERNAL_SCOPE = "internal"
+ADMIN_SCOPE = "admin"
+KNOWN_SCOPES = (INTERNAL_SCOPE, ADMIN_SCOPE)
 MAX_TOKEN_LENGTH = 8192
 # RFC 7518 §3.2: an HS256 key must be at least as long as the hash output.
 MIN_HMAC_SECRET_BYTES = 32

@@ -76,13 +76,16 @@ def _has_body() -> bool:
     return bool(request.content_length) or "chunked" in request.headers.get("Transfer-Encoding", "").lower()
 
 
+def not_json_error() -> errors.ApiError:
+    message = "Send the body as JSON with 'Content-Type: application/json'."
+    return errors.ApiError(415, "unsupported_media_type", message)
+
+
 def require_json_if_any_body() -> None:
     """A request body that is not declared as JSON is refused (415) instead of being read as an empty object,
     which would drop what it says (a cordon's reason) or report its fields as missing."""
     if request.method in _BODY_METHODS and _has_body() and not request.is_json:
-        raise errors.ApiError(
-            415, "unsupported_media_type", "Send the body as JSON with 'Content-Type: application/json'."
-        )
+        raise not_json_error()
 
 
 def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:

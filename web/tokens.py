@@ -17,10 +17,8 @@ from typing import Any
 import jwt
 
 from settings import Settings, get_settings
+from web.auth import KNOWN_SCOPES
 from web.tenancy import TENANT_ID_PATTERN
-
-# The scopes the API's areas require: "internal" for /internal, "admin" for /admin/v1 (web.internal, web.admin).
-KNOWN_SCOPES = ("internal", "admin")
 
 
 def mint_token(

@@ -184,14 +184,12 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
     in a pipeline, Postgres still runs them one after the other, so the read's snapshot is taken once the lock
     is granted and includes every reservation committed before."""
     parameters = {"state_tenant_id": tenant_id, "state_name": name}
-    locked = _holds_lock(session)
-    if locked:
+    if _holds_lock(session):
         row = _ADMISSION_STATE.execute(session, parameters).fetchone()
     else:
         with pipeline(session):
             _LOCK.execute(session, {"lock_key": ADMISSION_LOCK_KEY})
             row = _ADMISSION_STATE.execute(session, parameters).fetchone()
-    if not locked:
         session.info[_LOCKED_IN] = _current_transaction(session)
     if row is None:  # one row whatever the tables hold: every column is a scalar subquery
         raise RuntimeError("the admission read returned no row")

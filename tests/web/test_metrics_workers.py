@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import os
 import re
@@ -66,11 +67,9 @@ def api_port(request, database_url: str, tmp_path: Path) -> Iterator[int]:
     try:
         deadline = time.monotonic() + 60
         while True:
-            try:
+            with contextlib.suppress(OSError):  # not listening yet
                 if _get(port, "/health")[0] == 200:
                     break
-            except OSError:
-                pass
             assert time.monotonic() < deadline, "gunicorn did not answer /health"
             time.sleep(0.1)
         yield port

@@ -7,13 +7,14 @@ from typing import Any
 from flask import url_for
 
 from models import Job, JobState
+from web.auth import ADMIN_SCOPE
 from web.extensions import area_blueprint_factory
 from web.submission import accepted, commit_and_enqueue
 from workers.node_ops import NodeJobSubmitted
 from workers.requests import Submitted
 
 # Blueprints under /admin/v1 that need the ``admin`` scope and act across tenants.
-admin_blueprint = area_blueprint_factory("/admin/v1", "admin", tenant_scoped=False)
+admin_blueprint = area_blueprint_factory("/admin/v1", ADMIN_SCOPE, tenant_scoped=False)
 
 
 def accepted_job(job: Job, *, replayed: bool, **extra: Any) -> tuple[dict[str, Any], int, dict[str, str]]:

@@ -16,8 +16,7 @@ from flask.views import MethodView
 from models.db import get_engine
 from web.auth import requested_by
 from web.database import read_session, request_session
-from web.errors import ApiError
-from web.extensions import takes_no_body
+from web.extensions import not_json_error, takes_no_body
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
 from web.internal.common import internal_blueprint
 from web.internal.deployments.schemas import (
@@ -41,13 +40,9 @@ LOCATION_HEADER = {"Location": {"description": "URL of the job to poll", "schema
 
 @blp.before_request
 def require_json_body() -> None:
-    """A body that is not declared as JSON is refused (415) instead of being read as an empty object."""
+    """A create needs a body: none at all is the same 415 as one that is not JSON (see web.extensions)."""
     if request.method == "POST" and request.endpoint == "Deployments.DeploymentCreate" and not request.is_json:
-        raise ApiError(
-            415,
-            "unsupported_media_type",
-            "Send the body as JSON with 'Content-Type: application/json'.",
-        )
+        raise not_json_error()
 
 
 def _spec_from_body(body: dict[str, Any]) -> CreateDeploymentSpec:
