@@ -151,7 +151,11 @@ def parse_label_selector(selector: str | None) -> list[Requirement]:
 
 
 def label_predicate(selector: str | None) -> Predicate | None:
-    requirements = parse_label_selector(selector)
+    return requirements_predicate(parse_label_selector(selector))
+
+
+def requirements_predicate(requirements: list[Requirement]) -> Predicate | None:
+    """The predicate of parsed requirements (None for none: everything matches)."""
     if not requirements:
         return None
 
@@ -160,6 +164,11 @@ def label_predicate(selector: str | None) -> Predicate | None:
         return all(r.matches(labels) for r in requirements)
 
     return predicate
+
+
+def required_labels(requirements: list[Requirement]) -> dict[str, str]:
+    """The labels every match carries: one per `a=b` (or single-valued `a in (b)`) requirement."""
+    return {r.key: r.values[0] for r in requirements if r.operator in ("=", "in") and len(r.values) == 1}
 
 
 def match_label_selector_object(selector: dict[str, Any] | None, labels: dict[str, str]) -> bool:

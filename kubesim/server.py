@@ -401,13 +401,19 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             raise errors.method_not_allowed()
 
     def _predicate(self, rtype: ResourceType) -> tuple[Callable[[Obj], bool] | None, str | None]:
-        labels = selectors.label_predicate(self.query.get("labelSelector"))
+        predicate, node_name, _ = self._selection(rtype)
+        return predicate, node_name
+
+    def _selection(self, rtype: ResourceType) -> tuple[Callable[[Obj], bool] | None, str | None, dict[str, str]]:
+        """The selectors' predicate, the node a fieldSelector names, and the labels every match carries."""
+        requirements = selectors.parse_label_selector(self.query.get("labelSelector"))
         fields = selectors.parse_field_selector(self.query.get("fieldSelector"), rtype)
-        return selectors.combine(labels, fields.predicate), fields.node_name
+        predicate = selectors.combine(selectors.requirements_predicate(requirements), fields.predicate)
+        return predicate, fields.node_name, selectors.required_labels(requirements)
 
     def _list(self, rtype: ResourceType, namespace: str | None) -> None:
         store = self.server.sim.store
-        predicate, node_name = self._predicate(rtype)
+        predicate, node_name, required_labels = self._selection(rtype)
         limit_text = self.query.get("limit")
         try:
             limit = int(limit_text) if limit_text else 0
@@ -420,7 +426,7 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             if token_rev < store.oldest_available_revision:
                 raise errors.ApiError(410, "Expired", CONTINUE_TOO_OLD)
         page = store.list_page(rtype.plural, namespace or None, predicate, node_name=node_name,
-                               start_after=start_after, limit=max(limit, 0))
+                               start_after=start_after, limit=max(limit, 0), pod_labels=required_labels)
         items = page.items
         list_meta: Obj = {"resourceVersion": str(page.revision)}
         if page.more:
@@ -435,10 +441,11 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             return
         self._send(200, self._list_body(rtype, list_meta, items))
         if page.more:
-            self._read_ahead(rtype, namespace, predicate, node_name, _object_key(items[-1]), limit)
+            self._read_ahead(rtype, namespace, predicate, node_name, _object_key(items[-1]), limit, required_labels)
 
     def _read_ahead(self, rtype: ResourceType, namespace: str | None, predicate: Callable[[Obj], bool] | None,
-                    node_name: str | None, last_key: tuple[str, str], limit: int) -> None:
+                    node_name: str | None, last_key: tuple[str, str], limit: int,
+                    required_labels: dict[str, str]) -> None:
         """Encode the next page's items into the cache while the client is still parsing this page.
 
         A paginating client spends as long decoding a page as the server spends encoding one; doing
@@ -450,7 +457,7 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
         # a second response); whatever fails here fails again, and is answered, on the next request.
         with contextlib.suppress(Exception):
             page = store.list_page(rtype.plural, namespace or None, predicate, node_name=node_name,
-                                   start_after=last_key, limit=limit)
+                                   start_after=last_key, limit=limit, pod_labels=required_labels)
             encode = store.encoded.get
             for item in page.items:
                 encode(rtype.plural, item, _encode_list_item)

@@ -150,16 +150,22 @@ class Store:
         node_name: str | None = None,
         start_after: Key | None = None,
         limit: int = 0,
+        pod_labels: dict[str, str] | None = None,
     ) -> ListPage:
         """Up to `limit` (0: all) objects sorted by (namespace, name) whose key sorts after `start_after`.
 
         Costs O(log n + page) without a predicate: the namespace and the continue key are bisections
         of the sorted key index, and the scan stops once the page (plus one look-ahead match) is full.
+        `pod_labels` (pods of one namespace only) are labels every match carries, from the selector's
+        equality requirements: the scan then reads the smallest of their label-index buckets instead
+        of the whole namespace. `predicate` must still test them; the hint only narrows the candidates.
         """
         with self.lock:
             table = self._objects[plural]
             if node_name is not None and plural == "pods":
                 keys = sorted(self._pods_by_node.get(node_name, ()))
+            elif pod_labels and plural == "pods" and namespace and predicate is not None:
+                keys = self._labelled_pod_keys(namespace, pod_labels)
             else:
                 keys = self._sorted_keys[plural]
             lo, hi = 0, len(keys)
@@ -208,6 +214,17 @@ class Store:
                     smallest = bucket
             table = self._objects["pods"]
             return [table[key] for key in sorted(smallest or ()) if _has_labels(table[key], labels)]
+
+    def _labelled_pod_keys(self, namespace: str, labels: dict[str, str]) -> list[Key]:
+        """Sorted keys of the smallest label-index bucket among `labels` (a superset of the pods carrying all)."""
+        smallest: set[Key] = set()
+        for position, (label, value) in enumerate(_indexable_labels(labels)):
+            bucket = self._pods_by_label.get((namespace, label, value), set())
+            if position == 0 or len(bucket) < len(smallest):
+                smallest = bucket
+            if not smallest:
+                break
+        return sorted(smallest)
 
     def count(self, plural: str) -> int:
         with self.lock:

@@ -6,7 +6,13 @@ from __future__ import annotations
 import random
 
 from kubesim.clock import VirtualClock
-from kubesim.selectors import SelectorIndex, match_label_selector_object
+from kubesim.selectors import (
+    SelectorIndex,
+    match_label_selector_object,
+    parse_label_selector,
+    required_labels,
+    requirements_predicate,
+)
 from kubesim.store import Store
 from tests.kubesim.test_controllers_support import bare_pod, deployment, deployment_ready, is_ready
 
@@ -84,6 +90,49 @@ def test_pods_with_labels_follows_relabels_and_deletes():
         expected = [pod for pod in store.list("pods", namespace)[0]
                     if all((pod["metadata"].get("labels") or {}).get(k) == v for k, v in wanted.items())]
         assert store.pods_with_labels(namespace, wanted) == expected
+
+
+def _random_selector_text(rng: random.Random) -> str:
+    """A labelSelector query string mixing equality (which the label index serves) with the other operators."""
+    parts = []
+    for key in rng.sample(LABEL_KEYS, rng.randint(1, 3)):
+        shape = rng.randrange(6)
+        value = rng.choice(LABEL_VALUES)
+        parts.append([f"{key}={value}", f"{key}=={value}", f"{key} in ({value})", f"{key}!={value}",
+                      f"{key} in (a,b)", f"!{key}"][shape])
+    return ",".join(parts)
+
+
+def test_label_selected_pages_are_what_a_full_scan_pages():
+    store = Store(VirtualClock(start=1_800_000_000), seed=1)
+    for namespace in ("default", "other"):
+        store.create("namespaces", {"metadata": {"name": namespace}})
+    rng = random.Random(11)
+    for number in range(120):
+        store.create("pods", bare_pod(f"pod-{number:03}", labels=_random_labels(rng)), rng.choice(["default", "other"]))
+    for number in range(0, 120, 4):
+        for namespace in ("default", "other"):
+            if store.try_get("pods", namespace, f"pod-{number:03}"):
+                relabelled = _random_labels(rng)
+                store.mutate("pods", namespace, f"pod-{number:03}", lambda pod, labels=relabelled: pod[
+                    "metadata"].update(labels=labels))
+    narrowed = 0
+    for _ in range(200):
+        namespace, text = rng.choice(["default", "other"]), _random_selector_text(rng)
+        requirements = parse_label_selector(text)
+        predicate, hint = requirements_predicate(requirements), required_labels(requirements)
+        narrowed += bool(hint)
+        limit, start_after, pages = rng.choice([0, 1, 3, 50]), None, 0
+        while True:
+            page = store.list_page("pods", namespace, predicate, start_after=start_after, limit=limit, pod_labels=hint)
+            expected = store.list_page("pods", namespace, predicate, start_after=start_after, limit=limit)
+            assert (page.items, page.more) == (expected.items, expected.more), (text, start_after)
+            pages += 1
+            if not page.more:
+                break
+            start_after = (namespace, page.items[-1]["metadata"]["name"])
+        assert pages >= 1
+    assert narrowed > 100  # most selectors had an equality the index could serve
 
 
 def _service(name: str, selector: dict) -> dict:
