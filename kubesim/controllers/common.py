@@ -88,10 +88,12 @@ def templated_pod_metadata(owner: Obj) -> Obj:
     return meta
 
 
-def create_owned_pod(sim: Any, owner: Obj, pod: Obj, component: str) -> Obj | None:
-    """Create `pod` for its controller `owner` and record SuccessfulCreate or FailedCreate; None if it failed."""
+def create_owned_pod(sim: Any, owner: Obj, pod: Obj, component: str, handed_over: bool = False) -> Obj | None:
+    """Create `pod` for its controller `owner` and record SuccessfulCreate or FailedCreate; None if it failed.
+
+    `handed_over` as for `Store.create`: the caller built `pod` from private copies and shares no part of it."""
     try:
-        created = sim.store.create("pods", pod)
+        created = sim.store.create("pods", pod, handed_over=handed_over)
     except errors.ApiError as exc:
         sim.events.record(owner, "FailedCreate", f"Error creating: {exc.message}", "Warning", component=component)
         return None

@@ -27,9 +27,10 @@ from kubesim.controllers.common import (
     key_of,
     own_keys,
     owner_reference,
+    write_fields,
     write_status,
 )
-from kubesim.store import WatchEvent, clone
+from kubesim.store import WatchEvent
 
 HASH_LABEL = "pod-template-hash"
 REVISION = "deployment.kubernetes.io/revision"
@@ -159,10 +160,15 @@ class DeploymentController(Controller):
 
     def _create_new_rs(self, deployment: Obj, pod_hash: str, old_rss: list[Obj]) -> Obj | None:
         meta, spec = deployment["metadata"], deployment.get("spec") or {}
-        template = clone(spec.get("template") or {})
-        template.setdefault("metadata", {}).setdefault("labels", {})[HASH_LABEL] = pod_hash
-        selector = clone(spec.get("selector") or {})
-        selector.setdefault("matchLabels", {})[HASH_LABEL] = pod_hash
+        # Copies only along the paths that get the hash label; the rest is shared with the stored Deployment
+        # until store.create clones the new ReplicaSet (once, rather than the pod template twice).
+        source = spec.get("template") or {}
+        template_meta = dict(source.get("metadata") or {})
+        template_meta["labels"] = {**(template_meta.get("labels") or {}), HASH_LABEL: pod_hash}
+        template = {**source, "metadata": template_meta}
+        source_selector = spec.get("selector") or {}
+        match_labels = {**(source_selector.get("matchLabels") or {}), HASH_LABEL: pod_hash}
+        selector = {**source_selector, "matchLabels": match_labels}
         revision = max([_revision(rs) for rs in old_rss] or [0]) + 1
         surge, _ = self._surge_unavailable(deployment)
         desired = _replicas(deployment)
@@ -222,11 +228,13 @@ class DeploymentController(Controller):
     def _set_deployment_revision(self, deployment: Obj, revision: int) -> None:
         if (deployment["metadata"].get("annotations") or {}).get(REVISION) == str(revision):
             return
-
-        def change(obj: Obj) -> None:
-            obj["metadata"].setdefault("annotations", {})[REVISION] = str(revision)
-
-        self.store.mutate("deployments", deployment["metadata"]["namespace"], deployment["metadata"]["name"], change)
+        current = self.store.get("deployments", deployment["metadata"]["namespace"], deployment["metadata"]["name"])
+        metadata = dict(current["metadata"])
+        metadata["annotations"] = {**(metadata.get("annotations") or {}), REVISION: str(revision)}
+        # A metadata-only write: spec and status stay shared with the stored version (no deep clone). The
+        # spec is the very same object, so the store neither re-admits it (admission defaults in place) nor
+        # compares it field by field.
+        write_fields(self.store, "deployments", current, metadata=metadata)
 
     def _scale(self, deployment: Obj, rs: Obj, replicas: int) -> Obj:
         before = _replicas(rs)

@@ -93,10 +93,11 @@ class ReplicaSetController(Controller):
         template = (rs.get("spec") or {}).get("template") or {}
         created = []
         for _ in range(count):
+            # Metadata and spec are fresh copies: the store may keep the pod without cloning it again.
             pod = create_owned_pod(self.sim, rs, {
                 "apiVersion": "v1", "kind": "Pod", "metadata": templated_pod_metadata(rs),
                 "spec": clone(template.get("spec") or {}),
-            }, "replicaset-controller")
+            }, "replicaset-controller", handed_over=True)
             if pod is None:
                 break
             created.append(pod)

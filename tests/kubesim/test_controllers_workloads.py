@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 
 from kubesim.controllers.deployment import template_hash
@@ -238,3 +240,26 @@ def test_surge_rounds_up_and_unavailable_rounds_down(sim, surge, unavailable, re
     sim.settle()
     active = [p for p in pods(sim, app="math") if not p["metadata"].get("deletionTimestamp")]
     assert len(active) == expected_pods  # replicas + maxSurge, once old pods are counted out
+
+
+def test_no_stored_version_of_any_object_changes_after_it_is_committed(sim):
+    """Controllers write copy-on-write (sharing untouched parts between versions): every version the store ever
+    committed must still read as it did then, through a create, a rolling update, a scale and the events."""
+    committed: list[tuple[dict, str]] = []
+    sim.store.subscribe(lambda event: committed.append((event.obj, json.dumps(event.obj, sort_keys=True))))
+    sim.store.create("deployments", deployment("cow", replicas=2, gpus=1))
+    assert sim.run_until(lambda: deployment_ready(sim, "cow"), timeout=600)
+
+    def new_image(obj):
+        obj["spec"]["template"]["spec"]["containers"][0]["image"] = "vllm/vllm-openai:v0.7.0"
+
+    sim.store.mutate("deployments", "default", "cow", new_image)
+    assert sim.run_until(lambda: deployment_ready(sim, "cow") and len(_replicasets(sim, "cow")) == 2, timeout=600)
+    sim.store.mutate("deployments", "default", "cow", lambda obj: obj["spec"].update(replicas=3))
+    assert sim.run_until(lambda: deployment_ready(sim, "cow"), timeout=600)
+
+    kinds = {obj["kind"] for obj, _ in committed}
+    assert {"Deployment", "ReplicaSet", "Pod", "Event"} <= kinds
+    changed = [(obj["kind"], obj["metadata"]["name"], obj["metadata"]["resourceVersion"])
+               for obj, text in committed if json.dumps(obj, sort_keys=True) != text]
+    assert changed == []
