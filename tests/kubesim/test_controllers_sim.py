@@ -88,6 +88,9 @@ def _scenario(seed):
     simulation = start_sim(seed=seed)
     try:
         simulation.store.create("deployments", deployment("det", replicas=2, gpus=2))
+        # The controllers' creates (ReplicaSet, pods) draw names and uids from the seeded generator too: let
+        # them finish first, or the solo pod's create races them for the next draws and the runs differ.
+        simulation.settle()
         simulation.store.create("pods", bare_pod("solo", gpus=1))
         simulation.advance(75)
         snapshot = simulation.store.snapshot()
