@@ -7,6 +7,7 @@ the 401/403 documentation of protected blueprints are decided once, here.
 from __future__ import annotations
 
 import functools
+import uuid
 from collections.abc import Callable
 from typing import Any
 
@@ -15,6 +16,7 @@ import marshmallow as ma
 from flask import Flask, request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
+from werkzeug.routing import BaseConverter
 
 from web import errors
 
@@ -99,11 +101,12 @@ def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:
             if body is None:
                 raise errors.ApiError(400, "invalid_json", "The request body is not valid JSON.")
             if body != {}:
-                fields = {str(name): ["Unknown field."] for name in body} if isinstance(body, dict) else {
-                    "_schema": ["This operation takes no body parameters: send no body or {}."]}
-                raise errors.ApiError(
-                    422, "validation_failed", "The request did not validate.", {"fields": fields}
+                fields = (
+                    {str(name): ["Unknown field."] for name in body}
+                    if isinstance(body, dict)
+                    else {"_schema": ["This operation takes no body parameters: send no body or {}."]}
                 )
+                raise errors.ApiError(422, "validation_failed", "The request did not validate.", {"fields": fields})
         return view(*args, **kwargs)
 
     return refusing_a_body
@@ -149,6 +152,26 @@ class Blueprint(flask_smorest.Blueprint):
             responses.setdefault(403, "FORBIDDEN")
 
 
+class ResourceIdConverter(BaseConverter):
+    """``<resource_id:deployment_id>``: a path segment naming one resource by its UUID.
+
+    werkzeug's ``uuid`` converter lets a segment that is not a UUID fall through to the router's generic 404,
+    answered before authentication. This one routes any segment, as a ``uuid.UUID`` or, when it is not one, as
+    the text itself, so the request is authenticated first and the lookup answers with that resource's own 404
+    (``deployment_not_found``): a typo'd id is the same case as a deleted one to a client branching on codes."""
+
+    regex = "[^/]+"
+
+    def to_python(self, value: str) -> uuid.UUID | str:
+        try:
+            return uuid.UUID(value)
+        except ValueError:
+            return value
+
+    def to_url(self, value: Any) -> str:
+        return str(value)
+
+
 class Api(flask_smorest.Api):
     """flask-smorest Api answering every HTTP error with the ``{"error": {...}}`` envelope."""
 
@@ -159,6 +182,9 @@ class Api(flask_smorest.Api):
         self.spec.components.security_scheme(
             BEARER_SECURITY_SCHEME, {"type": "http", "scheme": "bearer", "bearerFormat": "JWT"}
         )
+        app.url_map.converters["resource_id"] = ResourceIdConverter
+        # Documented as what it names: a string in UUID format.
+        self.register_converter(ResourceIdConverter, lambda _converter: {"type": "string", "format": "uuid"})
 
     def handle_http_exception(self, error):
         return errors.http_exception_response(error)

@@ -155,11 +155,28 @@ def test_wrong_method_is_json_405_with_allow(client, acme):
     assert "POST" in response.headers["Allow"]
 
 
-def test_malformed_uuid_in_path_is_404(client, acme):
-    response = client.get("/internal/deployments/not-a-uuid/status", headers=acme)
+@pytest.mark.parametrize(
+    ("method", "path", "scopes", "code"),
+    [
+        ("get", "/internal/deployments/not-a-uuid", ("internal",), "deployment_not_found"),
+        ("get", "/internal/deployments/not-a-uuid/status", ("internal",), "deployment_not_found"),
+        ("post", "/internal/deployments/12345/restart", ("internal",), "deployment_not_found"),
+        ("delete", "/internal/deployments/x%20y", ("internal",), "deployment_not_found"),
+        ("get", "/internal/jobs/not-a-uuid", ("internal",), "job_not_found"),
+        ("get", "/admin/v1/jobs/not-a-uuid", ("admin",), "job_not_found"),
+        ("post", "/admin/v1/jobs/not-a-uuid/cancel", ("admin",), "job_not_found"),
+    ],
+)
+def test_an_id_that_is_not_a_uuid_is_that_resources_404_after_authentication(
+    client, headers_for, method, path, scopes, code
+):
+    unauthenticated = getattr(client, method)(path)
+    assert unauthenticated.status_code == 401
+
+    response = getattr(client, method)(path, headers=headers_for("acme", scopes=scopes))
 
     assert response.status_code == 404
-    assert error_code(response) == "not_found"
+    assert error_code(response) == code
 
 
 class _Capture(logging.Handler):

@@ -42,9 +42,14 @@ def request_drain(
     return submitted
 
 
-def request_cancel(session: Session, job_id: uuid.UUID) -> Job:
+def request_cancel(session: Session, job_id: uuid.UUID | str) -> Job:
     """Ask a drain to stop at its next step (cancelling a finished job is a 409)."""
-    job = session.scalar(select(Job).where(Job.id == job_id).with_for_update())
+    try:
+        job_uuid = job_id if isinstance(job_id, uuid.UUID) else uuid.UUID(str(job_id))
+    except ValueError:
+        job = None  # text that is not a UUID names no job
+    else:
+        job = session.scalar(select(Job).where(Job.id == job_uuid).with_for_update())
     if job is None:
         raise NotFoundError("job_not_found", f"no job {job_id}", {"job_id": str(job_id)})
     if job.type != JobType.NODE_DRAIN:

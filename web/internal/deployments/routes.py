@@ -64,7 +64,7 @@ def _spec_from_body(body: dict[str, Any]) -> CreateDeploymentSpec:
     )
 
 
-def _submit_change(request_change: Callable[..., Submitted], operation: str, deployment_id: uuid.UUID):
+def _submit_change(request_change: Callable[..., Submitted], operation: str, deployment_id: uuid.UUID | str):
     """Submit a bodyless change of one deployment (delete, restart): write the job, commit, enqueue, 202."""
     submitted = request_change(
         request_session(),
@@ -112,11 +112,11 @@ class Deployments(MethodView):
         return {"items": items, "next_cursor": next_cursor}
 
 
-@blp.route("/<uuid:deployment_id>")
+@blp.route("/<resource_id:deployment_id>")
 class DeploymentById(MethodView):
     @blp.response(200, DeploymentSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, deployment_id: uuid.UUID):
+    def get(self, deployment_id: uuid.UUID | str):
         """Get a deployment's desired shape and last observed state"""
         return queries.get_deployment(read_session(), current_tenant_id(), deployment_id)
 
@@ -125,16 +125,16 @@ class DeploymentById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     @blp.doc(**_CHANGE_RESPONSES)
-    def delete(self, deployment_id: uuid.UUID):
+    def delete(self, deployment_id: uuid.UUID | str):
         """Delete a deployment: its Deployment, Service and PodDisruptionBudget, and release its GPUs"""
         return _submit_change(requests.request_delete, "deployment.delete", deployment_id)
 
 
-@blp.route("/<uuid:deployment_id>/status")
+@blp.route("/<resource_id:deployment_id>/status")
 class DeploymentStatusById(MethodView):
     @blp.response(200, DeploymentStatusSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, deployment_id: uuid.UUID):
+    def get(self, deployment_id: uuid.UUID | str):
         """Get status, reason, replicas, endpoint, pods, last observation time and the job in flight"""
         view = queries.read_deployment_status(get_engine(), current_tenant_id(), deployment_id)
         # Clients poll this: the view already holds exactly the schema's fields as JSON-ready values (the app's
@@ -143,7 +143,7 @@ class DeploymentStatusById(MethodView):
         return current_app.json.response(view)
 
 
-@blp.route("/<uuid:deployment_id>/restart")
+@blp.route("/<resource_id:deployment_id>/restart")
 class DeploymentRestart(MethodView):
     @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
     @blp.alt_response(400, response="BAD_REQUEST")
@@ -151,7 +151,7 @@ class DeploymentRestart(MethodView):
     @blp.alt_response(409, response="CONFLICT")
     @blp.doc(**_CHANGE_RESPONSES)
     @takes_no_body
-    def post(self, deployment_id: uuid.UUID):
+    def post(self, deployment_id: uuid.UUID | str):
         """Restart a deployment's pods, one at a time (never all replicas down at once)
 
         A single-replica deployment is restarted with one temporary extra replica, so it is never down. Its

@@ -15,10 +15,10 @@ from workers import queries
 blp = internal_blueprint("Jobs", __name__, "/jobs", "Asynchronous operations: state, attempts, progress, error")
 
 
-@blp.route("/<uuid:job_id>")
+@blp.route("/<resource_id:job_id>")
 class JobById(MethodView):
     @blp.response(200, JobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
-    def get(self, job_id: uuid.UUID):
+    def get(self, job_id: uuid.UUID | str):
         """Get a job's state, type, target, attempts, progress, error and timestamps"""
         return queries.get_job(read_session(), current_tenant_id(), job_id)
