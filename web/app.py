@@ -3,7 +3,7 @@ command and the tests each call :func:`create_app` with the settings they want."
 
 from __future__ import annotations
 
-from flask import Flask
+from flask import Flask, Response
 
 from settings import Settings, get_settings
 from web.admin import register_blueprints as register_admin_blueprints
@@ -21,9 +21,18 @@ API_TITLE = "Orchestration service"
 API_VERSION = "1.0.0"
 
 
+class OrchestrationFlask(Flask):
+    def make_default_options_response(self) -> Response:
+        """``OPTIONS``: 204 with ``Allow`` and no body, rather than Flask's empty 200 labelled text/html."""
+        response = super().make_default_options_response()
+        response.status_code = 204
+        del response.headers["Content-Type"]
+        return response
+
+
 def create_app(settings: Settings | None = None) -> Flask:
     settings = settings or get_settings()
-    app = Flask("orchestration")
+    app = OrchestrationFlask("orchestration")
     app.config.update(
         API_TITLE=API_TITLE,
         API_VERSION=API_VERSION,

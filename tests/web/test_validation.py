@@ -210,3 +210,13 @@ def test_unexpected_exception_is_json_500_without_traceback(make_app, acme, capl
     assert any(record.exc_info and "secret internals" in str(record.exc_info[1]) for record in caplog.records)
     # The log line carries the request id, so the 500 the client saw can be found in the logs.
     assert [record.request_id for record in capture.records if record.exc_info] == ["req-123"]
+
+
+@pytest.mark.parametrize("path", ["/health", "/internal/deployments", CREATE])
+def test_options_is_204_with_allow_and_no_html(client, path):
+    response = client.open(path, method="OPTIONS")
+
+    assert response.status_code == 204
+    assert response.data == b""
+    assert "Content-Type" not in response.headers
+    assert "OPTIONS" in response.headers["Allow"]
