@@ -9,6 +9,8 @@ from settings import Settings, get_settings
 from web.admin import register_blueprints as register_admin_blueprints
 from web.auth import init_auth
 from web.database import init_database
+from web.docs_assets import ASSETS_URL as DOCS_ASSETS_URL
+from web.docs_assets import init_docs_assets
 from web.errors import register_error_handlers
 from web.extensions import Api
 from web.health import init_health
@@ -40,7 +42,7 @@ def create_app(settings: Settings | None = None) -> Flask:
         OPENAPI_URL_PREFIX="/",
         OPENAPI_JSON_PATH="openapi.json",
         OPENAPI_SWAGGER_UI_PATH="/docs",
-        OPENAPI_SWAGGER_UI_URL="https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/",
+        OPENAPI_SWAGGER_UI_URL=DOCS_ASSETS_URL,
         # Werkzeug answers 413 before the body is parsed (the handler turns it into our JSON error).
         MAX_CONTENT_LENGTH=settings.max_request_bytes,
         # Error handlers render every exception, including in tests: a test asserts the 500 body
@@ -57,6 +59,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_auth(app, settings)
     init_tenancy(app, settings)
     init_health(app, settings)
+    init_docs_assets(app)
 
     api = Api(
         app,

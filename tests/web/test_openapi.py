@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from web.openapi import openapi_document, render
@@ -33,3 +34,18 @@ def test_served_spec_matches_the_generated_one(client):
     served = client.get("/openapi.json").get_json()
 
     assert json.dumps(served, sort_keys=True) == json.dumps(openapi_document(), sort_keys=True)
+
+
+def test_swagger_ui_is_served_by_the_api_itself(client):
+    """/docs must work offline: the page's scripts and styles come from the API, not from a CDN."""
+    page = client.get("/docs")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assets = re.findall(r'(?:src|href)="([^"]+)"', html)
+    assert {"/docs/assets/swagger-ui-bundle.js", "/docs/assets/swagger-ui.css"} <= set(assets)
+    assert not [asset for asset in assets if "://" in asset]
+    for asset in assets:
+        response = client.get(asset)
+        assert response.status_code == 200, asset
+        assert len(response.data) > 1000, asset
+    assert client.get("/docs/assets/../app.py").status_code == 404
