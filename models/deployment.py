@@ -22,6 +22,8 @@ class DeploymentStatus(enum.StrEnum):
     PENDING = "PENDING"
     CREATING = "CREATING"
     RUNNING = "RUNNING"
+    # Scaled to zero replicas and settled: nothing serves the model, and nothing is wrong.
+    STOPPED = "STOPPED"
     DEGRADED = "DEGRADED"
     RESTARTING = "RESTARTING"
     SCALING = "SCALING"

@@ -55,6 +55,8 @@ LOCK_TTL_SECONDS = 300.0
 DEFAULT_GPU_TARGET = 80.0  # percent, when autoscaling is on but no target was given (the HPA's CPU default)
 # A blocked scale-up is recorded again only after this long, so a full cluster does not add an event per sweep.
 BLOCKED_EVENT_REPEAT_SECONDS = 300.0
+# Not STOPPED: a deployment scaled to zero was stopped on purpose, and with no replicas there is no load to
+# scale on; it starts again only when asked to (a scale request).
 SCALABLE = (DeploymentStatus.RUNNING, DeploymentStatus.DEGRADED)
 
 GPU_UTILIZATION = "gpu_utilization"

@@ -292,8 +292,10 @@ def diagnose_deployment(
             if deadline_message is not None and ready < desired_replicas:
                 reason, message = Reason.PROGRESS_DEADLINE_EXCEEDED, deadline_message
     if ready >= desired_replicas and k8s_deployment is not None:
-        # Fully serving: a sick surplus pod (e.g. a rolling update's new one) is not a deployment problem.
-        return Diagnosis("RUNNING", ready, None, None, problems)
+        # Fully serving: a sick surplus pod (e.g. a rolling update's new one) is not a deployment problem. At zero
+        # replicas that is a deployment stopped on purpose, which serves nothing.
+        settled = "STOPPED" if desired_replicas == 0 else "RUNNING"
+        return Diagnosis(settled, ready, None, None, problems)
     if reason is None:
         missing = desired_replicas - ready
         message = f"{ready}/{desired_replicas} replicas ready; {missing} starting"

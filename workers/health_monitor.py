@@ -57,6 +57,7 @@ LOCK_TTL_SECONDS = 300.0
 MONITORED_STATUSES = (
     DeploymentStatus.CREATING,
     DeploymentStatus.RUNNING,
+    DeploymentStatus.STOPPED,
     DeploymentStatus.DEGRADED,
     DeploymentStatus.FAILED,
 )
@@ -535,7 +536,7 @@ def _sweep(
     report.details["unhealthy"] = [
         {"deployment_id": str(o.deployment.id), "status": o.status, "reason": o.reason}
         for o in outcomes
-        if o.status != "RUNNING"
+        if o.status not in ("RUNNING", "STOPPED")
     ]
 
 

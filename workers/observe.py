@@ -6,7 +6,7 @@ instead of holding a worker slot while a model loads for minutes.
 
 Status rules:
 - CREATING/RESTARTING/SCALING/DEGRADED -> RUNNING once the rollout is complete: observedGeneration current,
-  every replica updated and ready, no extra pods.
+  every replica updated and ready, no extra pods; STOPPED instead when that is zero replicas (scaled to 0).
 - FAILED with a reason when the cluster says the rollout cannot succeed: the image does not exist
   (ErrImagePull "not found"/"denied"), a container crash-loops past CRASH_LOOP_RESTART_LIMIT restarts
   while nothing is ready, or the Deployment reports ProgressDeadlineExceeded.
@@ -167,7 +167,9 @@ def judge(
         and len(live_pods) == spec_replicas
     )
     if rollout_complete:
-        return Verdict(DeploymentStatus.RUNNING, None, None, ready, True, pods)
+        # Zero replicas converged is a deployment that serves nothing on purpose, not one that is up.
+        settled = DeploymentStatus.STOPPED if desired == 0 else DeploymentStatus.RUNNING
+        return Verdict(settled, None, None, ready, True, pods)
 
     conditions = {c.get("type"): c for c in status.get("conditions") or []}
     progressing = conditions.get("Progressing") or {}

@@ -170,7 +170,7 @@ def decide(
     stuck_creating: bool,
 ) -> Decision:
     """The next recovery move for one deployment (pure; the caller executes it)."""
-    if diagnosis.status == "RUNNING":
+    if diagnosis.status in ("RUNNING", "STOPPED"):
         return Decision("close") if state.episode_open else NOTHING
     if state.gave_up or diagnosis.status == "FAILED":
         return NOTHING

@@ -67,8 +67,11 @@ _SLUG_INVALID = re.compile(r"[^a-z0-9-]+")
 DNS_1035 = re.compile(r"^[a-z]([-a-z0-9]{0,61}[a-z0-9])?\Z")
 # A restart may only start from a settled state; anything else has a rollout or an operation in flight.
 RESTARTABLE_STATUSES = (DeploymentStatus.RUNNING, DeploymentStatus.DEGRADED)
+# Settled states a scale moves to SCALING until the status poll sees it converge.
+_SETTLED_STATUSES = (DeploymentStatus.RUNNING, DeploymentStatus.STOPPED, DeploymentStatus.DEGRADED)
 SCALABLE_STATUSES = (
     DeploymentStatus.RUNNING,
+    DeploymentStatus.STOPPED,
     DeploymentStatus.DEGRADED,
     DeploymentStatus.CREATING,
     DeploymentStatus.SCALING,
@@ -535,13 +538,13 @@ def request_restart(
     if replayed is not None:
         return replayed
     deployment = _load_deployment(session, tenant_id, deployment_id)
-    if deployment.status not in RESTARTABLE_STATUSES:
+    if deployment.status != DeploymentStatus.STOPPED and deployment.status not in RESTARTABLE_STATUSES:
         raise ConflictError(
             "invalid_state",
             f"a deployment can be restarted only when RUNNING or DEGRADED, not {deployment.status}",
             {"status": str(deployment.status)},
         )
-    if deployment.replicas_desired == 0:
+    if deployment.status == DeploymentStatus.STOPPED or deployment.replicas_desired == 0:
         raise ConflictError(
             "nothing_to_restart", "the deployment is scaled to 0 replicas: there are no pods to restart",
             {"replicas": 0},
@@ -598,7 +601,7 @@ def request_scale(
     elif replicas < before:
         admission.release_replicas(session, deployment.id, before - replicas)
     deployment.replicas_desired = replicas
-    if deployment.status in (DeploymentStatus.RUNNING, DeploymentStatus.DEGRADED) and replicas != before:
+    if deployment.status in _SETTLED_STATUSES and replicas != before:
         deployment.status = DeploymentStatus.SCALING
     session.add(
         ScalingEvent(

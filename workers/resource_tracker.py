@@ -301,7 +301,7 @@ _DRIFT_SIDES = text(
 _DRIFT_DEPLOYMENTS = text(
     f"""
     SELECT d.id, d.gpu_type, d.tenant_id FROM {SCHEMA}.deployments d
-    WHERE d.deleted_at IS NULL AND d.status IN ('RUNNING', 'DEGRADED')
+    WHERE d.deleted_at IS NULL AND d.status IN ('RUNNING', 'STOPPED', 'DEGRADED')
       AND NOT EXISTS (
           SELECT 1 FROM {SCHEMA}.jobs j
           WHERE j.id = d.active_job_id AND j.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')

@@ -22,9 +22,16 @@ from tests.e2e import worker_support
 from tests.e2e.worker_support import CeleryProcesses, cluster_for_this_process
 from workers import k8s
 from workers.inventory import run_inventory_sweep
+from workers.manifests import DEPLOYMENT_ID_LABEL
 from workers.queries import ensure_tenant
 from workers.queues import TASK_FOR_JOB_TYPE, Queues
-from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
+from workers.requests import (
+    CreateDeploymentSpec,
+    request_create,
+    request_delete,
+    request_restart,
+    request_scale,
+)
 
 WAIT_SECONDS = 90
 wait_for = functools.partial(worker_support.wait_for, timeout=WAIT_SECONDS)
@@ -117,6 +124,32 @@ def test_create_running_restart_delete(pipeline):
     wait_for(lambda: job_state(delete_job) == JobState.SUCCEEDED, "delete job")
     assert deployment_row(deployment_id).status == DeploymentStatus.DELETED
     assert k8s_deployments() == []
+
+
+def test_scaled_to_zero_is_stopped_and_runs_again_when_scaled_up(pipeline):
+    pipeline.start_worker()
+    _, deployment_id = pipeline.submit(
+        request_create, tenant_id="acme", spec=create_spec(replicas=1, name="idle"), requested_by="e2e"
+    )
+    wait_for(lambda: deployment_row(deployment_id).status == DeploymentStatus.RUNNING, "RUNNING")
+
+    def scale(replicas: int) -> uuid.UUID:
+        job_id, _ = pipeline.submit(
+            request_scale, tenant_id="acme", deployment_id=deployment_id, replicas=replicas, reason="e2e",
+            requested_by="e2e",
+        )
+        return job_id
+
+    stop_job = scale(0)
+    wait_for(lambda: deployment_row(deployment_id).status == DeploymentStatus.STOPPED, "STOPPED")
+    assert job_state(stop_job) == JobState.SUCCEEDED
+    assert deployment_row(deployment_id).replicas_ready == 0
+    pods = pipeline.cluster.sim.store.pods_with_labels("model-serving", {DEPLOYMENT_ID_LABEL: str(deployment_id)})
+    assert [pod for pod in pods if not pod["metadata"].get("deletionTimestamp")] == []
+
+    scale(1)
+    wait_for(lambda: deployment_row(deployment_id).status == DeploymentStatus.RUNNING, "RUNNING again")
+    assert deployment_row(deployment_id).replicas_ready == 1
 
 
 def test_worker_killed_mid_create_converges(pipeline):

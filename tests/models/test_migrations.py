@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from collections.abc import Iterator
 
 import pytest
+import sqlalchemy as sa
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
@@ -96,6 +98,56 @@ def test_models_and_migrations_agree(db_engine):
         )
         differences = compare_metadata(context, Base.metadata)
     assert differences == []
+
+
+def _enum_checks_in_models() -> dict[str, set[str]]:
+    """Constraint name -> allowed values, for every VARCHAR + CHECK enum column of the models."""
+    checks = {}
+    for table in Base.metadata.tables.values():
+        for column in table.columns:
+            if isinstance(column.type, sa.Enum) and column.type.create_constraint:
+                checks[f"ck_{table.name}_{column.type.name}"] = set(column.type.enums)
+    return checks
+
+
+def test_every_enum_check_constraint_admits_exactly_the_models_values(db_engine):
+    """compare_metadata does not compare CHECK constraints: a value added to an enum without a migration
+    would pass it, then fail on the first row that uses it."""
+    expected = _enum_checks_in_models()
+    with db_engine.connect() as connection:
+        rows = connection.execute(
+            text(
+                "SELECT c.conname, pg_get_constraintdef(c.oid) FROM pg_constraint c "
+                "JOIN pg_namespace n ON n.oid = c.connamespace WHERE n.nspname = :schema AND c.contype = 'c'"
+            ),
+            {"schema": SCHEMA},
+        ).all()
+    migrated = {name: set(re.findall(r"'([^']*)'::", definition)) for name, definition in rows if name in expected}
+    assert "ck_deployments_deployment_status" in expected
+    assert migrated == expected
+
+
+def test_downgrading_the_stopped_status_reports_stopped_deployments_as_running(empty_database_url):
+    upgrade_database(empty_database_url)
+    engine = create_engine(empty_database_url)
+    try:
+        with engine.begin() as connection:
+            connection.execute(text(f"INSERT INTO {SCHEMA}.tenants (id, name) VALUES ('acme', 'Acme')"))
+            connection.execute(
+                text(
+                    f"INSERT INTO {SCHEMA}.deployments (id, tenant_id, name, model_id, image, gpu_type, k8s_namespace,"
+                    " k8s_name, status) VALUES (:id, 'acme', 'idle', 'org/m', 'vllm', 'nvidia-l40s', 'default',"
+                    " 'idle', 'STOPPED')"
+                ),
+                {"id": uuid.uuid4()},
+            )
+        downgrade_database(empty_database_url, "0002")
+        with engine.connect() as connection:
+            statuses = connection.execute(text(f"SELECT status FROM {SCHEMA}.deployments")).scalars().all()
+        assert statuses == ["RUNNING"]
+        upgrade_database(empty_database_url)
+    finally:
+        engine.dispose()
 
 
 def test_revision_history_has_a_single_head():

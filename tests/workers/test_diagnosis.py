@@ -79,6 +79,11 @@ def test_healthy_is_running():
     assert (result.status, result.ready_replicas, result.reason) == ("RUNNING", 2, None)
 
 
+def test_scaled_to_zero_is_stopped():
+    result = diagnose([], desired=0, status="SCALING")
+    assert (result.status, result.ready_replicas, result.reason) == ("STOPPED", 0, None)
+
+
 def test_unschedulable_is_waiting_for_gpus_with_scheduler_message():
     message = "0/4 nodes are available: 4 Insufficient nvidia.com/gpu. preemption: 0/4 nodes are available"
     result = diagnose([pod(node=None, phase="Pending", ready=False, unschedulable=message)], status="CREATING")

@@ -151,3 +151,17 @@ def test_a_starting_pod_gives_our_code_and_keeps_the_clusters_words_in_the_messa
     )
     assert verdict.status == DeploymentStatus.CREATING
     assert (verdict.reason, verdict.message) == ("pod_starting", "pod a: ContainerCreating")
+
+
+def test_zero_replicas_converged_is_stopped_not_running():
+    scaled_down = judge(DeploymentStatus.SCALING, 0, k8s_deployment(replicas=0, ready=0), [])
+    assert scaled_down.status == DeploymentStatus.STOPPED
+    assert scaled_down.rollout_complete
+
+    # Still terminating the last pod: not converged yet, so the scale is still in progress.
+    draining = judge(DeploymentStatus.SCALING, 0, k8s_deployment(replicas=0, ready=0), [pod("a")])
+    assert draining.status == DeploymentStatus.SCALING
+
+    # Scaled up again: a stopped deployment whose replica is ready is running.
+    started = judge(DeploymentStatus.SCALING, 1, k8s_deployment(replicas=1, ready=1), [pod("a")])
+    assert started.status == DeploymentStatus.RUNNING

@@ -285,6 +285,25 @@ def test_scale_up_admits_and_scale_down_releases(cluster):
     assert down.job.type == JobType.DEPLOYMENT_SCALE
 
 
+def test_a_stopped_deployment_scales_up_but_has_nothing_to_restart(cluster):
+    deployment = running(cluster, create(cluster, replicas=1, gpus_per_replica=4))
+    down = request_scale(cluster, tenant_id="acme", deployment_id=deployment.id, replicas=0, reason="idle",
+                         requested_by="a")
+    assert down.deployment.status == DeploymentStatus.SCALING
+    jobs.start(cluster, down.job.id)
+    jobs.succeed(cluster, down.job.id, {})
+    deployment.status = DeploymentStatus.STOPPED  # what the status poll then reports
+    cluster.flush()
+
+    with pytest.raises(ConflictError) as restart, cluster.begin_nested():
+        request_restart(cluster, tenant_id="acme", deployment_id=deployment.id, requested_by="svc")
+    assert restart.value.code == "nothing_to_restart"
+
+    up = request_scale(cluster, tenant_id="acme", deployment_id=deployment.id, replicas=2, reason="busy",
+                       requested_by="a")
+    assert (up.deployment.status, up.deployment.replicas_desired) == (DeploymentStatus.SCALING, 2)
+
+
 def test_job_transitions_are_guarded(cluster):
     submitted = create(cluster)
     job_id = submitted.job.id
