@@ -12,7 +12,7 @@ from web.database import init_database
 from web.docs_assets import ASSETS_URL as DOCS_ASSETS_URL
 from web.docs_assets import init_docs_assets
 from web.errors import register_error_handlers
-from web.extensions import Api
+from web.extensions import Api, refuse_nul_in_path
 from web.health import init_health
 from web.internal import register_blueprints as register_internal_blueprints
 from web.json_provider import IsoDateJSONProvider
@@ -60,6 +60,7 @@ def create_app(settings: Settings | None = None) -> Flask:
     init_tenancy(app, settings)
     init_health(app, settings)
     init_docs_assets(app)
+    app.before_request(refuse_nul_in_path)
 
     api = Api(
         app,

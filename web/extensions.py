@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import functools
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import flask_smorest
@@ -23,12 +23,37 @@ from web import errors
 BEARER_SECURITY_SCHEME = "bearerAuth"
 
 
+NUL_MESSAGE = "Text must not contain NUL characters."
+
+
+def contains_nul(value: Any) -> bool:
+    """Whether a NUL character is anywhere in ``value`` (a JSON value: text, numbers, lists, objects and keys).
+
+    Postgres text cannot hold NUL, so such input would otherwise fail as a database error (a 500)."""
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, Mapping):
+        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
+    if isinstance(value, list):
+        return any(contains_nul(item) for item in value)
+    return False
+
+
 class Schema(ma.Schema):
-    """Base schema: unknown fields are an error (a typo must not be silently ignored)."""
+    """Base schema: unknown fields are an error (a typo must not be silently ignored), and so is text with a NUL
+    character in it, in any field at any depth (a 422 naming the field, rather than the database refusing it)."""
 
     class Meta:
         unknown = ma.RAISE
         ordered = True
+
+    @ma.pre_load
+    def refuse_nul(self, data: Any, **_kwargs: Any) -> Any:
+        if isinstance(data, Mapping):
+            fields = sorted(str(name) for name, value in data.items() if contains_nul(name) or contains_nul(value))
+            if fields:
+                raise ma.ValidationError({name: [NUL_MESSAGE] for name in fields})
+        return data
 
 
 class ErrorDetailSchema(Schema):
@@ -45,11 +70,18 @@ class ErrorSchema(Schema):
     error = ma.fields.Nested(ErrorDetailSchema, required=True)
 
 
-class StrictQueryParser(FlaskParser):
+class StrictParser(FlaskParser):
     """webargs ignores unknown query parameters by default; we refuse them like unknown body fields,
-    so a misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list."""
+    so a misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list. A JSON body nested
+    deeper than the interpreter can decode is invalid JSON (400), not a RecursionError (500)."""
 
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
+
+    def _raw_load_json(self, req: Any) -> Any:
+        try:
+            return super()._raw_load_json(req)
+        except RecursionError as error:
+            self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
 
 
 class StrictInteger(ma.fields.Integer):
@@ -83,6 +115,13 @@ def not_json_error() -> errors.ApiError:
     return errors.ApiError(415, "unsupported_media_type", message)
 
 
+def refuse_nul_in_path() -> None:
+    """A path with a NUL character (``%00``) names nothing: no id, model or node name can hold one (Postgres text
+    cannot), so it is the 404 of an unknown name, before any handler sends it to the database."""
+    if "\x00" in request.path:
+        raise errors.ApiError(404, "not_found", "No resource has a NUL character in its name.")
+
+
 def require_json_if_any_body() -> None:
     """A request body that is not declared as JSON is refused (415) instead of being read as an empty object,
     which would drop what it says (a cordon's reason) or report its fields as missing."""
@@ -97,7 +136,10 @@ def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def refusing_a_body(*args: Any, **kwargs: Any) -> Any:
         if _has_body():
-            body = request.get_json(silent=True)
+            try:
+                body = request.get_json(silent=True)
+            except RecursionError:  # nested deeper than can be decoded: not valid JSON for any purpose here
+                body = None
             if body is None:
                 raise errors.ApiError(400, "invalid_json", "The request body is not valid JSON.")
             if body != {}:
@@ -120,7 +162,7 @@ class Blueprint(flask_smorest.Blueprint):
     operation, so adding an admin blueprint is one constructor argument.
     """
 
-    ARGUMENTS_PARSER = StrictQueryParser()
+    ARGUMENTS_PARSER = StrictParser()
 
     def __init__(
         self, *args: Any, required_scope: str | None = None, tenant_scoped: bool = True, **kwargs: Any
