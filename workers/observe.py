@@ -53,6 +53,11 @@ from workers.manifests import label_selector
 
 logger = logging.getLogger(__name__)
 
+# Reasons a converging deployment shows while it is making progress: the normal course of a rollout, not a fault.
+POD_STARTING = "pod_starting"
+MODEL_LOADING = "model_loading"
+PROGRESS_REASONS = (POD_STARTING, MODEL_LOADING)
+
 CRASH_LOOP_RESTART_LIMIT = 3
 SETTLING_STATUSES = (
     DeploymentStatus.PENDING,
@@ -197,7 +202,7 @@ def judge(
         loading = next((pod for pod in live_pods if not pod.ready), None)
         if loading is not None:
             # Reasons are our own codes, as the health monitor's are; the pod's own words go in the message.
-            reason = "model_loading" if loading.phase == "Running" else "pod_starting"
+            reason = MODEL_LOADING if loading.phase == "Running" else POD_STARTING
             message = f"pod {loading.name}: {loading.message or loading.reason or loading.phase}"
     if current in SETTLING_STATUSES:
         next_status = DeploymentStatus.CREATING if current == DeploymentStatus.PENDING else current

@@ -9,8 +9,10 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import Deployment, DeploymentStatus, GpuNode, SweepRun
+from workers.observe import PROGRESS_REASONS
 
-# A deployment in one of these states is "in motion"; past this age (or with a failure reason) it is stuck.
+# A deployment in one of these states is "in motion"; past this age, or with a reason that is not progress
+# (a pod starting, a model loading: every rollout shows those), it is stuck.
 TRANSITIONAL_STATUSES = (
     DeploymentStatus.PENDING,
     DeploymentStatus.CREATING,
@@ -66,7 +68,10 @@ def deployment_health(session: Session, now: datetime) -> dict[str, Any]:
             Deployment.status.in_((DeploymentStatus.FAILED, DeploymentStatus.DEGRADED)),
             and_(
                 Deployment.status.in_(TRANSITIONAL_STATUSES),
-                or_(Deployment.status_reason.is_not(None), Deployment.updated_at < now - STUCK_AFTER),
+                or_(
+                    and_(Deployment.status_reason.is_not(None), Deployment.status_reason.not_in(PROGRESS_REASONS)),
+                    Deployment.updated_at < now - STUCK_AFTER,
+                ),
             ),
         ),
     )

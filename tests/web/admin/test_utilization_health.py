@@ -142,6 +142,34 @@ def test_health_report_without_workers(client, admin, seed_nodes, clean_tables, 
     assert body["queues"]["depths"]["jobs"] == len(enqueued_task_ids()) == 1
 
 
+def test_a_rollout_in_progress_is_not_stuck_until_it_takes_too_long(client, admin, seed_nodes, clean_tables, acme):
+    seed_nodes({"nvidia-l40s": [8, 8]})
+    loading = client.post("/internal/deployments/create", json=create_body(name="loading"), headers=acme)
+    starting = client.post("/internal/deployments/create", json=create_body(name="starting"), headers=acme)
+    ids = {name: response.get_json()["deployment_id"] for name, response in (("loading", loading),
+                                                                             ("starting", starting))}
+
+    def set_progress(name, reason, age):
+        with Session(clean_tables) as session:
+            session.execute(update(Deployment).where(Deployment.id == ids[name]).values(
+                status=DeploymentStatus.CREATING, status_reason=reason, status_message=f"pod x: {reason}",
+                updated_at=datetime.now(UTC) - age))
+            session.commit()
+
+    def stuck():
+        return {row["name"] for row in client.get(HEALTH, headers=admin).get_json()["deployments"]["stuck"]}
+
+    set_progress("loading", "model_loading", timedelta(seconds=5))
+    set_progress("starting", "pod_starting", timedelta(seconds=5))
+    assert stuck() == set()
+
+    set_progress("loading", "model_loading", timedelta(minutes=20))
+    assert stuck() == {"loading"}
+
+    set_progress("starting", "waiting_for_gpus", timedelta(seconds=5))
+    assert stuck() == {"loading", "starting"}
+
+
 def test_health_verdict_rules():
     from workers.admin_queries import verdict
 
