@@ -7,6 +7,7 @@ the 401/403 documentation of protected blueprints are decided once, here.
 from __future__ import annotations
 
 import functools
+import re
 import uuid
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -16,7 +17,7 @@ import marshmallow as ma
 from flask import Flask, request
 from flask_smorest.utils import resolve_schema_instance
 from webargs.flaskparser import FlaskParser
-from werkzeug.routing import BaseConverter
+from werkzeug.routing import BaseConverter, Map, ValidationError
 
 from web import errors
 
@@ -204,7 +205,19 @@ class ResourceIdConverter(BaseConverter):
 
     regex = "[^/]+"
 
+    def __init__(self, url_map: Map, *reserved: str) -> None:
+        """``reserved``: names of sibling routes (``create``), which are not ids: they route to their own rule
+        alone, so ``OPTIONS /deployments/create`` allows POST only."""
+        super().__init__(url_map)
+        self.reserved = frozenset(reserved)
+        if reserved:
+            # Both guards are needed: werkzeug lists a route's methods (Allow) from the pattern alone, and
+            # matches a segment followed by more path without applying the pattern's "$" to that segment.
+            self.regex = "(?!(?:{})$)[^/]+".format("|".join(re.escape(name) for name in sorted(reserved)))
+
     def to_python(self, value: str) -> uuid.UUID | str:
+        if value in self.reserved:
+            raise ValidationError()  # werkzeug: this rule does not match; the sibling's does
         try:
             return uuid.UUID(value)
         except ValueError:

@@ -18,14 +18,17 @@ from flask import request
 from web.errors import ApiError
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
-_KEY_PATTERN = re.compile(r"^[\x21-\x7e]{1,255}\Z")
+# Visible ASCII but the comma: servers join a repeated header's values with commas, so two Idempotency-Key
+# headers would otherwise arrive as one valid-looking key that matches neither.
+_KEY_PATTERN = re.compile(r"^[\x21-\x2b\x2d-\x7e]{1,255}\Z")
 
 IDEMPOTENCY_KEY_PARAMETER = {
     "in": "header",
     "name": IDEMPOTENCY_HEADER,
     "required": False,
-    "description": "Client-chosen key (1-255 visible ASCII characters); a retry with the same key and body "
-    "returns the first job, the same key with another body is 409 idempotency_key_reused.",
+    "description": "Client-chosen key (1-255 visible ASCII characters other than ',', in one header); a retry "
+    "with the same key and body returns the first job, the same key with another body is 409 "
+    "idempotency_key_reused.",
     "schema": {"type": "string", "minLength": 1, "maxLength": 255},
 }
 
@@ -39,7 +42,7 @@ def idempotency_key() -> str | None:
         raise ApiError(
             400,
             "invalid_idempotency_key",
-            f"{IDEMPOTENCY_HEADER} must be 1-255 visible ASCII characters.",
+            f"{IDEMPOTENCY_HEADER} must be one header of 1-255 visible ASCII characters other than ','.",
         )
     return key
 

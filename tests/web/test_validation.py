@@ -132,7 +132,8 @@ def test_bad_list_arguments_are_422(client, acme, query):
     assert response.status_code == 422, response.get_json()
 
 
-@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9"])
+# "first,second" is how gunicorn hands over two Idempotency-Key headers: one key matching neither.
+@pytest.mark.parametrize("key", ["", "x" * 256, "caf\u00e9", "first,second"])
 def test_malformed_idempotency_key_is_400(client, acme, key):
     response = client.post(CREATE, json=create_body(), headers={**acme, "Idempotency-Key": key})
 
@@ -220,3 +221,17 @@ def test_options_is_204_with_allow_and_no_html(client, path):
     assert response.data == b""
     assert "Content-Type" not in response.headers
     assert "OPTIONS" in response.headers["Allow"]
+
+
+
+def test_create_is_a_route_of_its_own_not_a_deployment_id(client, acme):
+    options = client.open(CREATE, method="OPTIONS")
+    assert set(options.headers["Allow"].split(", ")) == {"POST", "OPTIONS"}
+    for method in ("get", "delete"):
+        response = getattr(client, method)(CREATE, headers=acme)
+        assert response.status_code == 405
+        assert error_code(response) == "method_not_allowed"
+    assert client.get(f"{CREATE}/status", headers=acme).status_code == 404
+    assert error_code(client.get(f"{CREATE}/status", headers=acme)) == "not_found"
+    # A name merely starting with "create" is still an (unknown) id.
+    assert error_code(client.get("/internal/deployments/createx/status", headers=acme)) == "deployment_not_found"

@@ -92,12 +92,16 @@ def test_scale_errors(client, admin, acme, seed_nodes, clean_tables):
         json={"replicas": 1, "reason": "r", "deployment_id": "00000000-0000-0000-0000-000000000001"}, headers=admin)
     negative = client.post(f"/admin/v1/models/{MODEL}/scale", json={"replicas": -1, "reason": "r"}, headers=admin)
     no_reason = client.post(f"/admin/v1/models/{MODEL}/scale", json={"replicas": 1}, headers=admin)
+    blank_reason = client.post(f"/admin/v1/models/{MODEL}/scale", json={"replicas": 1, "reason": " \t "},
+                               headers=admin)
 
     assert unknown_model.status_code == 404
     assert error_code(unknown_model) == "model_not_found"
     assert wrong_deployment.status_code == 404
     assert negative.status_code == 422
     assert no_reason.status_code == 422
+    assert blank_reason.status_code == 422
+    assert blank_reason.get_json()["error"]["details"]["fields"] == {"reason": ["Must not be blank."]}
 
 
 def test_scaling_events_filters_and_pagination(client, admin, acme, seed_nodes, clean_tables):

@@ -15,4 +15,11 @@ class ModelScaleRequestSchema(Schema):
         allow_none=True,
         metadata={"description": "required when several deployments serve the model (else 409 lists them)"},
     )
-    reason = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=1000))
+    # The audit trail's why: required, and blank text is no answer.
+    reason = ma.fields.String(
+        required=True,
+        validate=[
+            ma.validate.Length(min=1, max=1000),
+            ma.validate.Predicate("strip", error="Must not be blank."),
+        ],
+    )

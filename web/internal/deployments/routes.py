@@ -112,7 +112,7 @@ class Deployments(MethodView):
         return {"items": items, "next_cursor": next_cursor}
 
 
-@blp.route("/<resource_id:deployment_id>")
+@blp.route("/<resource_id('create'):deployment_id>")
 class DeploymentById(MethodView):
     @blp.response(200, DeploymentSchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -130,7 +130,7 @@ class DeploymentById(MethodView):
         return _submit_change(requests.request_delete, "deployment.delete", deployment_id)
 
 
-@blp.route("/<resource_id:deployment_id>/status")
+@blp.route("/<resource_id('create'):deployment_id>/status")
 class DeploymentStatusById(MethodView):
     @blp.response(200, DeploymentStatusSchema)
     @blp.alt_response(404, response="NOT_FOUND")
@@ -143,7 +143,7 @@ class DeploymentStatusById(MethodView):
         return current_app.json.response(view)
 
 
-@blp.route("/<resource_id:deployment_id>/restart")
+@blp.route("/<resource_id('create'):deployment_id>/restart")
 class DeploymentRestart(MethodView):
     @blp.response(202, SubmittedJobSchema, headers=LOCATION_HEADER)
     @blp.alt_response(400, response="BAD_REQUEST")
@@ -158,5 +158,9 @@ class DeploymentRestart(MethodView):
         GPUs are admitted like a scale-up (409 `insufficient_gpu` when no node of its GPU type has room) but
         not counted against the tenant's quota: a tenant using all of its quota can still restart. They are
         given back when the rollout ends.
+
+        409 codes: `deployment_busy` (another operation is in progress), `invalid_state` (not RUNNING or
+        DEGRADED), `nothing_to_restart` (STOPPED: scaled to 0 replicas), `insufficient_gpu` (no room for the
+        extra replica).
         """
         return _submit_change(requests.request_restart, "deployment.restart", deployment_id)
