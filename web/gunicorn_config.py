@@ -38,6 +38,10 @@ def _prepare_metrics_directory() -> str | None:
 
 _created_directory = _prepare_metrics_directory()
 
+# A bearer token can outgrow gunicorn's 8190-byte header line (a platform service's token listing many tenants);
+# gunicorn refuses a longer one itself, with an HTML 431 the API's error handling never sees.
+limit_request_field_size = 32768
+
 
 def child_exit(_server: Any, worker: Any) -> None:
     """A worker that exits leaves its counts in (they happened); only its live gauges must go."""

@@ -27,10 +27,10 @@ def _free_port() -> int:
         return probe.getsockname()[1]
 
 
-def _get(port: int, path: str) -> tuple[int, str]:
+def _get(port: int, path: str, headers: dict[str, str] | None = None) -> tuple[int, str]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
-        connection.request("GET", path, headers={"Connection": "close"})
+        connection.request("GET", path, headers={"Connection": "close", **(headers or {})})
         response = connection.getresponse()
         return response.status, response.read().decode()
     finally:
@@ -105,3 +105,11 @@ def test_every_scrape_counts_the_requests_of_every_worker(api_port):
     scrapes = [_health_served(api_port) - before for _ in range(8)]
 
     assert scrapes == [served_by_the_other + 1] * 8
+
+
+def test_a_header_longer_than_gunicorns_default_limit_reaches_the_api(api_port):
+    """A bearer token of a service acting for many tenants can pass 8190 bytes, gunicorn's default limit."""
+    status, body = _get(api_port, "/internal/jobs/x", {"Authorization": "Bearer " + "a" * 12000})
+
+    assert status == 401  # the API's own answer to a bad token (not gunicorn's HTML 431)
+    assert '"invalid_token"' in body
