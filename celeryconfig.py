@@ -8,11 +8,8 @@ countdown, or Redis would hand a still-running (or still-waiting) task to a seco
 """
 
 from settings import get_settings
-from workers.broker import transport_for
 
 broker_url = get_settings().redis_url
-# kombu's Redis transport with one shared client per channel, for a plain redis:// URL (see workers.broker).
-broker_transport = transport_for(broker_url)
 broker_connection_retry_on_startup = True
 # 900 s: above the longest task time limit (300 s, the sweeps) and the longest retry countdown (60 s), yet short
 # enough that the task of a worker killed outright (no chance to requeue) is redelivered within minutes.

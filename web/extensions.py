@@ -30,13 +30,19 @@ NUL_MESSAGE = "Text must not contain NUL characters."
 def contains_nul(value: Any) -> bool:
     """Whether a NUL character is anywhere in ``value`` (a JSON value: text, numbers, lists, objects and keys).
 
-    Postgres text cannot hold NUL, so such input would otherwise fail as a database error (a 500)."""
-    if isinstance(value, str):
-        return "\x00" in value
-    if isinstance(value, Mapping):
-        return any(contains_nul(key) or contains_nul(item) for key, item in value.items())
-    if isinstance(value, list):
-        return any(contains_nul(item) for item in value)
+    Postgres text cannot hold NUL, so such input would otherwise fail as a database error (a 500). The walk
+    keeps its own stack: a body nested hundreds of levels deep decodes fine and must not exhaust Python's."""
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, Mapping):
+            pending.extend(item.keys())
+            pending.extend(item.values())
+        elif isinstance(item, list):
+            pending.extend(item)
     return False
 
 
@@ -213,7 +219,7 @@ class ResourceIdConverter(BaseConverter):
         if reserved:
             # Both guards are needed: werkzeug lists a route's methods (Allow) from the pattern alone, and
             # matches a segment followed by more path without applying the pattern's "$" to that segment.
-            self.regex = "(?!(?:{})$)[^/]+".format("|".join(re.escape(name) for name in sorted(reserved)))
+            self.regex = "(?!(?:{})\\Z)[^/]+".format("|".join(re.escape(name) for name in sorted(reserved)))
 
     def to_python(self, value: str) -> uuid.UUID | str:
         if value in self.reserved:

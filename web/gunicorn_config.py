@@ -41,6 +41,9 @@ _created_directory = _prepare_metrics_directory()
 # A bearer token can outgrow gunicorn's 8190-byte header line (a platform service's token listing many tenants);
 # gunicorn refuses a longer one itself, with an HTML 431 the API's error handling never sees.
 limit_request_field_size = 32768
+# gunicorn sizes a request head's buffer as fields x field size: half the default 100 fields keeps that near
+# 1.6 MB, and no client of this API sends more than a few dozen headers.
+limit_request_fields = 50
 
 
 def child_exit(_server: Any, worker: Any) -> None:

@@ -10,18 +10,21 @@ asynchronous client BRPOP uses) is kombu's own.
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
 
+from kombu import transport as kombu_transport
 from kombu.transport import redis as kombu_redis
 
 TRANSPORT = "workers.broker:Transport"
 
 
-def transport_for(broker_url: str) -> str | None:
-    """Celery's ``broker_transport`` for ``broker_url``: this module's for a plain ``redis://`` URL; ``None``
-    (the transport kombu picks from the scheme) for any other, such as ``rediss://``, ``sentinel://`` or
-    ``redis+socket://``, whose transports differ from the plain one."""
-    return TRANSPORT if urlsplit(broker_url).scheme == "redis" else None
+def install() -> None:
+    """Make this the transport of ``redis://`` URLs in this process (kombu resolves a URL's scheme through
+    ``TRANSPORT_ALIASES``). Done by alias rather than Celery's ``broker_transport`` setting, which would also
+    become the scheme of the URL the app reports (``workers.broker:Transport://...``), and Flower, reading
+    queue lengths through its own client chosen by that scheme, would no longer recognise the broker.
+    ``redis+socket://`` URLs get it too; ``rediss://`` and ``sentinel://`` keep kombu's own transports."""
+    kombu_transport.TRANSPORT_ALIASES["redis"] = TRANSPORT
+    kombu_transport._transport_cache.pop("redis", None)  # resolved before this, it would stay kombu's
 
 
 class Channel(kombu_redis.Channel):

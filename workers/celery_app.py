@@ -18,6 +18,7 @@ from celery.signals import setup_logging, task_postrun, task_prerun, worker_proc
 
 from beat_schedule import BEAT_SCHEDULE
 from models.db import dispose_engine
+from workers import broker
 from workers.k8s import reset_client
 from workers.logs import configure_logging, job_id_var, task_id_var
 from workers.queues import TASK_FOR_JOB_TYPE, Queues, TaskNames
@@ -27,6 +28,8 @@ logger = logging.getLogger(__name__)
 _TASKS_PACKAGE = Path(__file__).resolve().parent.parent / "tasks"
 TASK_MODULES = sorted(f"tasks.{module.name}" for module in pkgutil.iter_modules([str(_TASKS_PACKAGE)]))
 
+# redis:// goes through workers.broker's transport (one Redis client per channel instead of one per publish).
+broker.install()
 app = Celery("orchestration", include=TASK_MODULES)
 app.config_from_object(os.environ.get("CELERY_CONFIG_MODULE", "celeryconfig"))
 app.conf.beat_schedule = BEAT_SCHEDULE

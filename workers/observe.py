@@ -242,7 +242,7 @@ def poll_delay(seconds_since_change: float, interval: float) -> float:
     return max(float(interval), min(seconds_since_change / 10.0, MAX_POLL_DELAY_SECONDS))
 
 
-def _latest_change_started() -> Any:
+def latest_change_started() -> Any:
     """Correlated scalar subquery: when the deployment's most recent job was created."""
     return (
         select(func.max(Job.created_at))
@@ -281,7 +281,7 @@ def _observation_read() -> Any:
         Deployment.status,
         Deployment.replicas_desired,
         Deployment.active_job_id,
-        _latest_change_started(),
+        latest_change_started(),
         func.now(),
     ).where(Deployment.id == bindparam("deployment_id", type_=Uuid))
 

@@ -83,6 +83,18 @@ def test_selectors_over_http(api):
     assert [p.metadata.name for p in web.items] == ["a", "b"]
     by_name = v1.list_namespaced_pod("default", field_selector="metadata.name=b")
     assert [p.metadata.name for p in by_name.items] == ["b"]
+    # An equality selector (served from the label index) combined with field selectors, in one namespace,
+    # across all namespaces, and paginated one pod per page.
+    web_on_n2 = v1.list_namespaced_pod("default", label_selector="app=web", field_selector="spec.nodeName=n2")
+    assert [p.metadata.name for p in web_on_n2.items] == ["b"]
+    web_not_b = v1.list_namespaced_pod("default", label_selector="app==web", field_selector="metadata.name!=b")
+    assert [p.metadata.name for p in web_not_b.items] == ["a"]
+    everywhere = v1.list_pod_for_all_namespaces(label_selector="app=db", field_selector="spec.nodeName=n1")
+    assert [(p.metadata.namespace, p.metadata.name) for p in everywhere.items] == [("team-a", "c")]
+    first = v1.list_namespaced_pod("default", label_selector="app=web", limit=1)
+    second = v1.list_namespaced_pod("default", label_selector="app=web", limit=1, _continue=first.metadata._continue)
+    assert [p.metadata.name for p in first.items + second.items] == ["a", "b"]
+    assert second.metadata._continue is None
     with pytest.raises(ApiException) as caught:
         v1.list_namespaced_pod("default", label_selector="app in (web")
     assert caught.value.status == 400

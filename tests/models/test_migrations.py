@@ -127,24 +127,31 @@ def test_every_enum_check_constraint_admits_exactly_the_models_values(db_engine)
     assert migrated == expected
 
 
-def test_downgrading_the_stopped_status_reports_stopped_deployments_as_running(empty_database_url):
-    upgrade_database(empty_database_url)
+def test_the_stopped_status_migrates_both_ways(empty_database_url):
+    """Up: a deployment RUNNING at zero replicas becomes STOPPED (one with replicas stays RUNNING). Down: back."""
+    upgrade_database(empty_database_url, "0002")
     engine = create_engine(empty_database_url)
+
+    def statuses() -> dict[str, str]:
+        with engine.connect() as connection:
+            return dict(connection.execute(text(f"SELECT name, status FROM {SCHEMA}.deployments")).all())
+
     try:
         with engine.begin() as connection:
             connection.execute(text(f"INSERT INTO {SCHEMA}.tenants (id, name) VALUES ('acme', 'Acme')"))
-            connection.execute(
-                text(
-                    f"INSERT INTO {SCHEMA}.deployments (id, tenant_id, name, model_id, image, gpu_type, k8s_namespace,"
-                    " k8s_name, status) VALUES (:id, 'acme', 'idle', 'org/m', 'vllm', 'nvidia-l40s', 'default',"
-                    " 'idle', 'STOPPED')"
-                ),
-                {"id": uuid.uuid4()},
-            )
+            for name, replicas in (("idle", 0), ("busy", 2)):
+                connection.execute(
+                    text(
+                        f"INSERT INTO {SCHEMA}.deployments (id, tenant_id, name, model_id, image, gpu_type,"
+                        " k8s_namespace, k8s_name, status, replicas_desired) VALUES (:id, 'acme', :name, 'org/m',"
+                        " 'vllm', 'nvidia-l40s', 'default', :name, 'RUNNING', :replicas)"
+                    ),
+                    {"id": uuid.uuid4(), "name": name, "replicas": replicas},
+                )
+        upgrade_database(empty_database_url)
+        assert statuses() == {"idle": "STOPPED", "busy": "RUNNING"}
         downgrade_database(empty_database_url, "0002")
-        with engine.connect() as connection:
-            statuses = connection.execute(text(f"SELECT status FROM {SCHEMA}.deployments")).scalars().all()
-        assert statuses == ["RUNNING"]
+        assert statuses() == {"idle": "RUNNING", "busy": "RUNNING"}
         upgrade_database(empty_database_url)
     finally:
         engine.dispose()

@@ -10,11 +10,21 @@ import pytest
 from tests.web.helpers import create_body, error_code
 
 CREATE = "/internal/deployments/create"
-DEPTH = 1500  # past Python's recursion limit (1000); 900 levels decode and are then refused by the schema
+DEPTH = 1500  # past Python's recursion limit (1000): the decoder itself gives up
 
 
 def nested(depth: int) -> str:
     return "[" * depth + "]" * depth
+
+
+@pytest.mark.parametrize("depth", [400, 900])
+def test_json_nested_deep_but_decodable_is_refused_by_the_schema(client, acme, depth):
+    body = '{"model_id": "org/m", "autoscaling": ' + nested(depth) + "}"
+
+    response = client.post(CREATE, data=body, headers={**acme, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert "autoscaling" in response.get_json()["error"]["details"]["fields"]
 
 
 @pytest.fixture

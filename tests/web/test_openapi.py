@@ -48,4 +48,6 @@ def test_swagger_ui_is_served_by_the_api_itself(client):
         response = client.get(asset)
         assert response.status_code == 200, asset
         assert len(response.data) > 1000, asset
-    assert client.get("/docs/assets/../app.py").status_code == 404
+    # The package's own module sits next to the assets directory: a path out of it must not reach it.
+    for escape in ("../__init__.py", "..%2f__init__.py", "%2e%2e/flask_swagger_ui.py"):
+        assert client.get(f"/docs/assets/{escape}").status_code == 404, escape

@@ -8,8 +8,7 @@ import pytest
 import redis
 from kombu import Connection, Exchange, Producer, Queue
 
-import celeryconfig
-from workers.broker import Transport, transport_for
+from workers.broker import Transport
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
 
@@ -62,21 +61,15 @@ def test_messages_published_in_batches_and_one_by_one_reach_the_queue(connection
     assert [bound.get(no_ack=True).payload for _ in range(4)] == [{"n": 0}, {"n": 1}, {"n": 2}, {"n": 3}]
 
 
-@pytest.mark.parametrize(
-    ("url", "transport"),
-    [
-        ("redis://127.0.0.1:6379/0", "workers.broker:Transport"),
-        ("redis://:secret@cache.internal:6380/2", "workers.broker:Transport"),
-        ("rediss://cache.internal:6380/0", None),
-        ("sentinel://sentinel-1:26379;sentinel://sentinel-2:26379", None),
-        ("redis+socket:///tmp/redis.sock", None),
-    ],
-)
-def test_only_a_plain_redis_url_gets_it(url, transport):
-    assert transport_for(url) == transport
+def test_the_celery_app_uses_it_and_still_reports_a_redis_url():
+    """Installed by alias: the app's connection is this transport, and the URL it reports (to Flower, in the
+    worker banner) keeps its redis:// scheme, which Flower needs to read queue lengths."""
+    from flower.utils.broker import Broker
 
+    from workers.celery_app import app
 
-def test_celery_is_configured_with_it():
-    assert celeryconfig.broker_transport == transport_for(celeryconfig.broker_url)
-    with Connection(celeryconfig.broker_url, transport=celeryconfig.broker_transport) as conn:
-        assert isinstance(conn.transport, Transport) == (celeryconfig.broker_transport is not None)
+    with app.connection_for_write() as connection:
+        assert isinstance(connection.transport, Transport)
+        uri = connection.as_uri(include_password=True)
+    assert uri.startswith("redis://")
+    assert type(Broker(uri, broker_options={})).__name__ == "Redis"  # raised NotImplementedError for the old URL

@@ -9,7 +9,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import Deployment, DeploymentStatus, GpuNode, SweepRun
-from workers.observe import PROGRESS_REASONS
+from workers.observe import PROGRESS_REASONS, latest_change_started
 
 # A deployment in one of these states is "in motion"; past this age, or with a reason that is not progress
 # (a pod starting, a model loading: every rollout shows those), it is stuck.
@@ -62,7 +62,10 @@ def deployment_health(session: Session, now: datetime) -> dict[str, Any]:
             select(Deployment.status, func.count()).where(Deployment.deleted_at.is_(None)).group_by(Deployment.status)
         ).all()
     )
-    stuck_query = select(Deployment).where(
+    # When the transition began: its job's creation (the status poll rewrites updated_at on every look, so
+    # that says nothing about how long a rollout has been going), else the deployment's own.
+    change_started = func.coalesce(latest_change_started(), Deployment.created_at)
+    stuck_query = select(Deployment, change_started).where(
         Deployment.deleted_at.is_(None),
         or_(
             Deployment.status.in_((DeploymentStatus.FAILED, DeploymentStatus.DEGRADED)),
@@ -70,7 +73,7 @@ def deployment_health(session: Session, now: datetime) -> dict[str, Any]:
                 Deployment.status.in_(TRANSITIONAL_STATUSES),
                 or_(
                     and_(Deployment.status_reason.is_not(None), Deployment.status_reason.not_in(PROGRESS_REASONS)),
-                    Deployment.updated_at < now - STUCK_AFTER,
+                    change_started < now - STUCK_AFTER,
                 ),
             ),
         ),
@@ -86,8 +89,9 @@ def deployment_health(session: Session, now: datetime) -> dict[str, Any]:
             "message": row.status_message,
             "replicas": {"desired": row.replicas_desired, "ready": row.replicas_ready},
             "since": row.updated_at,
+            "change_started_at": started,
         }
-        for row in session.scalars(stuck_query.order_by(Deployment.updated_at).limit(100))
+        for row, started in session.execute(stuck_query.order_by(Deployment.updated_at).limit(100))
     ]
     return {"by_status": {str(status): count for status, count in counts.items()}, "stuck": stuck}
 

@@ -11,7 +11,7 @@ from sqlalchemy.orm import Session
 
 from bench.drain import deploy_through_service, point_service_at
 from kubesim.cluster import SimCluster
-from models import Deployment, DeploymentStatus, GpuNode, SweepRun
+from models import Deployment, DeploymentStatus, GpuNode, Job, SweepRun
 from settings import get_settings
 from tests.web.helpers import create_body
 from workers.k8s import reset_client
@@ -150,10 +150,11 @@ def test_a_rollout_in_progress_is_not_stuck_until_it_takes_too_long(client, admi
                                                                              ("starting", starting))}
 
     def set_progress(name, reason, age):
+        """The rollout's job began ``age`` ago; the status poll has just looked again (updated_at is now)."""
         with Session(clean_tables) as session:
+            session.execute(update(Job).where(Job.target_id == ids[name]).values(created_at=datetime.now(UTC) - age))
             session.execute(update(Deployment).where(Deployment.id == ids[name]).values(
-                status=DeploymentStatus.CREATING, status_reason=reason, status_message=f"pod x: {reason}",
-                updated_at=datetime.now(UTC) - age))
+                status=DeploymentStatus.CREATING, status_reason=reason, status_message=f"pod x: {reason}"))
             session.commit()
 
     def stuck():
