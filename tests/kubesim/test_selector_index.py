@@ -69,22 +69,28 @@ def test_selectors_sharing_labels_are_filed_apart():
     assert index.matching("ns", {"tenant": "t1"}) == []
 
 
-def test_pods_with_labels_follows_relabels_and_deletes():
+def _store_with_random_pods(rng: random.Random, count: int) -> Store:
+    """Pods ``pod-000``... with random labels, spread over the namespaces default and other."""
     store = Store(VirtualClock(start=1_800_000_000), seed=1)
     for namespace in ("default", "other"):
         store.create("namespaces", {"metadata": {"name": namespace}})
+    for number in range(count):
+        store.create("pods", bare_pod(f"pod-{number:03}", labels=_random_labels(rng)), rng.choice(["default", "other"]))
+    return store
+
+
+def test_pods_with_labels_follows_relabels_and_deletes():
     rng = random.Random(5)
-    for number in range(30):
-        store.create("pods", bare_pod(f"pod-{number}", labels=_random_labels(rng)), rng.choice(["default", "other"]))
+    store = _store_with_random_pods(rng, 30)
     for number in range(0, 30, 3):
-        namespace = "default" if store.try_get("pods", "default", f"pod-{number}") else "other"
+        namespace = "default" if store.try_get("pods", "default", f"pod-{number:03}") else "other"
         relabelled = _random_labels(rng)
-        store.mutate("pods", namespace, f"pod-{number}", lambda pod, labels=relabelled: pod["metadata"].update(
+        store.mutate("pods", namespace, f"pod-{number:03}", lambda pod, labels=relabelled: pod["metadata"].update(
             labels=labels))
     for number in range(0, 30, 7):
         for namespace in ("default", "other"):
-            if store.try_get("pods", namespace, f"pod-{number}"):
-                store.delete("pods", namespace, f"pod-{number}")
+            if store.try_get("pods", namespace, f"pod-{number:03}"):
+                store.delete("pods", namespace, f"pod-{number:03}")
     for _ in range(50):
         namespace, wanted = rng.choice(["default", "other"]), _random_labels(rng) or {"app": "a"}
         expected = [pod for pod in store.list("pods", namespace)[0]
@@ -104,12 +110,8 @@ def _random_selector_text(rng: random.Random) -> str:
 
 
 def test_label_selected_pages_are_what_a_full_scan_pages():
-    store = Store(VirtualClock(start=1_800_000_000), seed=1)
-    for namespace in ("default", "other"):
-        store.create("namespaces", {"metadata": {"name": namespace}})
     rng = random.Random(11)
-    for number in range(120):
-        store.create("pods", bare_pod(f"pod-{number:03}", labels=_random_labels(rng)), rng.choice(["default", "other"]))
+    store = _store_with_random_pods(rng, 120)
     for number in range(0, 120, 4):
         for namespace in ("default", "other"):
             if store.try_get("pods", namespace, f"pod-{number:03}"):
