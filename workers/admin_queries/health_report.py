@@ -9,6 +9,7 @@ from sqlalchemy import and_, func, or_, select
 from sqlalchemy.orm import Session
 
 from models import Deployment, DeploymentStatus, GpuNode, SweepRun
+from workers.admin_queries.live_pods import gpus_held, live_pods_by_node
 from workers.observe import PROGRESS_REASONS, latest_change_started
 
 # A deployment in one of these states is "in motion"; past this age, or with a reason that is not progress
@@ -34,6 +35,7 @@ def _age_seconds(moment: datetime | None, now: datetime) -> float | None:
 def node_health(session: Session) -> dict[str, Any]:
     """Nodes by readiness and cordon state; GPUs total, allocated and stranded on unhealthy nodes."""
     nodes = list(session.scalars(select(GpuNode).where(GpuNode.present.is_(True))))
+    pods_by_node = live_pods_by_node(session, [node.name for node in nodes])
     unhealthy = [node for node in nodes if node.ready_status != "Ready"]
     return {
         "nodes": {
@@ -47,7 +49,7 @@ def node_health(session: Session) -> dict[str, Any]:
         "gpus": {
             "total": sum(node.gpu_capacity for node in nodes),
             "allocatable": sum(node.gpu_allocatable for node in nodes),
-            "allocated": sum(node.gpu_allocated for node in nodes),
+            "allocated": sum(gpus_held(pods_by_node.get(node.name, [])) for node in nodes),
             "on_unhealthy_nodes": sum(node.gpu_capacity for node in unhealthy),
             # GPUs the device plugin stopped advertising on nodes that are otherwise up (GPU faults).
             "degraded": sum(max(node.gpu_capacity - node.gpu_allocatable, 0) for node in nodes),

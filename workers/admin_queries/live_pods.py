@@ -9,6 +9,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from models import Deployment, PodAllocation
+from workers.inventory import FINISHED_PHASES
 
 
 def live_pods_by_node(session: Session, node_names: list[str]) -> dict[str, list[PodAllocation]]:
@@ -20,6 +21,15 @@ def live_pods_by_node(session: Session, node_names: list[str]) -> dict[str, list
     ):
         pods_by_node[pod.node_name or ""].append(pod)
     return pods_by_node
+
+
+def gpus_held(pods: list[PodAllocation]) -> int:
+    """GPUs a node's live pods hold (finished pods hold none), as last observed.
+
+    The admin views count a node's allocation from its pod rows, which every status poll keeps current for the
+    service's deployments, rather than from the node row's total, which only the resource tracker writes (once
+    a minute): a node's allocated GPUs then agree with the pods and deployments listed beside them."""
+    return sum(pod.gpus for pod in pods if pod.phase not in FINISHED_PHASES)
 
 
 def deployments_by_id(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, Deployment]:

@@ -10,7 +10,7 @@ from sqlalchemy.orm import Session
 
 from models import ACTIVE_JOB_STATES, Deployment, GpuNode, Job, JobType, PodAllocation, TargetKind
 from workers.admin_queries.cursors import MAX_PAGE_SIZE, decode_cursor, encode_cursor
-from workers.admin_queries.live_pods import deployments_by_id, live_pods_by_node
+from workers.admin_queries.live_pods import deployments_by_id, gpus_held, live_pods_by_node
 
 
 def _is_drain_job_active(session: Session, node_name: str) -> uuid.UUID | None:
@@ -44,6 +44,7 @@ def node_view(node: GpuNode, pods: list[PodAllocation], deployments: dict[uuid.U
         )
         entry["pods"] += 1
         entry["gpus"] += pod.gpus
+    allocated = gpus_held(pods)
     return {
         "name": node.name,
         "internal_ip": node.internal_ip,
@@ -52,8 +53,8 @@ def node_view(node: GpuNode, pods: list[PodAllocation], deployments: dict[uuid.U
             "memory_mb": node.gpu_memory_mb,
             "capacity": node.gpu_capacity,
             "allocatable": node.gpu_allocatable,
-            "allocated": node.gpu_allocated,
-            "free": node.gpu_free,
+            "allocated": allocated,
+            "free": max(node.gpu_allocatable - allocated, 0),
         },
         "cpu": {"capacity_millicores": node.cpu_capacity_millicores,
                 "allocatable_millicores": node.cpu_allocatable_millicores},

@@ -9,7 +9,7 @@ from sqlalchemy.orm import Session
 
 from models import GpuNode
 from workers.admin_queries.dcgm import dcgm_gpus
-from workers.admin_queries.live_pods import deployments_by_id, live_pods_by_node
+from workers.admin_queries.live_pods import deployments_by_id, gpus_held, live_pods_by_node
 
 # An allocated GPU below this utilization is counted as idle: held by a pod, doing (almost) nothing.
 IDLE_GPU_UTILIZATION_PERCENT = 5.0
@@ -72,6 +72,8 @@ def gpu_utilization(
     else:
         reasons.append("metrics.k8s.io not queried: no cluster client")
 
+    allocated = {node.name: gpus_held(pods_by_node.get(node.name, [])) for node in nodes}
+    free = {node.name: max(node.gpu_allocatable - allocated[node.name], 0) for node in nodes}
     node_views = []
     for node in nodes:
         samples = [gpu for gpu in gpu_samples if gpu["node"] == node.name]
@@ -88,7 +90,7 @@ def gpu_utilization(
                 "name": node.name,
                 "gpu_product": node.gpu_product,
                 "gpus": {"capacity": node.gpu_capacity, "allocatable": node.gpu_allocatable,
-                         "allocated": node.gpu_allocated, "free": node.gpu_free},
+                         "allocated": allocated[node.name], "free": free[node.name]},
                 "utilization_percent": _mean([g["utilization_percent"] for g in samples
                                               if g["utilization_percent"] is not None]),
                 "memory_used_mb": sum(g["memory_used_mb"] or 0 for g in samples) if samples else None,
@@ -128,14 +130,14 @@ def gpu_utilization(
             }
         )
 
-    allocated_total = sum(node.gpu_allocated for node in nodes)
+    allocated_total = sum(allocated.values())
     allocated_busy = sum(1 for gpu in gpu_samples if gpu["pod"] and not gpu["idle"])
     cluster = {
         "gpus": {
             "capacity": sum(node.gpu_capacity for node in nodes),
             "allocatable": sum(node.gpu_allocatable for node in nodes),
             "allocated": allocated_total,
-            "free": sum(node.gpu_free for node in nodes),
+            "free": sum(free.values()),
         },
         "utilization_percent": _mean([g["utilization_percent"] for g in gpu_samples
                                       if g["utilization_percent"] is not None]),

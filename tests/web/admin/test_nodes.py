@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import uuid
+from datetime import UTC, datetime
 
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
-from models import GpuNode, Job, JobState, JobType
+from models import GpuNode, Job, JobState, JobType, PodAllocation
 from tests.web.helpers import create_body, error_code
 
 NODES = "/admin/v1/infrastructure/nodes"
@@ -186,3 +187,25 @@ def test_node_detail(client, admin, acme, seed_nodes):
     assert body["schedulable"] is True
     assert body["deployments"] == []
     assert body["pods"] == []
+
+
+def test_allocated_gpus_come_from_the_live_pods_the_views_list(client, admin, seed_nodes, clean_tables):
+    """The node row's total is the resource tracker's (once a minute); the pods are kept current by every status
+    poll. Node detail, utilization and health all count the live pods, so they agree with the pods listed."""
+    (node,) = seed_nodes({"nvidia-l40s": [8]})
+    with Session(clean_tables) as session:
+        session.execute(update(GpuNode).values(gpu_allocated=0))  # stale: the tracker has not run yet
+        for name, gpus, phase, terminated in (("serving", 2, "Running", None), ("done", 4, "Succeeded", None),
+                                              ("gone", 1, "Running", datetime.now(UTC))):
+            session.add(PodAllocation(pod_uid=name, namespace="default", pod_name=name, node_name=node, gpus=gpus,
+                                      phase=phase, terminated_at=terminated))
+        session.commit()
+
+    detail = client.get(f"/admin/v1/infrastructure/nodes/{node}", headers=admin).get_json()
+    utilization = client.get("/admin/v1/infrastructure/gpu-utilization", headers=admin).get_json()
+    health = client.get("/admin/v1/infrastructure/health", headers=admin).get_json()
+
+    assert (detail["gpu"]["allocated"], detail["gpu"]["free"]) == (2, 6)
+    assert (utilization["nodes"][0]["gpus"]["allocated"], utilization["nodes"][0]["gpus"]["free"]) == (2, 6)
+    assert (utilization["cluster"]["gpus"]["allocated"], utilization["cluster"]["gpus"]["free"]) == (2, 6)
+    assert health["gpus"]["allocated"] == 2

@@ -24,8 +24,10 @@ class NodeGpuSchema(Schema):
     memory_mb = ma.fields.Integer(allow_none=True)
     capacity = ma.fields.Integer()
     allocatable = ma.fields.Integer()
-    allocated = ma.fields.Integer()
-    free = ma.fields.Integer()
+    allocated = ma.fields.Integer(
+        metadata={"description": "GPUs the node's live pods hold, as last observed (the pods listed with it)"}
+    )
+    free = ma.fields.Integer(metadata={"description": "allocatable minus allocated"})
 
 
 class NodeCordonSchema(Schema):
