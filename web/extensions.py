@@ -79,10 +79,22 @@ class ErrorSchema(Schema):
 
 class StrictParser(FlaskParser):
     """webargs ignores unknown query parameters by default; we refuse them like unknown body fields,
-    so a misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list. A JSON body nested
+    so a misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list, and so are repeats of a
+    single-valued one. A JSON body nested
     deeper than the interpreter can decode is invalid JSON (400), not a RecursionError (500)."""
 
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
+
+    def load_querystring(self, req: Any, schema: ma.Schema) -> Any:
+        """A parameter that takes one value, given several times (``?status=A&status=B``), is a 422 naming it:
+        reading the first value alone would silently drop the others."""
+        proxy = super().load_querystring(req, schema)
+        repeated = sorted(
+            key for key in req.args if key not in proxy.multiple_keys and len(req.args.getlist(key)) > 1
+        )
+        if repeated:
+            raise ma.ValidationError({key: ["Give this parameter once."] for key in repeated})
+        return proxy
 
     def _raw_load_json(self, req: Any) -> Any:
         try:

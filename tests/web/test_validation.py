@@ -235,3 +235,12 @@ def test_create_is_a_route_of_its_own_not_a_deployment_id(client, acme):
     assert error_code(client.get(f"{CREATE}/status", headers=acme)) == "not_found"
     # A name merely starting with "create" is still an (unknown) id.
     assert error_code(client.get("/internal/deployments/createx/status", headers=acme)) == "deployment_not_found"
+
+
+@pytest.mark.parametrize("query", ["status=RUNNING&status=FAILED", "limit=5&limit=7", "name=a&model_id=org/m&name=b"])
+def test_a_single_valued_query_parameter_given_twice_is_422(client, acme, query):
+    response = client.get(f"/internal/deployments?{query}", headers=acme)
+
+    assert response.status_code == 422
+    repeated = {part.split("=")[0] for part in query.split("&") if query.count(part.split("=")[0] + "=") > 1}
+    assert set(response.get_json()["error"]["details"]["fields"]) == repeated
