@@ -22,6 +22,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import insert, select
@@ -46,6 +47,7 @@ from workers.domain import AdmissionError, DomainError
 from workers.health_monitor import OUR_SELECTOR
 from workers.kube_calls import list_pages
 from workers.manifests import DEPLOYMENT_ID_LABEL
+from workers.observe import latest_change_started
 from workers.prometheus_client import PrometheusUnavailableError, client_from_settings
 from workers.sweep_lock import DEFAULT_KEY_PREFIX, default_redis, lock_key_prefix, run_locked
 from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
@@ -97,6 +99,17 @@ class AutoscaledDeployment:
     target_gpu_utilization: int | None
     targets: dict[str, Any]
     busy: bool
+    changed_at: datetime | None = None  # when its latest job (create, scale, restart) began
+
+
+def _with_last_change(history: list[tuple[float, int]], deployment: AutoscaledDeployment) -> list[tuple[float, int]]:
+    """``history`` plus the replica count the deployment was last set to, as a recommendation made when that
+    change began. A deployment just created (or scaled) has no recommendations yet, so nothing else would hold
+    it for the scale-down window: with its model still loading and no traffic, the first sweep would shrink it.
+    Not saved with the history (it is added again on every sweep until it leaves the window)."""
+    if deployment.changed_at is None:
+        return history
+    return [(deployment.changed_at.timestamp(), deployment.replicas_desired), *history]
 
 
 def load_autoscaled(session: Session) -> list[AutoscaledDeployment]:
@@ -105,6 +118,7 @@ def load_autoscaled(session: Session) -> list[AutoscaledDeployment]:
             Deployment.id, Deployment.tenant_id, Deployment.model_id, Deployment.replicas_desired,
             Deployment.min_replicas, Deployment.max_replicas, Deployment.target_gpu_utilization,
             Deployment.autoscaling_targets, Deployment.active_job_id, Job.state,
+            latest_change_started().label("changed_at"),
         )
         .outerjoin(Job, Job.id == Deployment.active_job_id)
         .where(
@@ -119,6 +133,7 @@ def load_autoscaled(session: Session) -> list[AutoscaledDeployment]:
             min_replicas=row.min_replicas, max_replicas=row.max_replicas,
             target_gpu_utilization=row.target_gpu_utilization, targets=dict(row.autoscaling_targets or {}),
             busy=row.active_job_id is not None and row.state not in TERMINAL_JOB_STATES,
+            changed_at=row.changed_at,
         )
         for row in rows
     ]
@@ -317,7 +332,8 @@ def _sweep(
         )
         samples = samples_for(deployment, targets, ready.get(key, []), metrics)
         past = history.get(key, [])
-        recommendation = hpa.recommend(samples, deployment.replicas_desired, policy, past, now)
+        held = _with_last_change(past, deployment)
+        recommendation = hpa.recommend(samples, deployment.replicas_desired, policy, held, now)
         new_history[key] = hpa.prune_history([*past, (now, recommendation.raw_replicas)], now, policy)
         report.saw("recommendations")
         if not recommendation.changes:

@@ -30,10 +30,10 @@ class Enqueued(list):
         self.append(job)
 
 
-def autoscale(session, sim, redis_client, enqueued=None, **kwargs):
+def autoscale(session, sim, redis_client, enqueued=None, now=None, **kwargs):
     client, prefix = redis_client
     return run_autoscaler(
-        session, now=sim_now(sim), config=CONFIG, redis_client=client, key_prefix=prefix,
+        session, now=sim_now(sim) if now is None else now, config=CONFIG, redis_client=client, key_prefix=prefix,
         enqueue=enqueued if enqueued is not None else Enqueued(), **kwargs,
     )
 
@@ -177,3 +177,26 @@ def test_metric_targets_aliases_and_defaults():
     targets, ignored = metric_targets(deployment({"vllm:num_requests_waiting": 3, "kv_cache_usage": 85, "rps": 2}, 70))
     assert targets == {"queue_depth": 3.0, "kv_cache_usage": 0.85, "gpu_utilization": 70.0}
     assert ignored == ["rps"]
+
+
+def test_a_new_deployment_is_not_scaled_down_within_the_window_after_its_creation(session, sim, redis_client):
+    """Its model loads and no traffic has come yet: utilization 0 must not shrink it at the first sweep. The
+    replicas it was created with count as a recommendation made when its create job began."""
+    sync_inventory(session)
+    deployment_id = autoscaled(session, sim, replicas=3, target_gpu_utilization=70)
+    created_at = session.scalar(select(func.max(Job.created_at)).where(Job.target_id == str(deployment_id)))
+    assert created_at is not None
+    sim.advance(30)
+
+    held = Enqueued()
+    inside = autoscale(session, sim, redis_client, held, now=created_at.timestamp() + 60)
+    assert held == []
+    assert inside.actions.get("scale_down", 0) == 0
+
+    scaled = Enqueued()
+    later = created_at.timestamp() + CONFIG.scale_down_stabilization_seconds + 60
+    autoscale(session, sim, redis_client, scaled, now=later)
+    [job] = scaled
+    [event] = auto_events(session, deployment_id)
+    assert (event.replicas_before, event.replicas_after) == (3, 1)
+    assert job.type == JobType.DEPLOYMENT_SCALE
