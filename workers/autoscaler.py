@@ -347,7 +347,10 @@ def _sweep(
         observed = ", ".join(
             f"{m.name} {m.average:.3g} vs target {m.target:g}" for m in recommendation.metrics if m.average is not None
         )
-        reason = f"autoscale {direction} {deployment.replicas_desired} -> {desired}: {observed}"
+        limits = [limit for limit in recommendation.limited_by if limit in ("min_replicas", "max_replicas")]
+        reason = f"autoscale {direction} {deployment.replicas_desired} -> {desired}: {observed}" + (
+            f" (held to {', '.join(limits)})" if limits else ""
+        )
         outcome = _scale(session, deployment, desired, reason, inputs)
         if isinstance(outcome, Job):
             jobs.append(outcome)

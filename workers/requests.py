@@ -589,6 +589,16 @@ def request_scale(
         raise ConflictError(
             "invalid_state", f"a {deployment.status} deployment cannot be scaled", {"status": str(deployment.status)}
         )
+    # The autoscaler would undo a manual scale outside its range at its next sweep; 0 stops the deployment,
+    # which the autoscaler then leaves alone.
+    outside = not deployment.min_replicas <= replicas <= deployment.max_replicas
+    if trigger == "manual" and deployment.autoscaling_enabled and replicas != 0 and outside:
+        raise ConflictError(
+            "outside_autoscaling_range",
+            f"autoscaling keeps this deployment between {deployment.min_replicas} and {deployment.max_replicas} "
+            "replicas: scale within that range, or to 0 to stop it",
+            {"replicas": replicas, "min_replicas": deployment.min_replicas, "max_replicas": deployment.max_replicas},
+        )
     before = deployment.replicas_desired
     job = request.job(
         deployment,

@@ -199,4 +199,5 @@ def test_a_new_deployment_is_not_scaled_down_within_the_window_after_its_creatio
     [job] = scaled
     [event] = auto_events(session, deployment_id)
     assert (event.replicas_before, event.replicas_after) == (3, 1)
+    assert event.reason.endswith("(held to min_replicas)")  # idle: the metric alone asks for fewer than the min
     assert job.type == JobType.DEPLOYMENT_SCALE

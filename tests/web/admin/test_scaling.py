@@ -104,6 +104,33 @@ def test_scale_errors(client, admin, acme, seed_nodes, clean_tables):
     assert blank_reason.get_json()["error"]["details"]["fields"] == {"reason": ["Must not be blank."]}
 
 
+def test_a_manual_scale_of_an_autoscaled_deployment_stays_in_its_range(client, admin, acme, seed_nodes,
+                                                                        clean_tables):
+    seed_nodes({"nvidia-l40s": [8, 8]})
+    _create(client, acme, clean_tables, "elastic", replicas=2,
+            autoscaling={"enabled": True, "min_replicas": 1, "max_replicas": 4, "target_gpu_utilization": 70})
+
+    def scale(replicas):
+        return client.post(f"/admin/v1/models/{MODEL}/scale", json={"replicas": replicas, "reason": "ops"},
+                           headers=admin)
+
+    above = scale(10)
+    assert above.status_code == 409
+    assert error_code(above) == "outside_autoscaling_range"
+    assert above.get_json()["error"]["details"] == {"replicas": 10, "min_replicas": 1, "max_replicas": 4}
+    assert scale(4).status_code == 202  # within the range
+
+
+def test_a_manual_scale_to_zero_stops_an_autoscaled_deployment(client, admin, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    _create(client, acme, clean_tables, "elastic", replicas=2,
+            autoscaling={"enabled": True, "min_replicas": 1, "max_replicas": 4, "target_gpu_utilization": 70})
+
+    stop = client.post(f"/admin/v1/models/{MODEL}/scale", json={"replicas": 0, "reason": "weekend"}, headers=admin)
+
+    assert stop.status_code == 202
+
+
 def test_scaling_events_filters_and_pagination(client, admin, acme, seed_nodes, clean_tables):
     seed_nodes({"nvidia-l40s": [8]})
     deployment_id = _create(client, acme, clean_tables, "reader")
