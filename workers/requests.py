@@ -259,10 +259,19 @@ def _claim(session: Session, deployment: Deployment, job: Job) -> None:
     ).first()
     if claimed is None:
         session.refresh(deployment, ["active_job_id"])
+        holder = session.get(Job, deployment.active_job_id) if deployment.active_job_id else None
+        job_type = str(holder.type) if holder is not None else None
+        # A node job (an admin's drain moving this deployment's replicas) is not the tenant's to read: the type
+        # says what blocks, and the deployment's status shows the job in flight until it ends.
+        message = (
+            "a node drain is moving this deployment's replicas; retry when it has finished"
+            if job_type == JobType.NODE_DRAIN
+            else "another operation is in progress on this deployment"
+        )
         raise ConflictError(
             "deployment_busy",
-            "another operation is in progress on this deployment",
-            {"job_id": str(deployment.active_job_id) if deployment.active_job_id else None},
+            message,
+            {"job_id": str(deployment.active_job_id) if deployment.active_job_id else None, "job_type": job_type},
         )
     session.refresh(deployment)
 

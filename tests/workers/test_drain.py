@@ -324,3 +324,23 @@ def test_step_messages_never_run_twice_and_are_never_lost(cluster, db_engine):
     assert drive_drain(cluster, job_id, advance=True, token=adopted.next_token) == "CANCELLED"
     with get_sessionmaker()() as session:
         assert drain.run_step(session, job_id, adopted.next_token).state == "skipped"
+
+
+def test_a_tenant_change_during_a_drain_is_busy_naming_the_drain(cluster):
+    from workers.requests import request_delete
+
+    deployed = deploy_through_service(cluster)
+    job_id = submit_drain(DRAINED_NODE)
+    refusals = []
+
+    def try_a_delete(step):
+        if step == 2:  # the drain holds the deployments it moves once it has planned
+            with get_sessionmaker()() as session, pytest.raises(ConflictError) as busy:
+                request_delete(session, tenant_id=None, deployment_id=deployed.ids["llama"], requested_by="svc")
+            refusals.append(busy.value)
+
+    assert drive_drain(cluster, job_id, advance=True, between_steps=try_a_delete) == "SUCCEEDED"
+    [busy] = refusals
+    assert busy.code == "deployment_busy"
+    assert busy.details == {"job_id": str(job_id), "job_type": "node.drain"}
+    assert "drain" in busy.message

@@ -189,7 +189,7 @@ def test_one_operation_at_a_time(cluster):
     with pytest.raises(ConflictError) as busy:
         request_delete(cluster, tenant_id="acme", deployment_id=submitted.deployment.id, requested_by="svc")
     assert busy.value.code == "deployment_busy"
-    assert busy.value.details == {"job_id": str(submitted.job.id)}
+    assert busy.value.details == {"job_id": str(submitted.job.id), "job_type": "deployment.create"}
     jobs.start(cluster, submitted.job.id)
     jobs.succeed(cluster, submitted.job.id, {})
     deleted = request_delete(cluster, tenant_id="acme", deployment_id=submitted.deployment.id, requested_by="svc")
