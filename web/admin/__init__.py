@@ -1,4 +1,5 @@
-"""The admin API (``/admin/v1``): GPU nodes, utilization, manual scaling, drains, scaling events, health.
+"""The admin API (``/admin/v1``): GPU nodes, utilization, manual scaling, drains, scaling events, tenants' quotas,
+health.
 
 Every route needs the ``admin`` scope; admins act across tenants, so these blueprints are not
 tenant-scoped (no ``X-Tenant-ID`` resolution).
@@ -10,7 +11,7 @@ from web.extensions import Api
 
 
 def register_blueprints(api: Api) -> None:
-    from web.admin import health, jobs, models, nodes, scaling, utilization
+    from web.admin import health, jobs, models, nodes, scaling, tenants, utilization
 
-    for resource in (nodes, jobs, utilization, models, scaling, health):
+    for resource in (nodes, jobs, utilization, models, scaling, tenants, health):
         resource.register_blueprints(api)

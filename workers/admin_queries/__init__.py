@@ -5,7 +5,7 @@ when the Kubernetes API is slow or down; only the health report also asks Celery
 short timeout, because worker liveness and queue depth live nowhere else.
 
 One module per view: ``nodes``, ``scaling_events``, ``utilization`` (with ``dcgm`` and ``resource_usage``
-as its metric sources), ``health_report`` (with ``celery_liveness``) and ``manual_scaling``; ``cursors``
+as its metric sources), ``health_report`` (with ``celery_liveness``), ``manual_scaling`` and ``tenants``; ``cursors``
 and ``live_pods`` are what the views share.
 """
 
@@ -15,6 +15,7 @@ from workers.admin_queries.manual_scaling import deployment_for_model, record_bl
 from workers.admin_queries.nodes import list_nodes, node_detail
 from workers.admin_queries.resource_usage import resource_metrics
 from workers.admin_queries.scaling_events import list_scaling_events
+from workers.admin_queries.tenants import set_tenant_quota, tenant_quota
 from workers.admin_queries.utilization import gpu_utilization
 
 __all__ = [
@@ -27,6 +28,8 @@ __all__ = [
     "queue_depths",
     "record_blocked_scale",
     "resource_metrics",
+    "set_tenant_quota",
+    "tenant_quota",
     "verdict",
     "worker_liveness",
 ]
