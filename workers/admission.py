@@ -121,7 +121,9 @@ def _known_gpu_types_query() -> Any:
 
 def _tenant_used_query(tenant_id: str) -> Any:
     return select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
-        GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None)
+        GpuReservation.tenant_id == tenant_id,
+        GpuReservation.released_at.is_(None),
+        GpuReservation.counts_toward_quota.is_(True),
     )
 
 
@@ -237,7 +239,11 @@ def _admission_state_statement() -> Any:
     return select(
         select(Tenant.gpu_quota).where(Tenant.id == tenant_id).scalar_subquery(),
         select(func.coalesce(func.sum(GpuReservation.gpus), 0))
-        .where(GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None))
+        .where(
+            GpuReservation.tenant_id == tenant_id,
+            GpuReservation.released_at.is_(None),
+            GpuReservation.counts_toward_quota.is_(True),
+        )
         .scalar_subquery(),
         taken,
         select(func.jsonb_agg(nodes.c.node)).scalar_subquery(),
@@ -313,6 +319,7 @@ def admit(
         job_id=job_id,
         gpu_type=gpu_type,
         gpus_per_replica=gpus_per_replica,
+        counts_toward_quota=check_quota,
     )
     session.add_all([GpuReservation(**row) for row in rows])  # one INSERT at the flush
     session.flush()
@@ -386,6 +393,7 @@ def reservation_rows(
     job_id: uuid.UUID | None,
     gpu_type: str,
     gpus_per_replica: int,
+    counts_toward_quota: bool = True,
 ) -> list[dict[str, Any]]:
     """The GpuReservation rows :func:`admit` writes for ``placement``, one per node, as column values (every
     column but ``created_at``), for a caller that writes them in a statement of its own."""
@@ -399,6 +407,7 @@ def reservation_rows(
             "gpu_type": gpu_type,
             "gpus": node_replicas * gpus_per_replica,
             "replicas": node_replicas,
+            "counts_toward_quota": counts_toward_quota,
             "released_at": None,
         }
         for node_name, node_replicas in sorted(placement.replicas_by_node.items())

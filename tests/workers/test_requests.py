@@ -227,6 +227,28 @@ def test_restart_rules(cluster):
     assert [(row.gpus, row.replicas) for row in surge] == [(4, 1)]
 
 
+def test_a_restarts_extra_replica_is_not_counted_against_the_tenants_quota(cluster):
+    """The surge is the platform's doing: while it runs, the tenant may still use the rest of its quota."""
+    from models import Tenant
+    from workers import admission
+
+    cluster.get(Tenant, "acme").gpu_quota = 6
+    cluster.flush()
+    deployment = running(cluster, create(cluster, replicas=1, gpus_per_replica=4))
+    restart = request_restart(cluster, tenant_id="acme", deployment_id=deployment.id, requested_by="svc")
+    [surge] = cluster.execute(select(GpuReservation).where(GpuReservation.job_id == restart.job.id)).scalars()
+    assert (surge.gpus, surge.counts_toward_quota) == (4, False)
+    assert admission.tenant_quota(cluster, "acme") == (6, 4)
+
+    other = create(cluster, name="second", replicas=1, gpus_per_replica=2)  # 4 + 2 = 6: within the quota
+
+    assert other.deployment.gpus_per_replica == 2
+    with pytest.raises(ConflictError) as over, cluster.begin_nested():
+        create(cluster, name="third", replicas=1, gpus_per_replica=1)
+    assert over.value.code == "quota_exceeded"
+    assert over.value.details == {"quota": 6, "used": 6, "requested": 1}
+
+
 def test_single_replica_restart_without_room_is_refused(cluster):
     submitted = create(cluster, replicas=2, gpus_per_replica=8)
     deployment = running(cluster, submitted)
