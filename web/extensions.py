@@ -78,10 +78,10 @@ class ErrorSchema(Schema):
 
 
 class StrictParser(FlaskParser):
-    """webargs ignores unknown query parameters by default; we refuse them like unknown body fields,
-    so a misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list, and so are repeats of a
-    single-valued one. A JSON body nested
-    deeper than the interpreter can decode is invalid JSON (400), not a RecursionError (500)."""
+    """webargs ignores unknown query parameters by default; we refuse them like unknown body fields, so a
+    misspelt filter (``?stauts=RUNNING``) is a 422 instead of an unfiltered list, and so are repeats of a
+    single-valued one. A JSON body nested deeper than the interpreter can decode is invalid JSON (400), not a
+    RecursionError (500)."""
 
     DEFAULT_UNKNOWN_BY_LOCATION = {**FlaskParser.DEFAULT_UNKNOWN_BY_LOCATION, "query": None, "querystring": None}
 
