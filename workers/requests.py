@@ -311,6 +311,14 @@ def request_create(
         raise InvalidRequestError(
             "invalid_autoscaling_range", "max_replicas must be >= min_replicas", {"field": "max_replicas"}
         )
+    if spec.autoscaling_enabled and max_replicas == min_replicas:
+        # Accepted, this would be an autoscaler that can never act (max_replicas defaults to the replicas asked for).
+        raise InvalidRequestError(
+            "empty_autoscaling_range",
+            f"with autoscaling enabled, max_replicas must be above min_replicas ({min_replicas}), or the autoscaler "
+            "has nothing to do: give max_replicas, or leave autoscaling out",
+            {"field": "max_replicas"},
+        )
     # Serialises creates cluster-wide (admission needs it anyway), which also makes the name check race-free.
     # The read takes the lock, and under it ONE statement answers both the name check and admission.
     state = admission.read_admission_state(session, tenant_id, name=name)

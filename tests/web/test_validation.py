@@ -244,3 +244,17 @@ def test_a_single_valued_query_parameter_given_twice_is_422(client, acme, query)
     assert response.status_code == 422
     repeated = {part.split("=")[0] for part in query.split("&") if query.count(part.split("=")[0] + "=") > 1}
     assert set(response.get_json()["error"]["details"]["fields"]) == repeated
+
+
+def test_autoscaling_with_nothing_to_scale_between_is_422(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    alone = client.post(CREATE, json=create_body(name="alone", autoscaling={"enabled": True}), headers=acme)
+    pinned = client.post(CREATE, json=create_body(
+        name="pinned", replicas=2, autoscaling={"enabled": True, "min_replicas": 2, "max_replicas": 2}), headers=acme)
+    ranged = client.post(CREATE, json=create_body(name="ranged", autoscaling={"enabled": True, "max_replicas": 2}),
+                         headers=acme)
+
+    for refused in (alone, pinned):
+        assert refused.status_code == 422
+        assert error_code(refused) == "empty_autoscaling_range"
+    assert ranged.status_code == 202
