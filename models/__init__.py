@@ -7,7 +7,7 @@ from models.base import SCHEMA, Base
 from models.deployment import Deployment, DeploymentStatus
 from models.gpu_node import NODE_READY_STATUSES, GpuNode
 from models.job import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobState, JobType, TargetKind
-from models.pod_allocation import PodAllocation
+from models.pod_allocation import FINISHED_POD_PHASES, PodAllocation
 from models.reservation import GpuReservation
 from models.scaling_event import ScalingEvent, ScalingEventStatus, ScalingTrigger
 from models.sweep_run import SweepName, SweepRun
@@ -15,6 +15,7 @@ from models.tenant import Tenant
 
 __all__ = [
     "ACTIVE_JOB_STATES",
+    "FINISHED_POD_PHASES",
     "NODE_READY_STATUSES",
     "SCHEMA",
     "TERMINAL_JOB_STATES",

@@ -13,6 +13,9 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base
 
+# Pod phases after which a pod holds no GPUs (and no node resources): it has run to its end.
+FINISHED_POD_PHASES = ("Succeeded", "Failed")
+
 
 class PodAllocation(Base):
     __tablename__ = "pod_allocations"

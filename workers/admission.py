@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy import BigInteger, String, and_, bindparam, func, select, update
 from sqlalchemy.orm import Session
 
-from models import Deployment, GpuNode, GpuReservation, PodAllocation, Tenant
+from models import FINISHED_POD_PHASES, Deployment, GpuNode, GpuReservation, PodAllocation, Tenant
 from models.driver_sql import DriverStatement, pipeline
 from settings import get_settings
 from workers.domain import AdmissionError, InvalidRequestError
@@ -37,7 +37,6 @@ from workers.placement import Placement, place_replicas
 
 # Arbitrary constant naming "the admission lock" among the database's advisory locks.
 ADMISSION_LOCK_KEY = 0x6F72636841444D  # "orchADM"
-_FINISHED_POD_PHASES = ("Succeeded", "Failed")
 
 
 _LOCKED_IN = "admission_lock_held_in"
@@ -91,7 +90,7 @@ _FOREIGN_LIVE_POD = (
     PodAllocation.deployment_id.is_(None),
     PodAllocation.terminated_at.is_(None),
     PodAllocation.node_name.is_not(None),
-    PodAllocation.phase.not_in(_FINISHED_POD_PHASES),
+    PodAllocation.phase.not_in(FINISHED_POD_PHASES),
 )
 
 

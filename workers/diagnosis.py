@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from models import FINISHED_POD_PHASES
 from workers.manifests import GPU_RESOURCE
 
 
@@ -124,7 +125,7 @@ class PodView:
 
     @property
     def live(self) -> bool:
-        return self.phase not in ("Succeeded", "Failed")
+        return self.phase not in FINISHED_POD_PHASES
 
 
 def pod_view(pod: Mapping[str, Any]) -> PodView:

@@ -19,7 +19,7 @@ from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.orm import Session
 
-from models import Deployment, GpuNode, PodAllocation
+from models import FINISHED_POD_PHASES, Deployment, GpuNode, PodAllocation
 from workers.k8s import KubeClients, get_clients
 from workers.kube_calls import list_pages
 from workers.manifests import (
@@ -33,7 +33,6 @@ from workers.manifests import (
 from workers.observe import pod_columns, pod_view
 
 GPU_MEMORY_LABEL = "nvidia.com/gpu.memory"
-FINISHED_PHASES = ("Succeeded", "Failed")
 _BATCH = 1000
 
 
@@ -152,7 +151,7 @@ def pod_allocation_rows(
         ours = labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and labels.get(DEPLOYMENT_ID_LABEL) in known_deployments
         if view.gpus == 0 and not ours:
             continue  # pods without GPUs do not affect placement
-        if view.node and view.phase not in FINISHED_PHASES:
+        if view.node and view.phase not in FINISHED_POD_PHASES:
             allocated[view.node] += view.gpus
         rows.append({
             **pod_columns(view),

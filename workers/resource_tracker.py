@@ -32,7 +32,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, select, text
 from sqlalchemy.orm import Session
 
-from models import SCHEMA, Deployment, SweepName
+from models import FINISHED_POD_PHASES, SCHEMA, Deployment, SweepName
 from settings import get_settings
 from workers import admission, inventory, k8s
 from workers.cluster_errors import ClusterError, call, is_status
@@ -420,7 +420,7 @@ def cleanup_finished_pods(clients: Any, pods: list[dict[str, Any]], report: Swee
         labels = metadata.get("labels") or {}
         if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE:
             continue
-        if (pod.get("status") or {}).get("phase") not in inventory.FINISHED_PHASES or metadata.get("deletionTimestamp"):
+        if (pod.get("status") or {}).get("phase") not in FINISHED_POD_PHASES or metadata.get("deletionTimestamp"):
             continue
         finished += 1
         try:

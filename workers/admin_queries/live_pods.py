@@ -8,8 +8,7 @@ from collections import defaultdict
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Deployment, PodAllocation
-from workers.inventory import FINISHED_PHASES
+from models import FINISHED_POD_PHASES, Deployment, PodAllocation
 
 
 def live_pods_by_node(session: Session, node_names: list[str]) -> dict[str, list[PodAllocation]]:
@@ -29,7 +28,7 @@ def gpus_held(pods: list[PodAllocation]) -> int:
     The admin views count a node's allocation from its pod rows, which every status poll keeps current for the
     service's deployments, rather than from the node row's total, which only the resource tracker writes (once
     a minute): a node's allocated GPUs then agree with the pods and deployments listed beside them."""
-    return sum(pod.gpus for pod in pods if pod.phase not in FINISHED_PHASES)
+    return sum(pod.gpus for pod in pods if pod.phase not in FINISHED_POD_PHASES)
 
 
 def deployments_by_id(session: Session, ids: set[uuid.UUID]) -> dict[uuid.UUID, Deployment]:

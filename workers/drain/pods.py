@@ -8,7 +8,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from models import Deployment
+from models import FINISHED_POD_PHASES, Deployment
 from workers import cluster_errors
 from workers.drain.options import DrainOptions
 from workers.k8s import get_clients
@@ -53,7 +53,7 @@ def list_node_pods(node_name: str) -> list[dict[str, Any]]:
 
 
 def _is_finished(pod: dict[str, Any]) -> bool:
-    return (pod.get("status") or {}).get("phase") in ("Succeeded", "Failed")
+    return (pod.get("status") or {}).get("phase") in FINISHED_POD_PHASES
 
 
 def _has_emptydir(pod: dict[str, Any]) -> bool:
