@@ -20,6 +20,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
@@ -30,6 +31,7 @@ from kubesim.clock import rfc3339
 from kubesim.eviction import evict
 from kubesim.faults import FaultInjector, RequestLog, RequestRecord
 from kubesim.patch import APPLY_PATCH, apply_patch
+from kubesim.request_head import HeadError, parse_request_line, read_headers
 from kubesim.resources import BY_PLURAL, ResourceType
 from kubesim.store import clone
 
@@ -174,6 +176,49 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
     def log_message(self, format: str, *args: Any) -> None:
         """Silence the stdlib's per-request stderr line; the request log records everything."""
 
+    def send_error(self, code: int, message: str | None = None, explain: str | None = None) -> None:
+        """Answer a request that cannot be read (its head, an over-long request line) as Go's net/http does for
+        the real API server: one plain-text line, then the connection closes. The stdlib sends an HTML page."""
+        status = HTTPStatus(code)
+        text = f"{code} {message or status.phrase}" + (f": {explain}" if explain else "")
+        body = text.encode("utf-8", "replace")
+        self.close_connection = True
+        self._status = code
+        self.send_response(code, message)
+        self.send_header("Content-Type", "text/plain; charset=utf-8")
+        self.send_header("Connection", "close")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        if self.command != "HEAD":
+            self.wfile.write(body)
+
+    def parse_request(self) -> bool:
+        """The stdlib's request parsing (same attributes, answers and connection rules), with the header fields
+        read by :mod:`kubesim.request_head` instead of the email package."""
+        self.command = None  # type: ignore[assignment]  # send_error reads it before a command is known
+        self.request_version = self.default_request_version
+        self.close_connection = True
+        self.requestline = str(self.raw_requestline, "iso-8859-1").rstrip("\r\n")
+        try:
+            line = parse_request_line(self.requestline, self.default_request_version)
+            if line is None:
+                return False
+            self.request_version = line.version
+            self.close_connection = not line.keep_alive
+            self.command, self.path = line.command, line.path
+            self.headers = read_headers(self.rfile)
+        except HeadError as error:
+            self.request_version = "HTTP/1.1"  # an unreadable head is answered with a status line, as Go does
+            self.send_error(error.status, error.message, error.explain)
+            return False
+        connection = (self.headers.get("Connection") or "").lower()
+        if connection == "close":
+            self.close_connection = True
+        elif connection == "keep-alive":
+            self.close_connection = False
+        expects_continue = (self.headers.get("Expect") or "").lower() == "100-continue"
+        return not expects_continue or self.request_version < "HTTP/1.1" or self.handle_expect_100()
+
     def do_GET(self) -> None:
         self._handle("GET")
 
@@ -202,9 +247,9 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
         self.query_string = split.query
         self.query = {k: v[-1] for k, v in parse_qs(split.query, keep_blank_values=True).items()}
         self.method = method
-        length = int(self.headers.get("Content-Length") or 0)
-        self.raw_body = self.rfile.read(length) if length > 0 else b""
+        self.raw_body = b""
         try:
+            self.raw_body = self._read_body()
             self._dispatch()
         except _DroppedConnection:
             self._record()
@@ -219,6 +264,15 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
             self._send_error(errors.internal_error(f"{type(exc).__name__}: {exc}"))
         finally:
             self._record()
+
+    def _read_body(self) -> bytes:
+        raw_length = (self.headers.get("Content-Length") or "0").strip()
+        if not raw_length.isdigit():
+            # The body's end is unknown, so nothing after it on this connection can be read either.
+            self.close_connection = True
+            raise errors.bad_request(f"invalid Content-Length {raw_length[:40]!r}")
+        length = int(raw_length)
+        return self.rfile.read(length) if length > 0 else b""
 
     def _record(self) -> None:
         """Log the request once, before its last byte goes out, so a client that saw the answer sees the entry."""
