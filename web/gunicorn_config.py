@@ -18,6 +18,10 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from gunicorn import util
+
+from web.gunicorn_errors import write_json_error
+
 MULTIPROC_DIR_VARIABLE = "PROMETHEUS_MULTIPROC_DIR"
 
 
@@ -44,6 +48,10 @@ limit_request_field_size = 32768
 # gunicorn sizes a request head's buffer as fields x field size: half the default 100 fields keeps that near
 # 1.6 MB, and no client of this API sends more than a few dozen headers.
 limit_request_fields = 50
+
+# Requests gunicorn refuses itself (a malformed request line or header, a head over the limits above) are answered
+# in the API's JSON error shape, not gunicorn's HTML page. Set here, in the master, so every forked worker has it.
+util.write_error = write_json_error
 
 
 def child_exit(_server: Any, worker: Any) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import http.client
+import json
 import os
 import re
 import secrets
@@ -113,3 +114,24 @@ def test_a_header_longer_than_gunicorns_default_limit_reaches_the_api(api_port):
 
     assert status == 401  # the API's own answer to a bad token (not gunicorn's HTML 431)
     assert '"invalid_token"' in body
+
+
+@pytest.mark.parametrize(
+    ("request_head", "status", "code"),
+    [
+        (b"GET /health HTTP/1.1\r\nHost: localhost\r\nBad Header\r\n\r\n", 400, "bad_request"),
+        (b"GET /health HTTP/9.9\r\nHost: localhost\r\n\r\n", 400, "bad_request"),
+        (b"GET /health HTTP/1.1\r\nX-Big: " + b"a" * 40000 + b"\r\n\r\n", 431, "request_header_fields_too_large"),
+        (b"GET /" + b"a" * 5000 + b" HTTP/1.1\r\nHost: localhost\r\n\r\n", 414, "request_line_too_long"),
+    ],
+)
+def test_requests_gunicorn_refuses_get_the_apis_json_error(api_port, request_head, status, code):
+    with socket.create_connection(("127.0.0.1", api_port), timeout=10) as connection:
+        connection.sendall(request_head)
+        answer = b""
+        while chunk := connection.recv(65536):
+            answer += chunk
+    head, _, body = answer.partition(b"\r\n\r\n")
+    assert head.startswith(f"HTTP/1.1 {status} ".encode())
+    assert b"Content-Type: application/json" in head
+    assert json.loads(body)["error"]["code"] == code
