@@ -2,6 +2,9 @@
 
 Admission writes a row per (deployment, node) before any pod exists, so two concurrent requests
 cannot both be promised the same free GPUs; the row is released when the deployment shrinks or goes.
+Every active row holds GPUs on its node; a tenant's quota use counts a deployment's rows only up to its
+desired replicas (``workers.admission``), so a surge the platform adds (a restart's extra replica, a drain's
+or a recovery's replacements) never counts against the tenant.
 """
 
 from __future__ import annotations
@@ -9,7 +12,7 @@ from __future__ import annotations
 import uuid
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, String, text, true
+from sqlalchemy import CheckConstraint, ForeignKey, Index, String, text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from models.base import Base, CreatedAtMixin
@@ -40,9 +43,6 @@ class GpuReservation(CreatedAtMixin, Base):
     gpus: Mapped[int]
     # How many replicas of the deployment this row places on node_name.
     replicas: Mapped[int] = mapped_column(default=1, server_default="1")
-    # False for a temporary surge the platform starts (a single-replica restart's extra replica, a drain's or a
-    # recovery's replacements before the originals go): it holds GPUs, but not against the tenant's quota.
-    counts_toward_quota: Mapped[bool] = mapped_column(server_default=true())
     released_at: Mapped[datetime | None]
 
     @property

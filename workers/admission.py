@@ -118,11 +118,22 @@ def _known_gpu_types_query() -> Any:
     )
 
 
-def _tenant_used_query(tenant_id: str) -> Any:
-    return select(func.coalesce(func.sum(GpuReservation.gpus), 0)).where(
-        GpuReservation.tenant_id == tenant_id,
-        GpuReservation.released_at.is_(None),
-        GpuReservation.counts_toward_quota.is_(True),
+def _tenant_used_query(tenant_id: Any) -> Any:
+    """GPUs the tenant holds against its quota: each deployment's active reservations, up to its desired replicas.
+
+    The cap leaves out every surge the platform adds on its own (a single-replica restart's extra replica, a
+    drain's or a recovery's replacements, admitted with ``check_quota=False``) while it overlaps the replicas
+    it replaces, and whichever rows are left once those go count in full: use never depends on which rows a
+    move released. A scale or a create changes the desired count and the reservations in one transaction."""
+    reserved = (
+        select(GpuReservation.deployment_id, func.sum(GpuReservation.gpus).label("gpus"))
+        .where(GpuReservation.tenant_id == tenant_id, GpuReservation.released_at.is_(None))
+        .group_by(GpuReservation.deployment_id)
+        .subquery("reserved_by_deployment")
+    )
+    wanted = Deployment.replicas_desired * Deployment.gpus_per_replica
+    return select(func.coalesce(func.sum(func.least(reserved.c.gpus, wanted)), 0)).join_from(
+        reserved, Deployment, Deployment.id == reserved.c.deployment_id
     )
 
 
@@ -157,7 +168,7 @@ def known_gpu_types(session: Session) -> dict[str, int]:
 
 
 def tenant_quota(session: Session, tenant_id: str) -> tuple[int, int]:
-    """(quota, GPUs held by the tenant's active reservations)."""
+    """(quota, GPUs the tenant holds against it: see :func:`_tenant_used_query`)."""
     explicit = session.execute(select(Tenant.gpu_quota).where(Tenant.id == tenant_id)).scalar_one_or_none()
     quota = explicit if explicit is not None else get_settings().default_tenant_gpu_quota
     used = session.execute(_tenant_used_query(tenant_id)).scalar_one()
@@ -237,13 +248,7 @@ def _admission_state_statement() -> Any:
     )
     return select(
         select(Tenant.gpu_quota).where(Tenant.id == tenant_id).scalar_subquery(),
-        select(func.coalesce(func.sum(GpuReservation.gpus), 0))
-        .where(
-            GpuReservation.tenant_id == tenant_id,
-            GpuReservation.released_at.is_(None),
-            GpuReservation.counts_toward_quota.is_(True),
-        )
-        .scalar_subquery(),
+        _tenant_used_query(tenant_id).scalar_subquery(),
         taken,
         select(func.jsonb_agg(nodes.c.node)).scalar_subquery(),
         select(func.jsonb_object_agg(foreign.c.node_name, foreign.c.gpus)).scalar_subquery(),
@@ -298,8 +303,9 @@ def admit(
     """Reserve GPUs for ``replicas`` more replicas or raise :class:`AdmissionError`; writes GpuReservation rows.
 
     Runs inside the caller's transaction and takes the admission lock (idempotent within a transaction).
-    ``check_quota=False`` for temporary platform-initiated surges (a single-replica restart), which the
-    tenant did not ask for and which are released when the rollout ends. ``state`` is what the caller
+    ``check_quota=False`` for platform-initiated surges (a single-replica restart, a drain's or a recovery's
+    replacements), which the tenant did not ask for; their rows never count against the quota either, as long as
+    they overlap what they replace (:func:`_tenant_used_query`). ``state`` is what the caller
     already read with :func:`read_admission_state` under the lock in this transaction (saves the read).
     """
     placement = decide(
@@ -318,7 +324,6 @@ def admit(
         job_id=job_id,
         gpu_type=gpu_type,
         gpus_per_replica=gpus_per_replica,
-        counts_toward_quota=check_quota,
     )
     session.add_all([GpuReservation(**row) for row in rows])  # one INSERT at the flush
     session.flush()
@@ -392,7 +397,6 @@ def reservation_rows(
     job_id: uuid.UUID | None,
     gpu_type: str,
     gpus_per_replica: int,
-    counts_toward_quota: bool = True,
 ) -> list[dict[str, Any]]:
     """The GpuReservation rows :func:`admit` writes for ``placement``, one per node, as column values (every
     column but ``created_at``), for a caller that writes them in a statement of its own."""
@@ -406,7 +410,6 @@ def reservation_rows(
             "gpu_type": gpu_type,
             "gpus": node_replicas * gpus_per_replica,
             "replicas": node_replicas,
-            "counts_toward_quota": counts_toward_quota,
             "released_at": None,
         }
         for node_name, node_replicas in sorted(placement.replicas_by_node.items())

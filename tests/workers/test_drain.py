@@ -15,6 +15,8 @@ from sqlalchemy import select
 from bench.drain import (
     DRAINED_NODE,
     SCENARIO,
+    TENANT,
+    DeploymentShape,
     ReadySampler,
     deploy_through_service,
     drive_drain,
@@ -28,7 +30,7 @@ from kubesim.cluster import SimCluster
 from models import GpuNode, GpuReservation, Job, JobState, ScalingEvent, ScalingEventStatus, ScalingTrigger
 from models.db import get_sessionmaker
 from settings import get_settings
-from workers import drain
+from workers import admission, drain
 from workers.domain import ConflictError
 from workers.k8s import get_clients, reset_client
 
@@ -111,6 +113,8 @@ def test_drain_moves_three_deployments_without_dropping_below_desired(cluster):
         # The moved replicas keep their room: 4 + 2 + 2 GPUs reserved on the other nodes.
         elsewhere = session.scalars(select(GpuReservation).where(GpuReservation.released_at.is_(None))).all()
         assert sum(row.gpus for row in elsewhere) == 8
+        # ... and they still count against the tenant's quota: the surge rows are now its real replicas.
+        assert admission.tenant_quota(session, TENANT)[1] == 8
 
 
 def test_drain_without_room_elsewhere_stops_and_evicts_nothing(cluster):
@@ -143,6 +147,51 @@ def test_drain_without_room_elsewhere_stops_and_evicts_nothing(cluster):
     assert {event.status for event in events} == {ScalingEventStatus.BLOCKED}
     with get_sessionmaker()() as session:
         assert session.scalars(select(GpuReservation).where(GpuReservation.job_id == job_id)).all() == []
+
+
+def test_a_drain_allowed_to_lose_capacity_keeps_the_lost_replicas_reservations(cluster):
+    """The evicted replicas wait for GPUs and keep their reservations, so their GPUs are not promised to anyone
+    else, and they still count against the tenant's quota. (One replica each: a budget never blocks them.)"""
+    from models.db import session_scope
+    from workers import inventory, observe, resource_tracker
+
+    singles = (
+        DeploymentShape("mistral", "mistralai/Mistral-7B-Instruct-v0.3", 1, 4),
+        DeploymentShape("qwen", "Qwen/Qwen2.5-1.5B-Instruct", 1, 2),
+    )
+    deployed = deploy_through_service(cluster, singles)
+    namespace = get_settings().k8s_namespace
+    others = other_nodes(cluster, DRAINED_NODE)
+    set_cordon(cluster, others, True)
+    with session_scope() as session:
+        inventory.sync_inventory(session)
+
+    job_id = submit_drain(DRAINED_NODE, allow_capacity_loss=True)
+    state = drive_drain(cluster, job_id, advance=True)
+
+    assert state == "SUCCEEDED", _job(job_id).error
+    assert pods_on_node(cluster, namespace, DRAINED_NODE) == []
+    with get_sessionmaker()() as session:
+        held = session.scalars(select(GpuReservation).where(GpuReservation.released_at.is_(None))).all()
+        assert sum(row.gpus for row in held) == 6
+        assert admission.tenant_quota(session, TENANT)[1] == 6
+
+    # Room comes back elsewhere: the waiting replicas start there, the tracker moves their reservations, and
+    # admission offers only what they leave free.
+    set_cordon(cluster, others, False)
+    cluster.advance(300)
+    for shape in singles:
+        deployment = get_clients().apps.read_namespaced_deployment(deployed.k8s_names[shape.name], namespace)
+        assert deployment.status.ready_replicas == 1
+    with session_scope() as session:
+        inventory.sync_inventory(session)
+    for deployment_id in deployed.ids.values():
+        observe.observe_deployment(deployment_id)  # RUNNING, as the status poll records it
+    with session_scope() as session:
+        assert len(resource_tracker.reconcile_drift(session).realigned) == 2
+    with session_scope() as session:
+        assert admission.current_capacity(session).free_total("nvidia-l40s") == 2 * 8 - 6
+        assert admission.tenant_quota(session, TENANT)[1] == 6
 
 
 def test_drain_blocked_by_pdb_fails_at_timeout_and_withdraws_the_surge(cluster):

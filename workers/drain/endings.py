@@ -55,9 +55,12 @@ def undo_surges(step: DrainStep) -> list[str]:
                 f"drain of {step.node} stopped: surge withdrawn",
             )
             undone.append(item["name"])
-        deployment_id = uuid.UUID(item["deployment_id"])
-        admission.release_replicas(step.session, deployment_id, moved, node_name=step.node)
-        admission.release_replicas(step.session, deployment_id, item["k"] - moved, job_id=step.job.id)
+        if item.get("surge"):
+            # The evicted replicas now run on surge rows; the surge rows nobody moved to are given back. Without
+            # a surge the evicted replicas wait for GPUs and keep their reservations (see return_deployment).
+            deployment_id = uuid.UUID(item["deployment_id"])
+            admission.release_replicas(step.session, deployment_id, moved, node_name=step.node)
+            admission.release_replicas(step.session, deployment_id, item["k"] - moved, job_id=step.job.id)
         item["returned"] = True
     return undone
 

@@ -95,9 +95,13 @@ def return_deployment(step: DrainStep, item: dict[str, Any]) -> None:
             item, item["desired"] + item["k"], item["desired"], ScalingEventStatus.SUCCEEDED,
             f"drain of {step.node}: old replicas evicted, back to {item['desired']}",
         )
-    # The replicas now run where the surge reserved room: the surge rows stay (they now describe the
-    # moved replicas) and the reservations that pointed at the drained node are given back.
-    admission.release_replicas(step.session, uuid.UUID(item["deployment_id"]), item["k"], node_name=step.node)
+    if item["surge"]:
+        # The replicas now run where the surge reserved room: the surge rows stay (they now describe the
+        # moved replicas) and the reservations that pointed at the drained node are given back.
+        admission.release_replicas(step.session, uuid.UUID(item["deployment_id"]), item["k"], node_name=step.node)
+    # Without a surge (no room elsewhere, drained with allow_capacity_loss) the evicted replicas are still wanted
+    # and wait for GPUs: their reservations stay, so the GPUs they land on are not promised to anyone else (the
+    # resource tracker moves the rows to the node the pods start on).
     item["returned"] = True
 
 
