@@ -14,29 +14,44 @@ from typing import Any
 
 import flask_smorest
 import marshmallow as ma
-from flask import Flask, request
+from flask import Flask, current_app, request
 from flask_smorest.utils import resolve_schema_instance
-from webargs.flaskparser import FlaskParser
+from marshmallow.utils import missing
+from webargs.flaskparser import FlaskParser, abort, is_json_request
 from werkzeug.routing import BaseConverter, Map, ValidationError
 
 from web import errors
+from web.json_provider import DuplicateKeyError
 
 BEARER_SECURITY_SCHEME = "bearerAuth"
 
 
-NUL_MESSAGE = "Text must not contain NUL characters."
+NUL_MESSAGE = "Text must be valid Unicode (no lone surrogate such as \\ud800) without NUL characters."
+
+
+def _unstorable(text: str) -> bool:
+    if "\x00" in text:
+        return True
+    if text.isascii():
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate ("\ud800" in JSON): no UTF-8 text, nor Postgres text, holds it
+        return True
+    return False
 
 
 def contains_nul(value: Any) -> bool:
-    """Whether a NUL character is anywhere in ``value`` (a JSON value: text, numbers, lists, objects and keys).
+    """Whether text Postgres cannot store (a NUL character, a lone surrogate) is anywhere in ``value`` (a JSON
+    value: text, numbers, lists, objects and keys).
 
-    Postgres text cannot hold NUL, so such input would otherwise fail as a database error (a 500). The walk
-    keeps its own stack: a body nested hundreds of levels deep decodes fine and must not exhaust Python's."""
+    Such input would otherwise fail as a database error (a 500). The walk keeps its own stack: a body nested
+    hundreds of levels deep decodes fine and must not exhaust Python's."""
     pending = [value]
     while pending:
         item = pending.pop()
         if isinstance(item, str):
-            if "\x00" in item:
+            if _unstorable(item):
                 return True
         elif isinstance(item, Mapping):
             pending.extend(item.keys())
@@ -97,10 +112,18 @@ class StrictParser(FlaskParser):
         return proxy
 
     def _raw_load_json(self, req: Any) -> Any:
+        """The body decoded as UTF-8 JSON by the app's provider (``web.json_provider``: a key given twice is
+        refused), where webargs would use ``json`` directly. Any failure to decode is 400 ``invalid_json``."""
+        if not is_json_request(req):
+            return missing
         try:
-            return super()._raw_load_json(req)
-        except RecursionError as error:
-            self._handle_invalid_json_error(error, req)  # type: ignore[arg-type]
+            return current_app.json.loads(req.get_data(cache=True).decode("utf-8"))
+        except DuplicateKeyError as error:
+            abort(400, exc=error, messages={"json": [f"Invalid JSON body: {error}."]})
+        except (ValueError, RecursionError) as error:
+            # ValueError: malformed JSON, bytes that are not UTF-8, or an integer too long to convert (over 4,300
+            # digits); RecursionError: nested deeper than the decoder can go.
+            abort(400, exc=error, messages={"json": ["Invalid JSON body."]})
 
 
 class StrictInteger(ma.fields.Integer):
@@ -116,10 +139,13 @@ class StrictInteger(ma.fields.Integer):
 
 
 class StrictBoolean(ma.fields.Boolean):
-    """Only JSON true/false: marshmallow would also accept "yes", 1, "on"."""
+    """Only JSON true/false: marshmallow would also accept "yes", 1, "on" (and 1 == True, so sets of truthy
+    values cannot keep numbers out: the type is checked)."""
 
-    truthy = {True}
-    falsy = {False}
+    def _deserialize(self, value, attr, data, **kwargs):
+        if not isinstance(value, bool):
+            raise self.make_error("invalid", input=value)
+        return value
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})

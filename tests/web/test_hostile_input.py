@@ -1,5 +1,6 @@
-"""Input no schema field anticipates (JSON nested past the decoder's depth, NUL characters) is a 4xx in the error
-envelope on every kind of endpoint, never a 500: Postgres text cannot hold NUL, and the decoder recurses."""
+"""Input no schema field anticipates (JSON nested past the decoder's depth, NUL characters, lone surrogates, integers
+too long to convert, a key given twice) is a 4xx in the error envelope on every kind of endpoint, never a 500:
+Postgres text cannot hold NUL or a lone surrogate, the decoder recurses, and Python refuses 4,300-digit integers."""
 
 from __future__ import annotations
 
@@ -79,7 +80,77 @@ def test_nul_in_an_admin_body_is_a_field_error(client, admin, clean_tables, path
     response = client.post(path, json=body, headers=admin)
 
     assert response.status_code == 422
-    assert response.get_json()["error"]["details"]["fields"] == {"reason": ["Text must not contain NUL characters."]}
+    assert list(response.get_json()["error"]["details"]["fields"]) == ["reason"]
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/v1/models/org/m/scale", '{"replicas": 1, "reason": "bad \\ud800 surrogate"}'),
+        ("/admin/v1/infrastructure/nodes/l40s-0/cordon", '{"reason": "\\udfff"}'),
+        (CREATE, '{"model_id": "org/m", "name": "x", "vllm_args": ["--served-model-name=\\ud83d"]}'),
+    ],
+)
+def test_a_lone_surrogate_is_a_field_error(client, headers_for, clean_tables, path, body):
+    scopes = ("internal",) if path == CREATE else ("admin",)
+    headers = {**headers_for("acme" if path == CREATE else None, scopes=scopes), "Content-Type": "application/json"}
+
+    response = client.post(path, data=body, headers=headers)
+
+    assert response.status_code == 422
+    assert error_code(response) == "validation_failed"
+
+
+def test_a_surrogate_pair_is_ordinary_text(client, admin, clean_tables):
+    body = '{"replicas": 1, "reason": "rollout \\ud83d\\ude80"}'  # one emoji, written as a UTF-16 pair
+    response = client.post("/admin/v1/models/org/m/scale", data=body,
+                           headers={**admin, "Content-Type": "application/json"})
+
+    assert response.status_code == 404  # validated, then: no deployment serves org/m
+    assert error_code(response) == "model_not_found"
+
+
+@pytest.mark.parametrize(
+    ("path", "body", "scopes"),
+    [
+        ("/admin/v1/tenants/acme/quota", '{"gpu_quota": 1' + "0" * 5000 + "}", ("admin",)),
+        ("/admin/v1/models/org/m/scale", '{"replicas": 1' + "0" * 5000 + ', "reason": "x"}', ("admin",)),
+        (CREATE, '{"model_id": "org/m", "replicas": 1' + "0" * 5000 + "}", ("internal",)),
+    ],
+)
+def test_an_integer_too_long_to_convert_is_invalid_json(client, headers_for, clean_tables, path, body, scopes):
+    headers = {**headers_for("acme" if "internal" in scopes else None, scopes=scopes),
+               "Content-Type": "application/json"}
+    method = client.put if path.endswith("/quota") else client.post
+
+    response = method(path, data=body, headers=headers)
+
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
+
+
+@pytest.mark.parametrize(
+    ("path", "body"),
+    [
+        ("/admin/v1/infrastructure/nodes/l40s-0/drain", '{"dry_run": true, "dry_run": false}'),
+        ("/admin/v1/models/org/m/scale", '{"replicas": 1, "reason": "x", "replicas": 5}'),
+        (f"/admin/v1/jobs/{uuid.uuid4()}/cancel", '{"a": 1, "a": 2}'),
+    ],
+)
+def test_a_key_given_twice_is_invalid_json(client, admin, clean_tables, path, body):
+    response = client.post(path, data=body, headers={**admin, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
+
+
+@pytest.mark.parametrize("value", ["1", "0", '"true"'])
+def test_booleans_must_be_json_booleans(client, admin, clean_tables, value):
+    response = client.post("/admin/v1/infrastructure/nodes/l40s-0/drain", data='{"dry_run": ' + value + "}",
+                           headers={**admin, "Content-Type": "application/json"})
+
+    assert response.status_code == 422
+    assert "dry_run" in response.get_json()["error"]["details"]["fields"]
 
 
 @pytest.mark.parametrize("query", ["name=a%00b", "model_id=org/a%00b", "status=RUNNING%00"])
