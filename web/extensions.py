@@ -145,7 +145,7 @@ class StrictBoolean(ma.fields.Boolean):
     def _deserialize(self, value, attr, data, **kwargs):
         if not isinstance(value, bool):
             raise self.make_error("invalid", input=value)
-        return value
+        return super()._deserialize(value, attr, data, **kwargs)
 
 
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
