@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import base64
 import uuid
 from datetime import UTC, datetime
 
+import pytest
 from sqlalchemy import update
 from sqlalchemy.orm import Session
 
@@ -63,6 +65,16 @@ def test_bad_node_queries_are_422(client, admin):
         response = client.get(f"{NODES}?{query}", headers=admin)
         assert response.status_code == 422, query
         assert error_code(response) in {"validation_failed", "invalid_cursor"}
+
+
+@pytest.mark.parametrize("values", ['["\\u0000"]', '["\\ud800"]', "[1]", "[null]", "[true]", "[[1]]", '["a", "b"]'])
+def test_a_crafted_node_cursor_is_422(client, admin, values):
+    cursor = base64.urlsafe_b64encode(values.encode()).decode().rstrip("=")
+
+    response = client.get(f"{NODES}?limit=2&cursor={cursor}", headers=admin)
+
+    assert response.status_code == 422
+    assert error_code(response) == "invalid_cursor"
 
 
 def test_unknown_node_is_404(client, admin):
