@@ -8,6 +8,7 @@ worker per container).
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 import re
@@ -155,7 +156,7 @@ def _finish_request(response: Response) -> Response:
         response.headers[REQUEST_ID_HEADER] = request_id
     started = g.get("request_started")
     if started is not None:
-        endpoint = request.url_rule.rule if request.url_rule is not None else UNMATCHED_ENDPOINT
+        endpoint = _route_label(request.url_rule.rule) if request.url_rule is not None else UNMATCHED_ENDPOINT
         metrics = g.get("api_metrics")
         if metrics is not None:
             metrics.requests.labels(endpoint, request.method, str(response.status_code)).inc()
@@ -169,9 +170,20 @@ def _reset_log_context(_exception: BaseException | None) -> None:
         request_id_var.reset(token)
 
 
+_RULE_VARIABLE = re.compile(r"<(?:[^:<>]+:)?([^<>:]+)>")
+
+
+@functools.cache
+def _route_label(rule: str) -> str:
+    """The route as the API documents it: ``/internal/deployments/{deployment_id}/status`` for the Flask rule
+    ``/internal/deployments/<resource_id('create'):deployment_id>/status``."""
+    return _RULE_VARIABLE.sub(r"{\1}", rule)
+
+
 def metrics_endpoint(metrics: ApiMetrics):
     def serve_metrics() -> Response:
-        return Response(generate_latest(_scraped_registry(metrics)), mimetype=CONTENT_TYPE_LATEST)
+        # content_type, not mimetype: the constant already names its charset, which mimetype would add again.
+        return Response(generate_latest(_scraped_registry(metrics)), content_type=CONTENT_TYPE_LATEST)
 
     return serve_metrics
 

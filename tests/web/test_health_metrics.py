@@ -81,11 +81,17 @@ def test_metrics_count_requests_jobs_and_job_states(client, acme, seed_nodes):
     client.get("/internal/deployments", headers=acme)
     assert client.post("/internal/deployments/create", json=create_body(), headers=acme).status_code == 202
 
-    text = client.get("/metrics").get_data(as_text=True)
+    deployment_id = client.get("/internal/deployments", headers=acme).get_json()["items"][0]["id"]
+    client.get(f"/internal/deployments/{deployment_id}/status", headers=acme)
 
-    assert 'http_requests_total{endpoint="/internal/deployments",method="GET",status="200"} 2.0' in text
+    scraped = client.get("/metrics")
+    text = scraped.get_data(as_text=True)
+
+    assert scraped.headers["Content-Type"] == "text/plain; version=1.0.0; charset=utf-8"
+    assert 'http_requests_total{endpoint="/internal/deployments",method="GET",status="200"} 3.0' in text
+    assert 'endpoint="/internal/deployments/{deployment_id}/status",method="GET",status="200"} 1.0' in text
     assert 'http_requests_total{endpoint="/internal/deployments/create",method="POST",status="202"} 1.0' in text
-    assert 'http_request_duration_seconds_count{endpoint="/internal/deployments",method="GET"} 2.0' in text
+    assert 'http_request_duration_seconds_count{endpoint="/internal/deployments",method="GET"} 3.0' in text
     assert 'orchestration_jobs_submitted_total{type="deployment.create"} 1.0' in text
     assert 'orchestration_jobs{state="PENDING"} 1.0' in text
     assert 'orchestration_jobs{state="FAILED"} 0.0' in text
