@@ -94,7 +94,9 @@ def request_node_job(
         return NodeJobSubmitted(replay, replayed=True)
     lock_node_row(session, node_name)
     drain = active_node_job(session, node_name, JobType.NODE_DRAIN)
-    if drain is not None and job_type in (JobType.NODE_DRAIN, JobType.NODE_UNCORDON):
+    # The drain cordoned the node and owns it until it ends: a second drain, an uncordon, or a cordon (which would
+    # replace the drain's reason with its own) waits for it.
+    if drain is not None:
         raise ConflictError(
             "drain_in_progress",
             f"node {node_name} is being drained by job {drain.id}",

@@ -61,7 +61,13 @@ def node_view(node: GpuNode, pods: list[PodAllocation], deployments: dict[uuid.U
         "memory": {"capacity_bytes": node.memory_capacity_bytes, "allocatable_bytes": node.memory_allocatable_bytes},
         "ready_status": node.ready_status,
         "schedulable": not node.unschedulable,
-        "cordon": {"cordoned": node.unschedulable, "by": node.cordoned_by, "reason": node.cordon_reason},
+        # Who cordoned it and why are recorded by our cordon jobs; a node uncordoned outside the API (kubectl)
+        # keeps them in its row, and they describe no current cordon.
+        "cordon": {
+            "cordoned": node.unschedulable,
+            "by": node.cordoned_by if node.unschedulable else None,
+            "reason": node.cordon_reason if node.unschedulable else None,
+        },
         "taints": list(node.taints or []),
         "labels": dict(node.labels or {}),
         "conditions": list(node.conditions or []),

@@ -67,6 +67,18 @@ def test_bad_node_queries_are_422(client, admin):
         assert error_code(response) in {"validation_failed", "invalid_cursor"}
 
 
+def test_a_node_uncordoned_outside_the_api_shows_no_stale_cordon(client, admin, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    with Session(clean_tables) as session:  # cordoned by a job, then uncordoned with kubectl (seen by a sweep)
+        session.execute(update(GpuNode).where(GpuNode.name == "l40s-0").values(
+            unschedulable=False, cordoned_by="drain:ops-bob", cordon_reason="cancel test"))
+        session.commit()
+
+    node = client.get(f"{NODES}/l40s-0", headers=admin).get_json()
+
+    assert node["cordon"] == {"cordoned": False, "by": None, "reason": None}
+
+
 @pytest.mark.parametrize("values", ['["\\u0000"]', '["\\ud800"]', "[1]", "[null]", "[true]", "[[1]]", '["a", "b"]'])
 def test_a_crafted_node_cursor_is_422(client, admin, values):
     cursor = base64.urlsafe_b64encode(values.encode()).decode().rstrip("=")
