@@ -16,7 +16,7 @@ from sqlalchemy import select, update
 from sqlalchemy.orm import Session
 
 from models import ACTIVE_JOB_STATES, GpuNode, Job, JobType, TargetKind
-from workers import cluster_errors, jobs
+from workers import cluster_errors, idempotency_keys, jobs
 from workers.domain import ConflictError, NotFoundError
 from workers.k8s import get_clients
 
@@ -27,31 +27,6 @@ NODE_JOB_MAX_ATTEMPTS = 5
 class NodeJobSubmitted:
     job: Job
     replayed: bool
-
-
-def admin_idempotency_scope(requested_by: str) -> str:
-    """Admin jobs belong to no tenant, so an Idempotency-Key is scoped to the requester."""
-    return f"admin:{requested_by}"
-
-
-def find_replay(
-    session: Session, *, scope: str, idempotency_key: str | None, fingerprint: str | None
-) -> Job | None:
-    """The earlier job for this key (same body), or None; ConflictError if the key was used for another body."""
-    if not idempotency_key:
-        return None
-    earlier = session.scalar(
-        select(Job).where(Job.idempotency_scope == scope, Job.idempotency_key == idempotency_key)
-    )
-    if earlier is None:
-        return None
-    if earlier.request_fingerprint != fingerprint:
-        raise ConflictError(
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used for a different request",
-            {"job_id": str(earlier.id)},
-        )
-    return earlier
 
 
 def lock_node_row(session: Session, node_name: str) -> GpuNode:
@@ -88,8 +63,8 @@ def request_node_job(
     The node row is locked first, so two concurrent submissions for one node are decided one after the
     other: of two drains, the second sees the first and gets ``409 drain_in_progress``.
     """
-    scope = admin_idempotency_scope(requested_by)
-    replay = find_replay(session, scope=scope, idempotency_key=idempotency_key, fingerprint=fingerprint)
+    scope = idempotency_keys.scope_for(None, requested_by)  # admin jobs belong to no tenant
+    replay = idempotency_keys.earlier_job(session, scope, idempotency_key, fingerprint)
     if replay is not None:
         return NodeJobSubmitted(replay, replayed=True)
     lock_node_row(session, node_name)

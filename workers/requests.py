@@ -33,7 +33,6 @@ from sqlalchemy import (
     inspect,
     or_,
     select,
-    text,
     true,
     update,
 )
@@ -55,7 +54,7 @@ from models import (
 )
 from models.driver_sql import DriverStatement
 from settings import get_settings
-from workers import admission
+from workers import admission, idempotency_keys
 from workers.domain import ConflictError, InvalidRequestError, NotFoundError
 from workers.manifests import endpoint_url
 from workers.vllm_args import validate_vllm_args
@@ -136,22 +135,9 @@ def default_fingerprint(payload: Any) -> str:
 
 
 def _replay(session: Session, scope: str, key: str | None, fingerprint: str) -> Submitted | None:
-    if key is None:
-        return None
-    session.execute(
-        text("SELECT pg_advisory_xact_lock(hashtextextended(:scoped_key, 0))"), {"scoped_key": f"{scope}\x1f{key}"}
-    )
-    job = session.execute(
-        select(Job).where(Job.idempotency_scope == scope, Job.idempotency_key == key)
-    ).scalar_one_or_none()
+    job = idempotency_keys.earlier_job(session, scope, key, fingerprint)
     if job is None:
         return None
-    if job.request_fingerprint != fingerprint:
-        raise ConflictError(
-            "idempotency_key_reused",
-            "this Idempotency-Key was already used with a different request",
-            {"job_id": str(job.id)},
-        )
     deployment = None
     if job.target_kind == TargetKind.DEPLOYMENT:
         deployment = session.get(Deployment, uuid.UUID(job.target_id))
@@ -217,7 +203,7 @@ def _begin(
 ) -> tuple[_DeploymentRequest, Submitted | None]:
     """The request's idempotency identity, and the earlier job if this is a replay of it."""
     request = _DeploymentRequest(
-        scope=tenant_id or f"requester:{requested_by}",
+        scope=idempotency_keys.scope_for(tenant_id, requested_by),
         requested_by=requested_by,
         idempotency_key=idempotency_key,
         fingerprint=fingerprint or default_fingerprint(request_fields),

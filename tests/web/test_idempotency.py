@@ -163,3 +163,44 @@ def test_replay_of_a_pending_job_a_worker_already_received_does_not_send_it_agai
     assert again.status_code == 202
     assert again.get_json()["replayed"] is True
     assert enqueued_task_ids() == []
+
+
+def test_an_admin_key_is_one_key_across_scales_and_node_jobs(client, acme, headers_for, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    created = client.post(CREATE, json=create_body(name="scaled", model_id="org/scaled"), headers=acme)
+    settle(clean_tables, created.get_json()["job_id"])
+    admin = {**headers_for(None, scopes=("admin",)), "Idempotency-Key": "k1"}
+
+    scaled = client.post("/admin/v1/models/org/scaled/scale", json={"replicas": 2, "reason": "load"}, headers=admin)
+    cordoned = client.post("/admin/v1/infrastructure/nodes/l40s-0/cordon", json={}, headers=admin)
+
+    assert scaled.status_code == 202, scaled.get_json()
+    assert cordoned.status_code == 409
+    assert error_code(cordoned) == "idempotency_key_reused"
+    assert cordoned.get_json()["error"]["details"] == {"job_id": scaled.get_json()["job_id"]}
+
+
+def test_concurrent_node_jobs_with_one_key_create_one_job(app, headers_for, seed_nodes, clean_tables,
+                                                           enqueued_task_ids):
+    seed_nodes({"nvidia-l40s": [8]})
+    headers = {**headers_for(None, scopes=("admin",)), "Idempotency-Key": "racing-cordon"}
+    barrier = threading.Barrier(8)
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = client.post("/admin/v1/infrastructure/nodes/l40s-0/cordon", json={"reason": "x"}, headers=headers)
+        with lock:
+            results.append((response.status_code, response.get_json().get("job_id")))
+
+    threads = [threading.Thread(target=submit) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+    assert {status for status, _ in results} == {202}
+    assert len({job_id for _, job_id in results}) == 1
+    assert _job_count(clean_tables) == 1
