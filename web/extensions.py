@@ -18,6 +18,7 @@ from flask import Flask, current_app, request
 from flask_smorest.utils import resolve_schema_instance
 from marshmallow.utils import missing
 from webargs.flaskparser import FlaskParser, abort, is_json_request
+from werkzeug.exceptions import RequestEntityTooLarge
 from werkzeug.routing import BaseConverter, Map, ValidationError
 
 from web import errors
@@ -169,9 +170,24 @@ def refuse_nul_in_path() -> None:
 
 def require_json_if_any_body() -> None:
     """A request body that is not declared as JSON is refused (415) instead of being read as an empty object,
-    which would drop what it says (a cordon's reason) or report its fields as missing."""
-    if request.method in _BODY_METHODS and _has_body() and not request.is_json:
-        raise not_json_error()
+    which would drop what it says (a cordon's reason) or report its fields as missing. A streamed body over the
+    size limit is 413 (see :func:`_refuse_oversized_stream`)."""
+    if request.method in _BODY_METHODS and _has_body():
+        if not request.is_json:
+            raise not_json_error()
+        _refuse_oversized_stream()
+
+
+def _refuse_oversized_stream() -> None:
+    """A body without Content-Length (chunked) is only measured while it is read, and werkzeug's limited stream
+    stops at the limit without saying whether more followed: the body would be parsed cut short, as invalid JSON
+    (400). Read it once here (cached for the handlers); at the limit, one more byte from the server's stream (which
+    ends where the body does: the server decodes the chunks) tells whether there was more."""
+    limit = request.max_content_length
+    if request.content_length is not None or limit is None:
+        return  # with Content-Length, werkzeug refuses an oversized body before reading it
+    if len(request.get_data(cache=True)) >= limit and request.environ["wsgi.input"].read(1):
+        raise RequestEntityTooLarge()
 
 
 def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:

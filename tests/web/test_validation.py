@@ -3,6 +3,8 @@ malformed requests get 400/413/415; all in the one error envelope, never a 500."
 
 from __future__ import annotations
 
+import io
+import json
 import logging
 
 import pytest
@@ -258,3 +260,35 @@ def test_autoscaling_with_nothing_to_scale_between_is_422(client, acme, seed_nod
         assert refused.status_code == 422
         assert error_code(refused) == "empty_autoscaling_range"
     assert ranged.status_code == 202
+
+
+def test_a_chunked_body_over_the_limit_is_413_json(make_app, acme):
+    """Without Content-Length (chunked transfer; gunicorn ends the stream, so it sets wsgi.input_terminated) the
+    limit is only found while reading, and must still be 413, not a truncated body reported as invalid JSON."""
+    client = make_app(max_request_bytes=1024).test_client()
+    body = json.dumps(create_body(vllm_args=["--enforce-eager"], name="x" * 2000)).encode()
+
+    response = client.post(
+        CREATE,
+        input_stream=io.BytesIO(body),
+        headers={**acme, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code == 413
+    assert error_code(response) == "payload_too_large"
+
+
+def test_a_chunked_body_at_the_limit_is_read_whole(make_app, acme):
+    body = json.dumps({"model_id": "org/x", "name": "x"}).encode()
+    client = make_app(max_request_bytes=len(body)).test_client()
+
+    response = client.post(
+        CREATE,
+        input_stream=io.BytesIO(body),
+        headers={**acme, "Content-Type": "application/json", "Transfer-Encoding": "chunked"},
+        environ_overrides={"wsgi.input_terminated": True},
+    )
+
+    assert response.status_code != 413
+    assert error_code(response) != "invalid_json"
