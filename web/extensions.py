@@ -215,6 +215,20 @@ def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:
     return refusing_a_body
 
 
+def refuse_an_undeclared_query() -> None:
+    """Query parameters sent to an operation that takes none (``GET /jobs/{id}?verbose=1``) are a 422 naming them,
+    as the lists refuse an unknown filter, rather than being ignored."""
+    if not request.args:
+        return
+    view = current_app.view_functions.get(request.endpoint or "")
+    view_class = getattr(view, "view_class", None)
+    operation = getattr(view_class, request.method.lower(), None) if view_class is not None else view
+    if operation is None or getattr(operation, "takes_query", False):
+        return
+    fields = {name: ["Unknown field."] for name in request.args}
+    raise errors.ApiError(422, "validation_failed", "The request did not validate.", {"fields": fields})
+
+
 class Blueprint(flask_smorest.Blueprint):
     """A blueprint that can require a token scope for all of its routes.
 
@@ -235,11 +249,22 @@ class Blueprint(flask_smorest.Blueprint):
 
             require_scope(self, required_scope, tenant_scoped=tenant_scoped)
         self.before_request(require_json_if_any_body)  # after authentication: a 401 comes first
+        self.before_request(refuse_an_undeclared_query)
 
     def arguments(self, schema, *args: Any, **kwargs: Any):
         """flask-smorest's ``arguments``, with a schema class instantiated once here: given a class, webargs
-        builds a new schema (copying every field) on every request."""
-        return super().arguments(resolve_schema_instance(schema), *args, **kwargs)
+        builds a new schema (copying every field) on every request. An operation given query arguments is marked
+        as taking a query (see :func:`refuse_an_undeclared_query`)."""
+        decorator = super().arguments(resolve_schema_instance(schema), *args, **kwargs)
+        if kwargs.get("location") not in ("query", "querystring"):
+            return decorator
+
+        def taking_a_query(view: Callable[..., Any]) -> Callable[..., Any]:
+            decorated = decorator(view)
+            decorated.takes_query = True  # type: ignore[attr-defined]  # later decorators copy it (functools.wraps)
+            return decorated
+
+        return taking_a_query
 
     def _store_endpoint_docs(self, endpoint, obj, parameters, tags, **options):
         super()._store_endpoint_docs(endpoint, obj, parameters, tags, **options)

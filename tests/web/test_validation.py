@@ -292,3 +292,38 @@ def test_a_chunked_body_at_the_limit_is_read_whole(make_app, acme):
 
     assert response.status_code != 413
     assert error_code(response) != "invalid_json"
+
+
+@pytest.mark.parametrize(
+    "path",
+    ["/internal/resources/available?x=1", "/internal/jobs/{job}?verbose=1", "/internal/deployments/{deployment}?a=b"],
+)
+def test_a_query_parameter_an_operation_does_not_take_is_422(client, acme, seed_nodes, path):
+    seed_nodes({"nvidia-l40s": [8]})
+    created = client.post(CREATE, json=create_body(), headers=acme).get_json()
+    path = path.format(job=created["job_id"], deployment=created["deployment_id"])
+
+    response = client.get(path, headers=acme)
+
+    assert response.status_code == 422
+    assert error_code(response) == "validation_failed"
+    assert list(response.get_json()["error"]["details"]["fields"]) == [path.split("?")[1].split("=")[0]]
+
+
+def test_operations_that_take_a_query_still_read_it(client, acme):
+    response = client.get("/internal/deployments?status=RUNNING&limit=5", headers=acme)
+
+    assert response.status_code == 200
+
+
+@pytest.mark.parametrize(
+    "path", ["/admin/v1/infrastructure/health?x=1", "/admin/v1/tenants/acme/quota?x=1", "/admin/v1/jobs/{job}?x=1"]
+)
+def test_an_admin_operation_refuses_a_query_it_does_not_take(client, headers_for, acme, seed_nodes, path):
+    seed_nodes({"nvidia-l40s": [8]})
+    job_id = client.post(CREATE, json=create_body(), headers=acme).get_json()["job_id"]
+
+    response = client.get(path.format(job=job_id), headers=headers_for(None, scopes=("admin",)))
+
+    assert response.status_code == 422
+    assert list(response.get_json()["error"]["details"]["fields"]) == ["x"]
