@@ -29,12 +29,18 @@ class NodeJobSubmitted:
     replayed: bool
 
 
-def lock_node_row(session: Session, node_name: str) -> GpuNode:
-    """The node's row, locked until the transaction ends (serialises job submissions per node)."""
-    node = session.scalar(select(GpuNode).where(GpuNode.name == node_name).with_for_update())
+def find_node(session: Session, node_name: str, *, lock: bool = False) -> GpuNode:
+    """The node's row (``lock``: locked until the transaction ends); NotFoundError if no such node is present."""
+    query = select(GpuNode).where(GpuNode.name == node_name)
+    node = session.scalar(query.with_for_update() if lock else query)
     if node is None or not node.present:
         raise NotFoundError("node_not_found", f"no GPU node named {node_name!r}", {"node": node_name})
     return node
+
+
+def lock_node_row(session: Session, node_name: str) -> GpuNode:
+    """The node's row, locked until the transaction ends (serialises job submissions per node)."""
+    return find_node(session, node_name, lock=True)
 
 
 def active_node_job(session: Session, node_name: str, job_type: JobType) -> Job | None:

@@ -24,11 +24,14 @@ def deployment_for_model(session: Session, model_id: str, deployment_id: uuid.UU
         for deployment in candidates:
             if deployment.id == deployment_id:
                 return deployment
-        raise NotFoundError(
-            "deployment_not_found",
-            f"deployment {deployment_id} does not serve model {model_id!r}",
-            {"model_id": model_id, "deployment_id": str(deployment_id)},
-        )
+        named = session.get(Deployment, deployment_id)
+        if named is not None and named.model_id == model_id:
+            why = f"deployment {deployment_id} is {named.status} and serves model {model_id!r} no more"
+        elif named is not None:
+            why = f"deployment {deployment_id} serves model {named.model_id!r}, not {model_id!r}"
+        else:
+            why = f"no deployment {deployment_id}"
+        raise NotFoundError("deployment_not_found", why, {"model_id": model_id, "deployment_id": str(deployment_id)})
     if not candidates:
         raise NotFoundError("model_not_found", f"no live deployment serves model {model_id!r}", {"model_id": model_id})
     if len(candidates) > 1:

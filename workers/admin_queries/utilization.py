@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 from models import GpuNode
 from workers.admin_queries.dcgm import dcgm_gpus
 from workers.admin_queries.live_pods import deployments_by_id, gpus_held, live_pods_by_node
+from workers.domain import NotFoundError
 
 # An allocated GPU below this utilization is counted as idle: held by a pod, doing (almost) nothing.
 IDLE_GPU_UTILIZATION_PERCENT = 5.0
@@ -44,6 +45,12 @@ def gpu_utilization(
     if node_name:
         node_query = node_query.where(GpuNode.name == node_name)
     nodes = list(session.scalars(node_query))
+    if node_name and not any(node.name == node_name for node in nodes):
+        # One node asked for: a name no present node has is the node views' 404, not an empty page. (A node of
+        # another GPU type than the one filtered on is a real, empty answer.)
+        known = session.scalar(select(GpuNode.name).where(GpuNode.name == node_name, GpuNode.present.is_(True)))
+        if known is None:
+            raise NotFoundError("node_not_found", f"no GPU node named {node_name!r}", {"node": node_name})
     node_names = [node.name for node in nodes]
     pods_by_node = live_pods_by_node(session, node_names)
     pods = [pod for node_pods in pods_by_node.values() for pod in node_pods]

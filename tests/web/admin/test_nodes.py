@@ -91,10 +91,23 @@ def test_a_crafted_node_cursor_is_422(client, admin, values):
 
 def test_unknown_node_is_404(client, admin):
     for method, path in [("get", f"{NODES}/l40s-9"), ("post", f"{NODES}/l40s-9/drain"),
-                         ("post", f"{NODES}/l40s-9/cordon"), ("delete", f"{NODES}/l40s-9/drain")]:
+                         ("post", f"{NODES}/l40s-9/cordon"), ("delete", f"{NODES}/l40s-9/drain"),
+                         ("get", "/admin/v1/infrastructure/gpu-utilization?node=l40s-9")]:
         response = getattr(client, method)(path, json={} if method == "post" else None, headers=admin)
         assert response.status_code == 404, path
-        assert error_code(response) in {"node_not_found", "no_active_drain"}
+        assert error_code(response) == "node_not_found", path
+
+
+def test_cancelling_a_drain_of_a_node_without_one(client, admin, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+
+    nothing = client.delete(f"{NODES}/l40s-0/drain", headers=admin)
+    with_fields = client.delete(f"{NODES}/l40s-0/drain", json={"force": True}, headers=admin)
+
+    assert nothing.status_code == 404
+    assert error_code(nothing) == "no_active_drain"
+    assert with_fields.status_code == 422
+    assert list(with_fields.get_json()["error"]["details"]["fields"]) == ["force"]
 
 
 def test_cordon_and_uncordon_are_jobs(client, admin, seed_nodes, enqueued_task_ids):

@@ -104,6 +104,21 @@ def test_scale_errors(client, admin, acme, seed_nodes, clean_tables):
     assert blank_reason.get_json()["error"]["details"]["fields"] == {"reason": ["Must not be blank."]}
 
 
+def test_scaling_a_deleted_deployment_by_id_says_it_was_deleted(client, admin, acme, seed_nodes, clean_tables):
+    seed_nodes({"nvidia-l40s": [8]})
+    deployment_id = _create(client, acme, clean_tables, "gone")
+    assert client.delete(f"/internal/deployments/{deployment_id}", headers=acme).status_code == 202
+
+    response = client.post(f"/admin/v1/models/{MODEL}/scale",
+                           json={"replicas": 2, "reason": "r", "deployment_id": deployment_id}, headers=admin)
+
+    assert response.status_code == 404
+    assert error_code(response) == "deployment_not_found"
+    assert response.get_json()["error"]["message"] == (
+        f"deployment {deployment_id} is DELETING and serves model {MODEL!r} no more"
+    )
+
+
 def test_a_manual_scale_of_an_autoscaled_deployment_stays_in_its_range(client, admin, acme, seed_nodes,
                                                                         clean_tables):
     seed_nodes({"nvidia-l40s": [8, 8]})

@@ -21,6 +21,7 @@ from web.admin.nodes.schemas import (
 from web.auth import requested_by
 from web.database import request_session
 from web.errors import ApiError
+from web.extensions import takes_no_body
 from web.idempotency import IDEMPOTENCY_KEY_PARAMETER, fingerprint, idempotency_key
 from workers import admin_queries, cluster_errors, drain, node_ops
 from workers.domain import NotFoundError
@@ -106,9 +107,11 @@ class AdminNodeDrain(MethodView):
 
     @blp.response(202, AdminJobSchema)
     @blp.alt_response(404, response="NOT_FOUND")
+    @takes_no_body
     def delete(self, node_id: str):
         """Cancel the node's running drain (same as POST /admin/v1/jobs/{job_id}/cancel)"""
         session = request_session()
+        node_ops.find_node(session, node_id)  # an unknown node is node_not_found, not "no drain"
         job = node_ops.active_node_job(session, node_id, JobType.NODE_DRAIN)
         if job is None:
             raise NotFoundError("no_active_drain", f"node {node_id} has no drain in progress", {"node": node_id})

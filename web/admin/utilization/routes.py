@@ -36,6 +36,7 @@ def _metrics_reader():
 class AdminGpuUtilization(MethodView):
     @blp.arguments(UtilizationQueryArgsSchema, location="query")
     @blp.response(200, UtilizationSchema)
+    @blp.alt_response(404, response="NOT_FOUND")
     def get(self, args: dict[str, Any]):
         """GPU utilization and memory per GPU, node, deployment and cluster; idle allocated GPUs; CPU/memory"""
         settings = current_app.extensions["orchestration_settings"]
