@@ -27,7 +27,16 @@ from bench.drain import (
     submit_drain,
 )
 from kubesim.cluster import SimCluster
-from models import GpuNode, GpuReservation, Job, JobState, ScalingEvent, ScalingEventStatus, ScalingTrigger
+from models import (
+    GpuNode,
+    GpuReservation,
+    Job,
+    JobState,
+    PodAllocation,
+    ScalingEvent,
+    ScalingEventStatus,
+    ScalingTrigger,
+)
 from models.db import get_sessionmaker
 from settings import get_settings
 from workers import admission, drain
@@ -110,6 +119,10 @@ def test_drain_moves_three_deployments_without_dropping_below_desired(cluster):
                                          GpuReservation.released_at.is_(None))
         ).all()
         assert on_drained == []
+        # The node views show it empty as soon as the drain ends (its pod rows closed), not at the next sweep.
+        live_rows = session.scalars(select(PodAllocation).where(PodAllocation.node_name == DRAINED_NODE,
+                                                                PodAllocation.terminated_at.is_(None))).all()
+        assert live_rows == []
         # The moved replicas keep their room: 4 + 2 + 2 GPUs reserved on the other nodes.
         elsewhere = session.scalars(select(GpuReservation).where(GpuReservation.released_at.is_(None))).all()
         assert sum(row.gpus for row in elsewhere) == 8

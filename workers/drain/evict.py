@@ -7,8 +7,9 @@ import uuid
 from typing import Any
 
 from kubernetes.client import V1DeleteOptions, V1Eviction, V1ObjectMeta
+from sqlalchemy import func, update
 
-from models import ScalingEventStatus
+from models import PodAllocation, ScalingEventStatus
 from workers import admission, cluster_errors
 from workers.drain.pods import MIRROR_POD_ANNOTATION, controller_of, list_node_pods
 from workers.drain.progress import DrainStep
@@ -107,7 +108,8 @@ def return_deployment(step: DrainStep, item: dict[str, Any]) -> None:
 
 def node_empty(step: DrainStep) -> bool:
     remaining = []
-    for pod in list_node_pods(step.node):
+    pods = list_node_pods(step.node)
+    for pod in pods:
         metadata = pod["metadata"]
         owner = controller_of(pod)
         if MIRROR_POD_ANNOTATION in metadata["annotations"]:
@@ -116,8 +118,25 @@ def node_empty(step: DrainStep) -> bool:
             continue
         remaining.append(f"{metadata['namespace']}/{metadata['name']}")
     step.progress["waiting_on"] = ("pods leaving the node: " + ", ".join(remaining[:10])) if remaining else None
+    if not remaining:
+        _close_departed_pod_rows(step, pods)
     step.save()
     return not remaining
+
+
+def _close_departed_pod_rows(step: DrainStep, pods: list[dict[str, Any]]) -> None:
+    """Close the node's pod rows of pods that left it, so the node views show the node empty when the drain
+    ends rather than at the next resource-tracker sweep (which adds the replacements' rows elsewhere)."""
+    present = [f"{pod['metadata']['namespace']}/{pod['metadata']['name']}" for pod in pods]
+    step.session.execute(
+        update(PodAllocation)
+        .where(
+            PodAllocation.node_name == step.node,
+            PodAllocation.terminated_at.is_(None),
+            func.concat(PodAllocation.namespace, "/", PodAllocation.pod_name).not_in(present or [""]),
+        )
+        .values(terminated_at=func.now(), ready=False)
+    )
 
 
 def _budget_message(error: cluster_errors.ClusterError) -> str:
