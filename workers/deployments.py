@@ -80,10 +80,14 @@ def ensure_namespace(clients: KubeClients, namespace: str) -> None:
     clients.namespaces_ready.add(namespace)
 
 
-def _check_ours(existing: dict[str, Any], desired: dict[str, Any]) -> None:
+def _is_ours(existing: dict[str, Any], deployment_id: str) -> bool:
+    """Whether a cluster object carries our labels for this deployment (created by it, or adopted)."""
     labels = (existing.get("metadata") or {}).get("labels") or {}
-    want = desired["metadata"]["labels"][DEPLOYMENT_ID_LABEL]
-    if labels.get(MANAGED_BY_LABEL) != MANAGED_BY_VALUE or labels.get(DEPLOYMENT_ID_LABEL) != want:
+    return labels.get(MANAGED_BY_LABEL) == MANAGED_BY_VALUE and labels.get(DEPLOYMENT_ID_LABEL) == deployment_id
+
+
+def _check_ours(existing: dict[str, Any], desired: dict[str, Any]) -> None:
+    if not _is_ours(existing, desired["metadata"]["labels"][DEPLOYMENT_ID_LABEL]):
         kind = desired["kind"]
         name = desired["metadata"]["name"]
         raise PermanentClusterError(
@@ -183,15 +187,10 @@ def execute_delete(job: ClaimedJob) -> dict[str, Any]:
     deployment = deployment_of(job)
     clients = get_clients()
     name, namespace = deployment.k8s_name, deployment.k8s_namespace
-    removed = {}
-    for kind in ("deployment", "service", "pdb"):
-        try:
-            send(clients, "DELETE", object_path(kind, namespace, name), query={"propagationPolicy": "Background"})
-            removed[kind] = "deleted"
-        except PermanentClusterError as error:
-            if error.status != 404:
-                raise
-            removed[kind] = "absent"
+    removed = {
+        kind: _delete_if_ours(clients, object_path(kind, namespace, name), str(deployment.id))
+        for kind in ("deployment", "service", "pdb")
+    }
     with session_scope() as session:
         freed = admission.release(session, deployment.id)
         session.execute(
@@ -211,6 +210,32 @@ def execute_delete(job: ClaimedJob) -> dict[str, Any]:
             .values(terminated_at=func.now())
         )
     return {"deployment_id": str(deployment.id), "removed": removed, "gpus_released": freed}
+
+
+def _delete_if_ours(clients: KubeClients, path: str, deployment_id: str) -> str:
+    """Delete the object at ``path`` if it is this deployment's: "deleted", "absent" (none there) or "foreign".
+
+    An object of that name that is not ours is left alone: a create that failed with ``name_conflict`` never
+    owned it, and deleting by name alone would remove someone else's workload. The delete is conditional on the
+    uid read here, so an object replaced in between is not deleted either (the conflict is retried: read again)."""
+    existing = get(clients, path)
+    if existing is None:
+        return "absent"
+    if not _is_ours(existing, deployment_id):
+        return "foreign"
+    options = {
+        "apiVersion": "v1",
+        "kind": "DeleteOptions",
+        "propagationPolicy": "Background",
+        "preconditions": {"uid": existing["metadata"]["uid"]},
+    }
+    try:
+        send(clients, "DELETE", path, options)
+    except PermanentClusterError as error:
+        if error.status != 404:
+            raise
+        return "absent"
+    return "deleted"
 
 
 def fail_delete(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:

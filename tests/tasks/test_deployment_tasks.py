@@ -215,6 +215,28 @@ def test_create_adopts_existing_objects(harness):
     assert uuid.UUID(result["deployment_id"]) == deployment_id
 
 
+def test_deleting_a_create_that_met_a_foreign_object_leaves_that_object_alone(harness):
+    clients = k8s.get_clients()
+    clients.core.create_namespace({"metadata": {"name": "model-serving"}})
+    clients.apps.create_namespaced_deployment("model-serving", {
+        "apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "llama-acme", "labels": {"app": "theirs"}},
+        "spec": {"replicas": 0, "selector": {"matchLabels": {"app": "theirs"}},
+                 "template": {"metadata": {"labels": {"app": "theirs"}},
+                              "spec": {"containers": [{"name": "web", "image": "nginx"}]}}},
+    })
+    job_id, deployment_id = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    assert job(job_id).error["code"] == "name_conflict"
+
+    delete_job, _ = submit(request_delete, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    result = deployment_tasks.delete.apply(args=[str(delete_job)]).result
+
+    assert job(delete_job).state == JobState.SUCCEEDED
+    assert result["removed"] == {"deployment": "foreign", "service": "absent", "pdb": "absent"}
+    assert k8s_deployment().metadata.labels == {"app": "theirs"}
+    assert deployment(deployment_id).status == DeploymentStatus.DELETED
+
+
 def test_unschedulable_is_waiting_for_gpus_not_failed(harness):
     # Another workload (not ours) takes the GPUs after admission: the pod cannot schedule.
     job_id, deployment_id = submit_create(replicas=1, gpus=8, name="big")
