@@ -184,9 +184,12 @@ class AdmissionState:
     used: int
     capacity: Capacity
     name_taken_by: uuid.UUID | None = None
+    k8s_name_taken: bool = False
 
 
-def read_admission_state(session: Session, tenant_id: str, *, name: str | None = None) -> AdmissionState:
+def read_admission_state(
+    session: Session, tenant_id: str, *, name: str | None = None, k8s_name: tuple[str, str] | None = None
+) -> AdmissionState:
     """Take the admission lock (if this transaction does not hold it yet), then read GPU types, the tenant's
     quota and use, free GPUs per node and (if ``name`` is given) the live deployment of the tenant already
     called ``name``: the reads of :func:`known_gpu_types`, :func:`tenant_quota` and :func:`current_capacity`
@@ -195,7 +198,13 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
     The lock and the read leave in one round trip (with the transaction's BEGIN, if it is the first): queued
     in a pipeline, Postgres still runs them one after the other, so the read's snapshot is taken once the lock
     is granted and includes every reservation committed before."""
-    parameters = {"state_tenant_id": tenant_id, "state_name": name}
+    namespace, object_name = k8s_name if k8s_name is not None else (None, None)
+    parameters = {
+        "state_tenant_id": tenant_id,
+        "state_name": name,
+        "state_k8s_namespace": namespace,
+        "state_k8s_name": object_name,
+    }
     if _holds_lock(session):
         row = _ADMISSION_STATE.execute(session, parameters).fetchone()
     else:
@@ -205,7 +214,7 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
         session.info[_LOCKED_IN] = _current_transaction(session)
     if row is None:  # one row whatever the tables hold: every column is a scalar subquery
         raise RuntimeError("the admission read returned no row")
-    explicit_quota, used, taken_by, node_rows, foreign, reserved, known_types = row
+    explicit_quota, used, taken_by, k8s_name_taken, node_rows, foreign, reserved, known_types = row
     foreign, reserved = foreign or {}, reserved or {}
     quota = explicit_quota if explicit_quota is not None else get_settings().default_tenant_gpu_quota
     return AdmissionState(
@@ -217,6 +226,7 @@ def read_admission_state(session: Session, tenant_id: str, *, name: str | None =
             for node, product, allocatable in node_rows or []
         ),
         name_taken_by=taken_by if taken_by is None or isinstance(taken_by, uuid.UUID) else uuid.UUID(str(taken_by)),
+        k8s_name_taken=bool(k8s_name_taken),
     )
 
 
@@ -246,10 +256,22 @@ def _admission_state_statement() -> Any:
         .limit(1)
         .scalar_subquery()
     )
+    # Another tenant's deployment may already own the cluster object name (``foo-bar`` + ``baz`` and ``foo`` +
+    # ``bar-baz`` both make ``foo-bar-baz``): the caller then picks the disambiguated name.
+    k8s_name_taken = (
+        select(Deployment.id)
+        .where(
+            Deployment.k8s_namespace == bindparam("state_k8s_namespace", type_=String),
+            Deployment.k8s_name == bindparam("state_k8s_name", type_=String),
+            Deployment.deleted_at.is_(None),
+        )
+        .exists()
+    )
     return select(
         select(Tenant.gpu_quota).where(Tenant.id == tenant_id).scalar_subquery(),
         _tenant_used_query(tenant_id).scalar_subquery(),
         taken,
+        k8s_name_taken,
         select(func.jsonb_agg(nodes.c.node)).scalar_subquery(),
         select(func.jsonb_object_agg(foreign.c.node_name, foreign.c.gpus)).scalar_subquery(),
         select(func.jsonb_object_agg(reserved.c.node_name, reserved.c.gpus)).scalar_subquery(),

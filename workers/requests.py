@@ -119,13 +119,14 @@ def default_name(model_id: str) -> str:
     return f"{base}-{suffix}"
 
 
-def k8s_name_for(name: str, tenant_id: str) -> str:
-    """``<name>-<tenant>``, trimmed to 63 characters with a hash of the full value when too long, so two
-    long names that share a prefix still get distinct object names."""
+def k8s_name_for(name: str, tenant_id: str, *, disambiguate: bool = False) -> str:
+    """``<name>-<tenant>``; trimmed to 63 characters and suffixed with a hash of the pair when too long (so two
+    long names that share a prefix still get distinct object names), or when ``disambiguate``d: two pairs can
+    make the same ``<name>-<tenant>`` (``foo-bar`` + ``baz``, ``foo`` + ``bar-baz``), never the same hash input."""
     full = f"{name}-{tenant_id}"
-    if len(full) <= K8S_NAME_MAX:
+    if len(full) <= K8S_NAME_MAX and not disambiguate:
         return full
-    digest = hashlib.sha256(full.encode()).hexdigest()[:8]
+    digest = hashlib.sha256(f"{tenant_id}/{name}".encode()).hexdigest()[:8]
     return f"{full[: K8S_NAME_MAX - len(digest) - 1].rstrip('-')}-{digest}"
 
 
@@ -307,12 +308,14 @@ def request_create(
         )
     # Serialises creates cluster-wide (admission needs it anyway), which also makes the name check race-free.
     # The read takes the lock, and under it ONE statement answers both the name check and admission.
-    state = admission.read_admission_state(session, tenant_id, name=name)
+    k8s_name = k8s_name_for(name, tenant_id)
+    state = admission.read_admission_state(session, tenant_id, name=name, k8s_name=(settings.k8s_namespace, k8s_name))
     if state.name_taken_by is not None:
         raise ConflictError(
             "name_taken", f"a deployment named {name!r} already exists", {"deployment_id": str(state.name_taken_by)}
         )
-    k8s_name = k8s_name_for(name, tenant_id)
+    if state.k8s_name_taken:
+        k8s_name = k8s_name_for(name, tenant_id, disambiguate=True)
     deployment = Deployment(
         id=uuid.uuid4(),
         tenant_id=tenant_id,

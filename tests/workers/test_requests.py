@@ -76,6 +76,21 @@ def test_names():
     assert trimmed != k8s_name_for(long_name, "tenant-with-a-long-ie")
     assert k8s_name_for("llama", "acme") == "llama-acme"
     assert default_name("Org/123-Model").startswith("model-")
+    assert k8s_name_for("foo-bar", "baz") == k8s_name_for("foo", "bar-baz")  # why the next test exists
+    assert k8s_name_for("foo-bar", "baz", disambiguate=True) != k8s_name_for("foo", "bar-baz", disambiguate=True)
+
+
+def test_two_tenants_whose_names_make_one_cluster_name_both_get_a_deployment(db_session):
+    add_tenant(db_session, "baz")
+    add_tenant(db_session, "bar-baz")
+    add_nodes(db_session, {"l40s-0": ("nvidia-l40s", 8)})
+
+    first = create(db_session, tenant="baz", name="foo-bar")
+    second = create(db_session, tenant="bar-baz", name="foo")
+
+    assert first.deployment.k8s_name == "foo-bar-baz"
+    assert second.deployment.k8s_name.startswith("foo-bar-baz-")
+    assert second.deployment.k8s_name != first.deployment.k8s_name
 
 
 def test_create_writes_deployment_job_and_claim(cluster):
