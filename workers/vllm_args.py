@@ -3,9 +3,10 @@
 The arguments end up in the container's ``args`` list (exec form, never a shell), but vLLM itself
 would still happily load remote code, bind other ports or read arbitrary files if asked, so only
 tuning flags are accepted. Arguments the service sets itself (``--model``, ``--port``,
-``--tensor-parallel-size``, ``--max-model-len``, ``--dtype``) are refused here: they have dedicated
-fields. ``--trust-remote-code`` is allowed because many Hugging Face models need it; it runs code
-from the model repository inside the (unprivileged) model container only.
+``--tensor-parallel-size``, ``--max-model-len``, ``--dtype``) are refused here, naming the request field that
+sets them, and so is ``--pipeline-parallel-size``, whose GPUs a replica would not request.
+``--trust-remote-code`` is allowed because many Hugging Face models need it; it runs code from the model
+repository inside the (unprivileged) model container only.
 
 Accepted forms: ``--flag value``, ``--flag=value`` and bare boolean flags. The result is normalised to
 ``--flag=value`` / ``--flag`` so the stored list is canonical (and idempotency fingerprints are stable).
@@ -27,6 +28,8 @@ _REVISION_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._/-]{0,127}\Z")
 
 def _float_between(low: float, high: float) -> Validator:
     def check(value: str) -> bool:
+        if not value.isascii():  # float() also reads other scripts' digits ("١٢"), which vLLM's argparse may not
+            return False
         try:
             number = float(value)
         except ValueError:
@@ -38,7 +41,7 @@ def _float_between(low: float, high: float) -> Validator:
 
 def _int_between(low: int, high: int) -> Validator:
     def check(value: str) -> bool:
-        if not re.fullmatch(r"-?\d{1,12}", value):
+        if not re.fullmatch(r"-?[0-9]{1,12}", value):  # ASCII digits only (\\d also matches "١٢")
             return False
         return low <= int(value) <= high
 
@@ -82,16 +85,23 @@ ALLOWED_VLLM_ARGS: dict[str, ArgSpec] = {
     "--block-size": ArgSpec(_one_of("8", "16", "32", "64", "128"), "8, 16, 32, 64 or 128"),
     "--max-logprobs": ArgSpec(_int_between(0, 1024), "integer 0-1024"),
     "--disable-log-requests": ArgSpec(None, "flag"),
-    "--pipeline-parallel-size": ArgSpec(_int_between(1, 64), "integer 1-64"),
     "--rope-theta": ArgSpec(_float_between(1, 1e9), "number"),
     "--tokenizer-mode": ArgSpec(_one_of("auto", "slow", "mistral"), "auto, slow or mistral"),
     "--generation-config": ArgSpec(_one_of("auto", "vllm"), "auto or vllm"),
 }
 
-# Set by the service from dedicated request fields; accepting them here would let the two disagree.
-RESERVED_VLLM_ARGS = frozenset(
-    {"--model", "--port", "--host", "--tensor-parallel-size", "-tp", "--max-model-len", "--dtype"}
-)
+# Set by the service (from a request field, or fixed); accepting them here would let the two disagree.
+RESERVED_VLLM_ARGS: dict[str, str] = {
+    "--model": "is set by the service from model_id",
+    "--tensor-parallel-size": "is set by the service from gpus_per_replica",
+    "--max-model-len": "is set by the service from max_model_len",
+    "--dtype": "is set by the service from dtype",
+    "--port": "is set by the service (its Service routes to that port)",
+    "--host": "is set by the service (its Service routes to that address)",
+    # A replica holds gpus_per_replica GPUs and vLLM needs tensor x pipeline parallel of them: a pipeline size
+    # would make every pod ask for fewer GPUs than it uses, and admission and quotas undercount.
+    "--pipeline-parallel-size": "is not supported: a replica's GPUs are set by gpus_per_replica (tensor parallel)",
+}
 
 
 def _invalid(arg: str, reason: str) -> InvalidRequestError:
@@ -110,7 +120,7 @@ def validate_vllm_args(args: list[str]) -> list[str]:
             raise _invalid(str(raw), "is not a --flag")
         flag, has_equals, inline_value = raw.partition("=")
         if flag in RESERVED_VLLM_ARGS:
-            raise _invalid(raw, "is set by the service; use the dedicated request field")
+            raise _invalid(raw, RESERVED_VLLM_ARGS[flag])
         spec = ALLOWED_VLLM_ARGS.get(flag)
         if spec is None:
             raise _invalid(raw, "is not an allowed vLLM argument")

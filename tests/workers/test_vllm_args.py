@@ -37,6 +37,9 @@ def test_empty_is_fine():
         (["; rm -rf /"], "; rm -rf /"),
         (["--served-model-name", "a b"], "--served-model-name=a b"),
         (["--seed=1", "--seed=2"], "--seed=2"),
+        (["--pipeline-parallel-size=8"], "--pipeline-parallel-size=8"),  # its GPUs would not be requested
+        (["--seed=\u0661\u0662"], "--seed=\u0661\u0662"),  # Arabic-Indic digits: int() reads them, vLLM may not
+        (["--swap-space=\uff11"], "--swap-space=\uff11"),  # a fullwidth 1
     ],
 )
 def test_rejects_with_the_offending_argument(args, offending):
@@ -45,3 +48,13 @@ def test_rejects_with_the_offending_argument(args, offending):
     assert caught.value.code == "invalid_vllm_arg"
     assert caught.value.details["arg"] == offending
     assert caught.value.http_status == 422
+
+
+def test_a_reserved_argument_names_the_field_that_sets_it():
+    with pytest.raises(InvalidRequestError) as tensor:
+        validate_vllm_args(["--tensor-parallel-size=2"])
+    with pytest.raises(InvalidRequestError) as port:
+        validate_vllm_args(["--port=9000"])
+
+    assert "gpus_per_replica" in tensor.value.message
+    assert "dedicated" not in port.value.message  # there is no port field to point at
