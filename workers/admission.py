@@ -460,6 +460,28 @@ def release(session: Session, deployment_id: uuid.UUID, *, job_id: uuid.UUID | N
     return sum(freed)
 
 
+def reserve_where_running(session: Session, deployment: Any, replicas_by_node: dict[str, int]) -> None:
+    """Replace the deployment's active reservations with one row per node its replicas run on.
+
+    Admission picks nodes, but the scheduler places the pods: once a change settles, this makes the ledger say
+    where the GPUs really are (so the next admission counts the right nodes' free GPUs), under the admission
+    lock so a concurrent admission sees the old rows or the new ones, never neither."""
+    lock(session)
+    release(session, deployment.id)
+    session.add_all([
+        GpuReservation(
+            deployment_id=deployment.id,
+            tenant_id=deployment.tenant_id,
+            node_name=node_name,
+            gpu_type=deployment.gpu_type,
+            gpus=replicas * deployment.gpus_per_replica,
+            replicas=replicas,
+        )
+        for node_name, replicas in sorted(replicas_by_node.items())
+    ])
+    session.flush()
+
+
 def release_replicas(
     session: Session,
     deployment_id: uuid.UUID,

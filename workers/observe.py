@@ -42,7 +42,16 @@ from sqlalchemy import (
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB, insert
 
-from models import Deployment, DeploymentStatus, GpuReservation, Job, JobType, PodAllocation, TargetKind
+from models import (
+    FINISHED_POD_PHASES,
+    Deployment,
+    DeploymentStatus,
+    GpuReservation,
+    Job,
+    JobType,
+    PodAllocation,
+    TargetKind,
+)
 from models.db import autocommit_session, session_scope
 from models.driver_sql import DriverStatement
 from workers import admission, diagnosis
@@ -474,7 +483,7 @@ def _record_end_of_restart(
         if deployment.status != status_before or deployment.replicas_desired != desired:
             # A new request changed the target while we were reading: judge again on the next poll.
             return True
-        _end_restart_surge(session, deployment)
+        _end_restart_surge(session, deployment, verdict.pods)
         deployment.status = verdict.status
         deployment.status_reason = verdict.reason
         deployment.status_message = verdict.message
@@ -570,8 +579,13 @@ def _pod_upsert_set(excluded: Any) -> dict[str, Any]:
     }
 
 
-def _end_restart_surge(session: Any, deployment: Deployment) -> None:
-    """Release the temporary replica of a single-replica restart and restore the no-surge strategy."""
+def _end_restart_surge(session: Any, deployment: Deployment, pods: list[PodView]) -> None:
+    """Release the temporary replica of a single-replica restart and restore the no-surge strategy.
+
+    The new replica runs wherever the scheduler put it, often not where the surge was admitted and rarely where
+    the old one was: once the rollout has settled, the reservation follows the running replica, so admission does
+    not offer the node it left as full and the one it landed on as free (until the resource tracker's next sweep,
+    a minute, long enough to admit a replica that can never start)."""
     surge_rows = (
         session.execute(
             select(GpuReservation.job_id)
@@ -590,6 +604,13 @@ def _end_restart_surge(session: Any, deployment: Deployment) -> None:
     from workers.deployments import finish_restart_rollout
 
     finish_restart_rollout(get_clients(), deployment)
+    running: dict[str, int] = {}
+    for pod in pods:
+        if pod.node and not pod.terminating and pod.phase not in FINISHED_POD_PHASES:
+            running[pod.node] = running.get(pod.node, 0) + 1
+    if sum(running.values()) == deployment.replicas_desired:
+        admission.reserve_where_running(session, deployment, running)
+        return
     for job_id in set(surge_rows):
         admission.release(session, deployment.id, job_id=job_id)
 

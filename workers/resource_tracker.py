@@ -298,10 +298,13 @@ _DRIFT_SIDES = text(
     GROUP BY deployment_id, node_name
     """  # noqa: S608 - SCHEMA is a validated identifier
 )
+# Every live deployment no job is changing: a CREATING or FAILED one (pods scheduled, or crash-looping) holds
+# GPUs where its pods run as much as a RUNNING one, and its reservations must follow them too; one whose pods
+# are pending has fewer allocated than reserved, which is only flagged.
 _DRIFT_DEPLOYMENTS = text(
     f"""
     SELECT d.id, d.gpu_type, d.tenant_id FROM {SCHEMA}.deployments d
-    WHERE d.deleted_at IS NULL AND d.status IN ('RUNNING', 'STOPPED', 'DEGRADED')
+    WHERE d.deleted_at IS NULL AND d.status NOT IN ('DELETING', 'DELETED')
       AND NOT EXISTS (
           SELECT 1 FROM {SCHEMA}.jobs j
           WHERE j.id = d.active_job_id AND j.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')

@@ -10,6 +10,7 @@ from models import Deployment, DeploymentStatus, GpuReservation, Job, JobState, 
 from models.db import get_sessionmaker
 from tasks import deployments as deployment_tasks
 from workers import k8s
+from workers.inventory import run_inventory_sweep
 from workers.observe import observe_deployment
 from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
 
@@ -119,11 +120,27 @@ def test_create_running_restart_delete(harness):
     assert deployment_tasks.delete.apply(args=[str(delete_job)]).result == {"skipped": "job already finished"}
 
 
+def _node_of_only_pod(name_prefix: str) -> str:
+    pods = k8s.get_clients().core.list_namespaced_pod("model-serving").items
+    [node] = {pod.spec.node_name for pod in pods if pod.metadata.name.startswith(name_prefix)}
+    return node
+
+
 def test_single_replica_restart_surges_and_restores(harness):
     job_id, deployment_id = submit_create(replicas=1, gpus=4)
     deployment_tasks.create.apply(args=[str(job_id)])
     observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
     assert reserved_gpus(deployment_id) == 4
+    # A filler takes the rest of the replica's node, so the restart's new replica has to start on the other one.
+    home = _node_of_only_pod("llama-acme")
+    other = next(name for name in ("l40s-0", "l40s-1") if name != home)
+    harness.cluster.store.mutate("nodes", None, other, lambda node: node["spec"].update(unschedulable=True))
+    filler_job, filler_id = submit_create(replicas=1, gpus=4, name="filler")
+    deployment_tasks.create.apply(args=[str(filler_job)])
+    observe_until(harness, filler_id, DeploymentStatus.RUNNING)
+    assert _node_of_only_pod("filler-acme") == home
+    harness.cluster.store.mutate("nodes", None, other, lambda node: node["spec"].update(unschedulable=False))
+    run_inventory_sweep()
     restart_job, _ = submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
     assert reserved_gpus(deployment_id) == 8  # the temporary replica is admitted up front
     deployment_tasks.restart.apply(args=[str(restart_job)])
@@ -138,6 +155,14 @@ def test_single_replica_restart_surges_and_restores(harness):
     assert min_ready == 1
     assert k8s_deployment().spec.strategy.rolling_update.max_surge == 0
     assert reserved_gpus(deployment_id) == 4
+    # The reservation is on the node the new replica runs on (the scheduler's choice, not admission's).
+    pods = k8s.get_clients().core.list_namespaced_pod("model-serving").items
+    running_on = {pod.spec.node_name for pod in pods
+                  if pod.metadata.deletion_timestamp is None and pod.metadata.name.startswith("llama-acme")}
+    with get_sessionmaker()() as session:
+        reserved_on = set(session.scalars(select(GpuReservation.node_name).where(
+            GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None))))
+    assert reserved_on == running_on == {other}
 
 
 def test_transient_faults_are_retried_then_succeed(harness):

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
 from sqlalchemy import select, update
 
-from models import GpuNode, GpuReservation, PodAllocation, SweepRun
+from models import Deployment, DeploymentStatus, GpuNode, GpuReservation, PodAllocation, SweepRun
 from models.db import get_engine
 from tests.workers.sweeps_support import (  # noqa: F401 - fixtures register by name
     NAMESPACE,
@@ -80,11 +81,17 @@ def test_gpu_dropping_off_a_node_and_a_node_disappearing(session, sim, redis_cli
     assert report.actions["nodes_marked_missing"] == 1
 
 
-def test_drift_is_flagged_and_a_pure_placement_difference_realigned(session, sim, redis_client):
+@pytest.mark.parametrize("status", [None, DeploymentStatus.FAILED, DeploymentStatus.CREATING])
+def test_drift_is_flagged_and_a_pure_placement_difference_realigned(session, sim, redis_client, status):
+    """RUNNING as observed, or FAILED (crash-looping pods still hold GPUs) or CREATING with its pods placed: any
+    live deployment no job is changing."""
     sync_inventory(session)
     deployment_id = create_deployment(session, sim, replicas=1, gpus=2)
     sim.advance(400)
-    observe.observe_deployment(deployment_id)  # RUNNING: only settled deployments are checked for drift
+    observe.observe_deployment(deployment_id)
+    if status is not None:
+        session.execute(update(Deployment).where(Deployment.id == deployment_id).values(status=status))
+        session.commit()
     track(session, sim, redis_client)
     [pod] = our_pods(session, deployment_id)
     wrong_node = "l40s-1" if pod.node_name == "l40s-0" else "l40s-0"
