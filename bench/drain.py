@@ -174,11 +174,12 @@ class Deployed:
 
 def deploy_through_service(cluster: Any, shapes: tuple[DeploymentShape, ...] = SCENARIO,
                            *, pin_to: str = DRAINED_NODE, tenant: str = TENANT,
-                           ready_timeout: float = 900) -> Deployed:
+                           ready_timeout: float = 900, wait_ready: bool = True) -> Deployed:
     """Create the deployments with the service's own request + create code, all pods on ``pin_to``.
 
     The other nodes are cordoned while the pods schedule (so they all land on ``pin_to``), then
-    uncordoned; the inventory is synced so admission sees the cluster.
+    uncordoned; the inventory is synced so admission sees the cluster. Without ``wait_ready`` (pods that will
+    never be Ready) it waits for every pod to be bound to ``pin_to`` instead.
     """
     from models.db import session_scope
     from workers import deployments, inventory, queries, requests
@@ -214,7 +215,10 @@ def deploy_through_service(cluster: Any, shapes: tuple[DeploymentShape, ...] = S
     everything_ready = lambda: all(  # noqa: E731 - a one-line predicate
         ready_pods(cluster, namespace).get(deployed.k8s_names[shape.name], 0) >= shape.replicas for shape in shapes
     )
-    if not wait_for(cluster, everything_ready, ready_timeout):
+    everything_bound = lambda: len(pods_on_node(cluster, namespace, pin_to)) >= sum(  # noqa: E731
+        shape.replicas for shape in shapes
+    )
+    if not wait_for(cluster, everything_ready if wait_ready else everything_bound, ready_timeout):
         raise RuntimeError(f"scenario deployments did not become Ready: {ready_pods(cluster, namespace)}")
     set_cordon(cluster, others, False)
     with session_scope() as session:

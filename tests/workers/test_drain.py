@@ -207,6 +207,22 @@ def test_a_drain_allowed_to_lose_capacity_keeps_the_lost_replicas_reservations(c
         assert admission.tenant_quota(session, TENANT)[1] == 6
 
 
+def test_a_drain_does_not_wait_for_replacements_of_pods_that_were_not_ready(cluster):
+    """Crash-looping pods serve nothing: evicting them loses no capacity, so the drain goes on without waiting for
+    replacements that crash-loop too (it used to wait out its whole timeout, holding the deployment)."""
+    cluster.sim.add_pod_behavior({"selector": {}, "failure": "CrashLoopBackOff"})
+    deployed = deploy_through_service(cluster, (DeploymentShape("crashy", "org/crashy", 2, 1),), wait_ready=False)
+    namespace = get_settings().k8s_namespace
+    name = deployed.k8s_names["crashy"]
+    assert (get_clients().apps.read_namespaced_deployment(name, namespace).status.ready_replicas or 0) == 0
+
+    job_id = submit_drain(DRAINED_NODE)
+    state = drive_drain(cluster, job_id, advance=True, max_steps=100)
+
+    assert state == "SUCCEEDED", _job(job_id).error
+    assert pods_on_node(cluster, namespace, DRAINED_NODE) == []
+
+
 def test_drain_blocked_by_pdb_fails_at_timeout_and_withdraws_the_surge(cluster):
     deployed = deploy_through_service(cluster)
     namespace = get_settings().k8s_namespace

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from models import ScalingEventStatus
+from workers.drain.pods import is_ready, list_node_pods
 from workers.drain.progress import DrainStep
 from workers.drain.replicas import current_replicas, scale
 
@@ -24,14 +27,25 @@ def surge(step: DrainStep) -> None:
 
 
 def replacements_ready(step: DrainStep) -> bool:
+    """Whether every surged deployment can lose its pods on the node and still have as many Ready replicas as it
+    had before the drain (make-before-break). A healthy deployment waits for all its replacements; one whose pods
+    on the node were not Ready (crash-looping, still loading) loses no serving capacity when they go, so it does
+    not wait for replacements that may never be Ready (a drain of a crash-looping deployment waited out its whole
+    timeout, holding the deployment from its tenant)."""
     waiting = []
+    node_pods: dict[tuple[str, str], dict[str, Any]] | None = None
     for item in step.plan["deployments"]:
         if not item["surged"] or item["returned"]:
             continue
         _, ready = current_replicas(item["namespace"], item["k8s_name"])
         item["replacements_ready"] = max(0, min(ready - item["desired"], item["k"]))
-        if ready < item["desired"] + item["k"]:
-            waiting.append(f"{item['name']} Ready {ready}/{item['desired'] + item['k']}")
+        if node_pods is None:
+            node_pods = {(pod["metadata"]["namespace"], pod["metadata"]["name"]): pod
+                         for pod in list_node_pods(step.node)}
+        ready_here = sum(1 for name in item["pods"] if is_ready(node_pods.get((item["namespace"], name))))
+        needed = min(item["ready_before"], item["desired"]) + ready_here
+        if ready < needed:
+            waiting.append(f"{item['name']} Ready {ready}/{needed}")
     step.refresh_counts()
     step.progress["waiting_on"] = ("replacements becoming Ready: " + ", ".join(waiting)) if waiting else None
     step.save()
