@@ -139,6 +139,15 @@ class StrictInteger(ma.fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+class QueryInteger(ma.fields.Integer):
+    """An integer query parameter in ASCII digits: int() also reads other scripts' digits ("５", "١٢")."""
+
+    def _deserialize(self, value, attr, data, **kwargs):
+        if isinstance(value, str) and not value.strip().isascii():
+            raise self.make_error("invalid")
+        return super()._deserialize(value, attr, data, **kwargs)
+
+
 class StrictBoolean(ma.fields.Boolean):
     """Only JSON true/false: marshmallow would also accept "yes", 1, "on" (and 1 == True, so sets of truthy
     values cannot keep numbers out: the type is checked)."""

@@ -5,7 +5,8 @@ and GPU-utilization views) reached Flask's default provider, which writes HTTP d
 10:28:37 GMT"): one response mixed two formats and clients had to parse both.
 
 Reading, a body that says two things is refused rather than guessed at: an object with the same key twice
-(``{"dry_run": true, "dry_run": false}`` would silently be a real drain, the last key winning). Every failure
+(``{"dry_run": true, "dry_run": false}`` would silently be a real drain, the last key winning), and so is NaN or
+Infinity, which Python reads but JSON does not have. Every failure
 to decode is a ``ValueError``, which the request parsing answers with 400 ``invalid_json``; that includes an
 integer too long for Python to convert (over 4,300 digits), which escaped as a 500 before.
 """
@@ -32,12 +33,18 @@ def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, An
     return found
 
 
+def _no_constants(name: str) -> Any:
+    # NaN, Infinity and -Infinity are Python's extension, not JSON (RFC 8259).
+    raise ValueError(f"{name} is not a JSON value")
+
+
 class IsoDateJSONProvider(DefaultJSONProvider):
     """Flask's provider, with ``datetime``/``date`` as ISO 8601 (``2026-11-27T10:28:37.153713+00:00``), reading
     request bodies strictly (see the module doc)."""
 
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("object_pairs_hook", _object_without_duplicate_keys)
+        kwargs.setdefault("parse_constant", _no_constants)
         return json.loads(s, **kwargs)
 
     @staticmethod

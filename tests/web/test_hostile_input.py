@@ -176,3 +176,33 @@ def test_nul_in_an_admin_path_or_filter_is_a_4xx(client, admin, clean_tables, me
 
     assert response.status_code in (404, 422)
     assert response.is_json
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_nan_and_infinity_are_not_json(client, acme, constant):
+    body = '{"model_id": "org/m", "autoscaling": {"enabled": true, "targets": {"queue_depth": ' + constant + "}}}"
+
+    response = client.post(CREATE, data=body, headers={**acme, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
+
+
+@pytest.mark.parametrize("limit", ["\uff15", "\u0661\u0662"])  # fullwidth 5, Arabic-Indic 12
+def test_a_query_integer_takes_ascii_digits(client, acme, headers_for, limit):
+    internal = client.get(f"/internal/deployments?limit={limit}", headers=acme)
+    admin = client.get(f"/admin/v1/infrastructure/nodes?limit={limit}", headers=headers_for(None, scopes=("admin",)))
+
+    assert internal.status_code == 422
+    assert admin.status_code == 422
+    assert "limit" in internal.get_json()["error"]["details"]["fields"]
+
+
+def test_a_delete_refuses_body_fields(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    deployment_id = client.post(CREATE, json=create_body(), headers=acme).get_json()["deployment_id"]
+
+    response = client.delete(f"/internal/deployments/{deployment_id}", json={"force": True}, headers=acme)
+
+    assert response.status_code == 422
+    assert list(response.get_json()["error"]["details"]["fields"]) == ["force"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from web.extensions import Schema
+from web.extensions import QueryInteger, Schema
 
 ADMIN_PAGE_DEFAULT = 50
 ADMIN_PAGE_MAX = 500
@@ -13,7 +13,7 @@ ADMIN_PAGE_MAX = 500
 class AdminPageArgsSchema(Schema):
     """``limit`` and ``cursor`` of an admin list; a resource's query schema adds its filters."""
 
-    limit = ma.fields.Integer(load_default=ADMIN_PAGE_DEFAULT, validate=ma.validate.Range(min=1, max=ADMIN_PAGE_MAX))
+    limit = QueryInteger(load_default=ADMIN_PAGE_DEFAULT, validate=ma.validate.Range(min=1, max=ADMIN_PAGE_MAX))
     cursor = ma.fields.String(metadata={"description": "next_cursor of the previous page"})
 
 

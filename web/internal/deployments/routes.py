@@ -125,6 +125,7 @@ class DeploymentById(MethodView):
     @blp.alt_response(404, response="NOT_FOUND")
     @blp.alt_response(409, response="CONFLICT")
     @blp.doc(**_CHANGE_RESPONSES)
+    @takes_no_body
     def delete(self, deployment_id: uuid.UUID | str):
         """Delete a deployment: its Deployment, Service and PodDisruptionBudget, and release its GPUs"""
         return _submit_change(requests.request_delete, "deployment.delete", deployment_id)

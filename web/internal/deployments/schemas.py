@@ -14,7 +14,7 @@ import marshmallow as ma
 from marshmallow import validate
 
 from models import DeploymentStatus
-from web.extensions import Schema, StrictBoolean, StrictInteger
+from web.extensions import QueryInteger, Schema, StrictBoolean, StrictInteger
 from workers.domain import InvalidRequestError
 from workers.requests import MAX_REPLICAS
 from workers.vllm_args import validate_vllm_args
@@ -145,7 +145,7 @@ class DeploymentQueryArgsSchema(Schema):
     model_id = ma.fields.String(validate=validate.Length(1, 255))
     gpu_type = ma.fields.String(validate=_check_gpu_type)
     name = ma.fields.String(validate=validate.Length(1, 63))
-    limit = ma.fields.Integer(load_default=50, validate=validate.Range(1, 200))
+    limit = QueryInteger(load_default=50, validate=validate.Range(1, 200))
     cursor = ma.fields.String(
         validate=validate.Length(1, 512), metadata={"description": "`next_cursor` of the previous page"}
     )
