@@ -7,6 +7,7 @@ offending field named, before any database work.
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any
 
@@ -15,6 +16,7 @@ from marshmallow import validate
 
 from models import DeploymentStatus
 from web.extensions import QueryInteger, Schema, StrictBoolean, StrictInteger
+from workers.autoscaler import GPU_UTILIZATION, KV_CACHE_USAGE, TARGET_ALIASES
 from workers.domain import InvalidRequestError
 from workers.requests import MAX_REPLICAS
 from workers.vllm_args import validate_vllm_args
@@ -32,7 +34,8 @@ LABEL_VALUE_PATTERN = re.compile(r"^[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])
 GPUS_PER_REPLICA_CHOICES = (1, 2, 4, 8)
 MAX_MODEL_LEN = 1_048_576
 VLLM_DTYPES = ("auto", "half", "float16", "bfloat16", "float", "float32")
-AUTOSCALING_TARGET_NAME = re.compile(r"^[a-z][a-z0-9_]{0,62}\Z")
+# Highest meaningful target per metric (queue depth has none); kv_cache_usage above 1 is read as a percent.
+_TARGET_MAXIMUM = {GPU_UTILIZATION: 100.0, KV_CACHE_USAGE: 100.0}
 
 
 def _check_model_id(value: str) -> None:
@@ -67,12 +70,31 @@ class AutoscalingSchema(Schema):
         validate=validate.Range(1, 100), metadata={"description": "Percent GPU utilisation to aim for"}
     )
     targets = ma.fields.Dict(
-        keys=ma.fields.String(validate=validate.Regexp(AUTOSCALING_TARGET_NAME)),
-        values=ma.fields.Float(validate=validate.Range(0, None, min_inclusive=False), allow_nan=False),
-        validate=validate.Length(max=8),
+        keys=ma.fields.String(),
+        values=ma.fields.Float(allow_nan=False),
         load_default=dict,
-        metadata={"description": 'Per-metric targets, e.g. {"queue_depth": 5, "kv_cache_usage": 0.8}'},
+        metadata={
+            "description": "Per-metric targets, e.g. {\"queue_depth\": 5, \"kv_cache_usage\": 0.8}. Names: "
+            + ", ".join(sorted(TARGET_ALIASES))
+            + ". gpu_utilization is a percent (above 0, at most 100); queue_depth is waiting requests per replica "
+            "(above 0); kv_cache_usage is a fraction (above 0, at most 1) or a percent (above 1, at most 100)."
+        },
     )
+
+    @ma.validates("targets")
+    def check_targets(self, targets: dict[str, float], **_kwargs: Any) -> None:
+        """An unknown name or a value out of its metric's range would be stored, then skipped by the autoscaler
+        without a word: refused here instead, naming it."""
+        problems = {}
+        for name, value in targets.items():
+            metric = TARGET_ALIASES.get(name)
+            if metric is None:
+                problems[name] = f"Unknown target; use one of {', '.join(sorted(TARGET_ALIASES))}."
+            elif not 0 < value <= _TARGET_MAXIMUM.get(metric, math.inf):
+                highest = _TARGET_MAXIMUM.get(metric)
+                problems[name] = "Must be above 0" + (f" and at most {highest:g}." if highest else ".")
+        if problems:
+            raise ma.ValidationError(problems)
 
     @ma.validates_schema
     def check_bounds(self, data: dict[str, Any], **_kwargs: Any) -> None:
