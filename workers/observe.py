@@ -91,6 +91,7 @@ class PodView:
     message: str | None
     started_at: datetime | None
     unschedulable_message: str | None = None
+    last_termination: str | None = None  # why the serving container last ended ("OOMKilled", "Error")
     terminating: bool = False
 
 
@@ -122,10 +123,12 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
     reason = status.get("reason")
     message = status.get("message")
+    last_termination = None
     for item in statuses:
         state = item.get("state") or {}
         waiting = state.get("waiting") or {}
         terminated = state.get("terminated") or (item.get("lastState") or {}).get("terminated") or {}
+        last_termination = last_termination or terminated.get("reason")
         if waiting.get("reason") and waiting.get("reason") != "ContainerCreating":
             reason, message = waiting.get("reason"), waiting.get("message")
             if reason == "CrashLoopBackOff" and terminated.get("reason"):
@@ -153,6 +156,7 @@ def pod_view(pod: dict[str, Any]) -> PodView:
         started_at=_parse_time(status.get("startTime")),
         unschedulable_message=unschedulable,
         terminating=bool(metadata.get("deletionTimestamp")),
+        last_termination=last_termination,
     )
 
 
@@ -199,9 +203,12 @@ def judge(
     worst = max(crash_looping, key=lambda pod: pod.restarts, default=None)
     if worst is not None and worst.restarts >= CRASH_LOOP_RESTART_LIMIT:
         detail = f"pod {worst.name} restarted {worst.restarts} times: {worst.message or worst.reason}"
+        # Out of memory is its own code (as the health monitor reports it): the fix is a bigger GPU or a smaller
+        # max_model_len, not the model's arguments.
+        code = "oom_killed" if worst.last_termination == "OOMKilled" else "crash_loop"
         if ready == 0:
-            return Verdict(DeploymentStatus.FAILED, "crash_loop", detail, ready, False, pods)
-        return Verdict(DeploymentStatus.DEGRADED, "crash_loop", detail, ready, False, pods)
+            return Verdict(DeploymentStatus.FAILED, code, detail, ready, False, pods)
+        return Verdict(DeploymentStatus.DEGRADED, code, detail, ready, False, pods)
     waiting = next((pod for pod in live_pods if pod.unschedulable_message), None)
     reason: str | None = None
     message: str | None = None

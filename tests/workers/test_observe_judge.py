@@ -20,7 +20,8 @@ def k8s_deployment(replicas=2, ready=2, updated=None, total=None, generation=2, 
     }
 
 
-def pod(name="p", ready=True, phase="Running", waiting=None, message=None, restarts=0, unschedulable=None):
+def pod(name="p", ready=True, phase="Running", waiting=None, message=None, restarts=0, unschedulable=None,
+        last_terminated=None):
     conditions = [{"type": "Ready", "status": "True" if ready else "False"}]
     if unschedulable:
         conditions.append(
@@ -37,7 +38,10 @@ def pod(name="p", ready=True, phase="Running", waiting=None, message=None, resta
             "status": {
                 "phase": phase,
                 "conditions": conditions,
-                "containerStatuses": [{"restartCount": restarts, "state": state}],
+                "containerStatuses": [{
+                    "restartCount": restarts, "state": state,
+                    **({"lastState": {"terminated": {"reason": last_terminated}}} if last_terminated else {}),
+                }],
             },
         }
     )
@@ -113,6 +117,16 @@ def test_crash_loop_fails_past_the_limit_and_degrades_when_some_ready():
     assert early.status == DeploymentStatus.CREATING
     degraded = judge(DeploymentStatus.RUNNING, 2, k8s_deployment(ready=1), [pod("ok"), looping])
     assert (degraded.status, degraded.reason) == (DeploymentStatus.DEGRADED, "crash_loop")
+
+
+def test_a_crash_loop_of_out_of_memory_kills_is_oom_killed():
+    killed = pod("a", ready=False, waiting="CrashLoopBackOff", message="back-off", restarts=3,
+                 last_terminated="OOMKilled")
+
+    verdict = judge(DeploymentStatus.CREATING, 1, k8s_deployment(replicas=1, ready=0), [killed])
+
+    assert (verdict.status, verdict.reason) == (DeploymentStatus.FAILED, "oom_killed")
+    assert "OOMKilled" in verdict.message
 
 
 def test_progress_deadline_fails():
