@@ -26,14 +26,23 @@ def _observe_after(job_id: str, result: dict[str, Any]) -> None:
     del job_id
     if not result.get("observe"):
         return
+    _poll(result["deployment_id"], get_settings().status_poll_interval_seconds)
+
+
+def _fail_delete(job_id: str, error: dict[str, Any]) -> None:
+    """A refused delete puts the deployment back (see ``fail_delete``); a poll at once says what is left of it."""
+    deployment_id = deployments.fail_delete(job_id, error)
+    if deployment_id is not None:
+        _poll(str(deployment_id), 0)
+
+
+def _poll(deployment_id: str, delay_seconds: float) -> None:
     try:
-        schedule_status_poll(result["deployment_id"], get_settings().status_poll_interval_seconds)
+        schedule_status_poll(deployment_id, delay_seconds)
     except Exception:
-        # Redis or the broker is down. The cluster accepted the change, so the job has succeeded; its status is
-        # then followed by the health monitor's sweep (every deployment, every interval) instead of within seconds.
-        logger.warning(
-            "could not schedule the status poll", extra={"deployment_id": result["deployment_id"]}, exc_info=True
-        )
+        # Redis or the broker is down. The job's outcome stands; the deployment's status is then followed by the
+        # health monitor's sweep (every deployment, every interval) instead of within seconds.
+        logger.warning("could not schedule the status poll", extra={"deployment_id": deployment_id}, exc_info=True)
 
 
 @app.task(name=TaskNames.CREATE, **JOB_TASK_OPTIONS)
@@ -47,7 +56,7 @@ def create(self: Any, job_id: str) -> dict[str, Any]:
 @app.task(name=TaskNames.DELETE, **JOB_TASK_OPTIONS)
 def delete(self: Any, job_id: str) -> dict[str, Any]:
     """Remove the Deployment, Service and PDB and release the GPUs."""
-    return run_job(self, job_id, deployments.execute_delete, on_failure=deployments.fail_delete)
+    return run_job(self, job_id, deployments.execute_delete, on_failure=_fail_delete)
 
 
 @app.task(name=TaskNames.RESTART, **JOB_TASK_OPTIONS)

@@ -205,6 +205,27 @@ def test_permanent_forbidden_fails_with_the_cluster_message(harness):
     assert reserved_gpus(deployment_id) == 0
 
 
+def test_a_refused_delete_leaves_the_deployment_running_and_observed(harness):
+    job_id, deployment_id = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    harness.observed.clear()
+    harness.cluster.faults.add(
+        {"resource": "deployments", "verb": "delete", "action": {"status": 403, "message": "denied by policy"}}
+    )
+
+    delete_job, _ = submit(request_delete, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    deployment_tasks.delete.apply(args=[str(delete_job)])
+
+    assert job(delete_job).state == JobState.FAILED
+    assert "denied by policy" in job(delete_job).error["message"]
+    row = deployment(deployment_id)
+    assert (row.status, row.status_reason) == (DeploymentStatus.RUNNING, "delete_failed")
+    assert row.active_job_id is None
+    assert reserved_gpus(deployment_id) == 1  # still running: its GPUs stay counted
+    assert harness.observed == [str(deployment_id)]  # observed again at once
+
+
 def test_permanent_invalid_fails_with_the_cluster_message(harness):
     job_id, deployment_id = submit_create()
     with get_sessionmaker().begin() as session:
