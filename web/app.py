@@ -49,6 +49,9 @@ def create_app(settings: Settings | None = None) -> Flask:
         # instead of seeing the exception re-raised.
         PROPAGATE_EXCEPTIONS=False,
     )
+    # A doubled slash is not quietly rewritten: werkzeug would answer 308 to another URL
+    # (/deployments//status -> /deployments/status, then a 404 naming a deployment called "status").
+    app.url_map.merge_slashes = False
     app.json = IsoDateJSONProvider(app)
     # Keep the schemas' field order in responses (error: code, message, details) instead of sorting keys.
     app.json.sort_keys = False

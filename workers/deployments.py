@@ -201,6 +201,7 @@ def execute_delete(job: ClaimedJob) -> dict[str, Any]:
                 status_reason=None,
                 status_message=None,
                 replicas_ready=0,
+                endpoint=None,  # no Service answers there any more (the name may soon be another's)
                 deleted_at=func.coalesce(Deployment.deleted_at, func.now()),
             )
         )
@@ -375,12 +376,15 @@ def _mark_failed(job_id: uuid.UUID | str, error: dict[str, Any], *, release_gpus
         _, deployment_id = found
         if release_gpus:
             admission.release(session, deployment_id)
+        values: dict[str, Any] = {
+            "status": DeploymentStatus.FAILED,
+            "status_reason": str(error.get("code", "failed"))[:128],
+            "status_message": error.get("message"),
+        }
+        if error.get("code") == "name_conflict":
+            values["endpoint"] = None  # the Service of that name is someone else's: its address is not ours
         session.execute(
             update(Deployment)
             .where(Deployment.id == deployment_id, Deployment.status != DeploymentStatus.DELETED)
-            .values(
-                status=DeploymentStatus.FAILED,
-                status_reason=str(error.get("code", "failed"))[:128],
-                status_message=error.get("message"),
-            )
+            .values(**values)
         )

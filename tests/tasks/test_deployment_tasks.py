@@ -111,6 +111,7 @@ def test_create_running_restart_delete(harness):
     row = deployment(deployment_id)
     assert row.status == DeploymentStatus.DELETED
     assert row.deleted_at is not None
+    assert row.endpoint is None
     assert reserved_gpus(deployment_id) == 0
     clients = k8s.get_clients()
     assert clients.apps.list_namespaced_deployment("model-serving").items == []
@@ -273,6 +274,7 @@ def test_deleting_a_create_that_met_a_foreign_object_leaves_that_object_alone(ha
     job_id, deployment_id = submit_create()
     deployment_tasks.create.apply(args=[str(job_id)])
     assert job(job_id).error["code"] == "name_conflict"
+    assert deployment(deployment_id).endpoint is None  # the Service of that name would be the other owner's
 
     delete_job, _ = submit(request_delete, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
     result = deployment_tasks.delete.apply(args=[str(delete_job)]).result

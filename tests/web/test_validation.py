@@ -331,3 +331,10 @@ def test_an_admin_operation_refuses_a_query_it_does_not_take(client, headers_for
 
     assert response.status_code == 422
     assert list(response.get_json()["error"]["details"]["fields"]) == ["x"]
+
+
+def test_a_doubled_slash_is_a_404_not_a_redirect(client, acme):
+    response = client.get("/internal/deployments//status", headers=acme)
+
+    assert response.status_code == 404
+    assert response.is_json
