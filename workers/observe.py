@@ -490,7 +490,7 @@ def _record_end_of_restart(
         if deployment.status != status_before or deployment.replicas_desired != desired:
             # A new request changed the target while we were reading: judge again on the next poll.
             return True
-        _end_restart_surge(session, deployment, verdict.pods)
+        _settle_restart(session, deployment, verdict.pods)
         deployment.status = verdict.status
         deployment.status_reason = verdict.reason
         deployment.status_message = verdict.message
@@ -586,13 +586,14 @@ def _pod_upsert_set(excluded: Any) -> dict[str, Any]:
     }
 
 
-def _end_restart_surge(session: Any, deployment: Deployment, pods: list[PodView]) -> None:
-    """Release the temporary replica of a single-replica restart and restore the no-surge strategy.
+def _settle_restart(session: Any, deployment: Deployment, pods: list[PodView]) -> None:
+    """The end of a restart's rollout: a single-replica restart's temporary replica is released and the no-surge
+    strategy restored, and the reservations follow the replicas that now run.
 
-    The new replica runs wherever the scheduler put it, often not where the surge was admitted and rarely where
-    the old one was: once the rollout has settled, the reservation follows the running replica, so admission does
-    not offer the node it left as full and the one it landed on as free (until the resource tracker's next sweep,
-    a minute, long enough to admit a replica that can never start)."""
+    New replicas run wherever the scheduler put them, often not where the surge was admitted and rarely where the
+    old ones were: admission would otherwise offer the nodes they left as full and the ones they landed on as free
+    until the resource tracker's next sweep (a minute: long enough to admit a replica that can never start; the
+    tracker leaves rollouts in progress alone)."""
     surge_rows = (
         session.execute(
             select(GpuReservation.job_id)
@@ -606,11 +607,10 @@ def _end_restart_surge(session: Any, deployment: Deployment, pods: list[PodView]
         .scalars()
         .all()
     )
-    if not surge_rows:
-        return
-    from workers.deployments import finish_restart_rollout
+    if surge_rows:
+        from workers.deployments import finish_restart_rollout
 
-    finish_restart_rollout(get_clients(), deployment)
+        finish_restart_rollout(get_clients(), deployment)
     running: dict[str, int] = {}
     for pod in pods:
         if pod.node and not pod.terminating and pod.phase not in FINISHED_POD_PHASES:

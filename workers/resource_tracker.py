@@ -298,13 +298,14 @@ _DRIFT_SIDES = text(
     GROUP BY deployment_id, node_name
     """  # noqa: S608 - SCHEMA is a validated identifier
 )
-# Every live deployment no job is changing: a CREATING or FAILED one (pods scheduled, or crash-looping) holds
-# GPUs where its pods run as much as a RUNNING one, and its reservations must follow them too; one whose pods
-# are pending has fewer allocated than reserved, which is only flagged.
+# Settled deployments no job is changing, FAILED ones included: crash-looping pods hold GPUs where they run as
+# much as a RUNNING deployment's. Not a rollout in progress (RESTARTING, SCALING, CREATING): its job has ended
+# but its pods are still moving, and a single-replica restart's surge rows (found by their job when it ends)
+# must not be rewritten under it.
 _DRIFT_DEPLOYMENTS = text(
     f"""
     SELECT d.id, d.gpu_type, d.tenant_id FROM {SCHEMA}.deployments d
-    WHERE d.deleted_at IS NULL AND d.status NOT IN ('DELETING', 'DELETED')
+    WHERE d.deleted_at IS NULL AND d.status IN ('RUNNING', 'STOPPED', 'DEGRADED', 'FAILED')
       AND NOT EXISTS (
           SELECT 1 FROM {SCHEMA}.jobs j
           WHERE j.id = d.active_job_id AND j.state NOT IN ('SUCCEEDED', 'FAILED', 'CANCELLED')

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from models import Deployment, DeploymentStatus, GpuReservation, Job, JobState, PodAllocation
 from models.db import get_sessionmaker
@@ -12,6 +12,7 @@ from tasks import deployments as deployment_tasks
 from workers import k8s
 from workers.inventory import run_inventory_sweep
 from workers.observe import observe_deployment
+from workers.resource_tracker import reconcile_drift
 from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
 
 
@@ -144,11 +145,15 @@ def test_single_replica_restart_surges_and_restores(harness):
     run_inventory_sweep()
     restart_job, _ = submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
     assert reserved_gpus(deployment_id) == 8  # the temporary replica is admitted up front
+    with get_sessionmaker().begin() as session:  # admission's guess and the scheduler's choice differ
+        session.execute(update(GpuReservation).where(GpuReservation.job_id == restart_job).values(node_name=home))
     deployment_tasks.restart.apply(args=[str(restart_job)])
     min_ready = 1
     for _ in range(200):
         harness.sim.advance(2)
         min_ready = min(min_ready, k8s_deployment().status.ready_replicas or 0)
+        with get_sessionmaker().begin() as session:  # the resource tracker sweeps in the middle of the rollout
+            reconcile_drift(session)
         observe_deployment(deployment_id)
         if deployment(deployment_id).status == DeploymentStatus.RUNNING:
             break
