@@ -66,7 +66,7 @@ def _version_number(version: str) -> tuple[int, int] | None:
     if not version.startswith("HTTP/"):
         return None
     parts = version[5:].split(".")
-    if len(parts) != 2 or not all(part.isdigit() and len(part) <= 10 for part in parts):
+    if len(parts) != 2 or not all(part.isascii() and part.isdigit() and len(part) <= 10 for part in parts):
         return None
     return int(parts[0]), int(parts[1])
 

@@ -267,7 +267,7 @@ class KubeRequestHandler(BaseHTTPRequestHandler):
 
     def _read_body(self) -> bytes:
         raw_length = (self.headers.get("Content-Length") or "0").strip()
-        if not raw_length.isdigit():
+        if not (raw_length.isascii() and raw_length.isdigit()):  # "²".isdigit() is True; int() refuses it
             # The body's end is unknown, so nothing after it on this connection can be read either.
             self.close_connection = True
             raise errors.bad_request(f"invalid Content-Length {raw_length[:40]!r}")

@@ -117,8 +117,11 @@ class StrictParser(FlaskParser):
         refused), where webargs would use ``json`` directly. Any failure to decode is 400 ``invalid_json``."""
         if not is_json_request(req):
             return missing
+        data = req.get_data(cache=True)
+        if not data:
+            return missing  # no body at all, whatever the Content-Type says: the schema's defaults apply
         try:
-            return current_app.json.loads(req.get_data(cache=True).decode("utf-8"))
+            return current_app.json.loads(data.decode("utf-8"))
         except DuplicateKeyError as error:
             abort(400, exc=error, messages={"json": [f"Invalid JSON body: {error}."]})
         except (ValueError, RecursionError) as error:
@@ -139,12 +142,15 @@ class StrictInteger(ma.fields.Integer):
         return super()._deserialize(value, attr, data, **kwargs)
 
 
+_ASCII_INTEGER = re.compile(r"[+-]?[0-9]+")
+
+
 class QueryInteger(ma.fields.Integer):
     """An integer query parameter in ASCII digits: int() also reads other scripts' digits ("５", "١٢")."""
 
     def _deserialize(self, value, attr, data, **kwargs):
-        if isinstance(value, str) and not value.strip().isascii():
-            raise self.make_error("invalid")
+        if isinstance(value, str) and not _ASCII_INTEGER.fullmatch(value.strip()):
+            raise self.make_error("invalid")  # nor "1_0", which int() reads as 10
         return super()._deserialize(value, attr, data, **kwargs)
 
 
@@ -206,6 +212,10 @@ def takes_no_body(view: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(view)
     def refusing_a_body(*args: Any, **kwargs: Any) -> Any:
         if _has_body():
+            # The checks every body gets (a DELETE's too): JSON only, and a streamed one within the size limit.
+            if not request.is_json:
+                raise not_json_error()
+            _refuse_oversized_stream()
             try:
                 body = request.get_json(silent=True)
             except RecursionError:  # nested deeper than can be decoded: not valid JSON for any purpose here

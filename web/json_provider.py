@@ -14,6 +14,7 @@ integer too long for Python to convert (over 4,300 digits), which escaped as a 5
 from __future__ import annotations
 
 import json
+import math
 from datetime import date, datetime
 from typing import Any
 
@@ -38,6 +39,13 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not a JSON value")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if math.isinf(value):  # 1e400: a number JSON can write, no float can hold
+        raise ValueError(f"{text} is out of range")
+    return value
+
+
 class IsoDateJSONProvider(DefaultJSONProvider):
     """Flask's provider, with ``datetime``/``date`` as ISO 8601 (``2026-11-27T10:28:37.153713+00:00``), reading
     request bodies strictly (see the module doc)."""
@@ -45,6 +53,7 @@ class IsoDateJSONProvider(DefaultJSONProvider):
     def loads(self, s: str | bytes, **kwargs: Any) -> Any:
         kwargs.setdefault("object_pairs_hook", _object_without_duplicate_keys)
         kwargs.setdefault("parse_constant", _no_constants)
+        kwargs.setdefault("parse_float", _finite_float)
         return json.loads(s, **kwargs)
 
     @staticmethod

@@ -68,10 +68,10 @@ def test_header_names_are_case_insensitive_and_folded_lines_join(server: Running
     assert json.loads(answer)["metadata"]["name"] == "folded"
 
 
-@pytest.mark.parametrize("length", ["abc", "-5", "1e3", "12 34"])
+@pytest.mark.parametrize("length", ["abc", "-5", "1e3", "12 34", "\u00b2"])
 def test_a_content_length_that_is_not_a_number_is_a_400_status(server: Running, length: str) -> None:
     request = f"POST /api/v1/namespaces HTTP/1.1\r\nContent-Type: application/json\r\nContent-Length: {length}\r\n\r\n"
-    [(status, headers, body)] = answers(exchange(server, request.encode(), read_until_closed=True))
+    [(status, headers, body)] = answers(exchange(server, request.encode("latin-1"), read_until_closed=True))
     assert status == 400
     assert headers["content-type"] == "application/json"
     assert json.loads(body)["reason"] == "BadRequest"
@@ -85,6 +85,7 @@ def test_a_content_length_that_is_not_a_number_is_a_400_status(server: Running, 
         (b"GET /api HTTP/1.1\r\n continued\r\n\r\n", 400),  # a continuation with nothing to continue
         (b"GET /api HTTP/1.1\r\nHost : kubesim\r\n\r\n", 400),  # whitespace before the colon
         (b"GET /api HTTP/2.0\r\n\r\n", 505),
+        ("GET /api HTTP/1.\u00b2\r\n\r\n".encode("latin-1"), 400),  # a superscript two: isdigit(), not int()
         (b"GET /api HTTP/one\r\n\r\n", 400),
         (b"GET /api extra HTTP/1.1\r\n\r\n", 400),
         (b"POST /api\r\n\r\n", 400),  # HTTP/0.9 knows only GET

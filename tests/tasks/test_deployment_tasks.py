@@ -12,8 +12,8 @@ from tasks import deployments as deployment_tasks
 from workers import k8s
 from workers.inventory import run_inventory_sweep
 from workers.observe import observe_deployment
-from workers.resource_tracker import reconcile_drift
 from workers.requests import CreateDeploymentSpec, request_create, request_delete, request_restart
+from workers.resource_tracker import reconcile_drift
 
 
 def submit(fn, **kwargs):

@@ -206,3 +206,38 @@ def test_a_delete_refuses_body_fields(client, acme, seed_nodes):
 
     assert response.status_code == 422
     assert list(response.get_json()["error"]["details"]["fields"]) == ["force"]
+
+
+def test_an_empty_body_declared_as_json_is_no_body(client, admin, seed_nodes, enqueued_task_ids):
+    """Many clients send Content-Type: application/json on a POST without a body: that is the schema's defaults."""
+    seed_nodes({"nvidia-l40s": [8]})
+
+    response = client.post("/admin/v1/infrastructure/nodes/l40s-0/cordon", data=b"",
+                           headers={**admin, "Content-Type": "application/json"})
+
+    assert response.status_code == 202, response.get_json()
+
+
+def test_a_number_out_of_float_range_is_invalid_json(client, acme):
+    body = '{"model_id": "org/m", "autoscaling": {"enabled": true, "targets": {"queue_depth": 1e400}}}'
+
+    response = client.post(CREATE, data=body, headers={**acme, "Content-Type": "application/json"})
+
+    assert response.status_code == 400
+    assert error_code(response) == "invalid_json"
+
+
+def test_a_query_integer_with_underscores_is_422(client, acme):
+    response = client.get("/internal/deployments?limit=1_0", headers=acme)
+
+    assert response.status_code == 422
+
+
+def test_a_delete_body_that_is_not_json_is_415(client, acme, seed_nodes):
+    seed_nodes({"nvidia-l40s": [8]})
+    deployment_id = client.post(CREATE, json=create_body(), headers=acme).get_json()["deployment_id"]
+
+    response = client.delete(f"/internal/deployments/{deployment_id}", data="force=1",
+                             headers={**acme, "Content-Type": "text/plain"})
+
+    assert response.status_code == 415
