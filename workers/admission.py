@@ -191,9 +191,10 @@ def read_admission_state(
     session: Session, tenant_id: str, *, name: str | None = None, k8s_name: tuple[str, str] | None = None
 ) -> AdmissionState:
     """Take the admission lock (if this transaction does not hold it yet), then read GPU types, the tenant's
-    quota and use, free GPUs per node and (if ``name`` is given) the live deployment of the tenant already
-    called ``name``: the reads of :func:`known_gpu_types`, :func:`tenant_quota` and :func:`current_capacity`
-    as ONE statement.
+    quota and use, free GPUs per node, (if ``name`` is given) the live deployment of the tenant already called
+    ``name``, and (if ``k8s_name``, a (namespace, name) pair, is given) whether a live deployment of any tenant
+    owns that cluster object name: the reads of :func:`known_gpu_types`, :func:`tenant_quota` and
+    :func:`current_capacity` as ONE statement.
 
     The lock and the read leave in one round trip (with the transaction's BEGIN, if it is the first): queued
     in a pipeline, Postgres still runs them one after the other, so the read's snapshot is taken once the lock

@@ -241,18 +241,24 @@ def _delete_if_ours(clients: KubeClients, path: str, deployment_id: str) -> str:
 
 def fail_delete(job_id: uuid.UUID | str, error: dict[str, Any]) -> uuid.UUID | None:
     """The cluster refused the delete: the job carries the error, and the deployment, still there (or partly
-    removed), goes back to RUNNING with ``delete_failed``; returns its id, for the caller to observe it again at
-    once, which tells what is left. Marking it FAILED showed a serving deployment as failed, and refused
-    restarts, until the next poll."""
+    removed), gets back the status it had (a restart in progress stays RESTARTING, so it still ends), with
+    ``delete_failed`` until the next observation; returns its id, for the caller to observe it again at once,
+    which tells what is left. Marking it FAILED showed a serving deployment as failed, and refused restarts."""
     with session_scope() as session:
         found = _failed_job_target(session, job_id)
         if found is None:
             return None
-        _, deployment_id = found
+        job, deployment_id = found
+        try:
+            before = DeploymentStatus(str((job.params or {}).get("status_before")))
+        except ValueError:  # a job from before the status was recorded
+            before = DeploymentStatus.RUNNING
+        if before == DeploymentStatus.DELETING:
+            before = DeploymentStatus.RUNNING
         reverted = session.execute(
             update(Deployment)
             .where(Deployment.id == deployment_id, Deployment.status == DeploymentStatus.DELETING)
-            .values(status=DeploymentStatus.RUNNING, status_reason="delete_failed", status_message=error.get("message"))
+            .values(status=before, status_reason="delete_failed", status_message=error.get("message"))
             .returning(Deployment.id)
         ).first()
     return deployment_id if reverted is not None else None

@@ -516,7 +516,8 @@ def request_delete(
     if replayed is not None:
         return replayed
     deployment = _load_deployment(session, tenant_id, deployment_id)
-    job = request.job(deployment, JobType.DEPLOYMENT_DELETE, {})
+    # The status it had, for a delete the cluster refuses to put back (workers.deployments.fail_delete).
+    job = request.job(deployment, JobType.DEPLOYMENT_DELETE, {"status_before": str(deployment.status)})
     _claim(session, deployment, job)
     deployment.status = DeploymentStatus.DELETING
     deployment.status_reason = None

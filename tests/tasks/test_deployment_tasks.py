@@ -232,6 +232,25 @@ def test_a_refused_delete_leaves_the_deployment_running_and_observed(harness):
     assert harness.observed == [str(deployment_id)]  # observed again at once
 
 
+def test_a_refused_delete_during_a_rollout_leaves_it_restarting(harness):
+    job_id, deployment_id = submit_create()
+    deployment_tasks.create.apply(args=[str(job_id)])
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    restart_job, _ = submit(request_restart, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    deployment_tasks.restart.apply(args=[str(restart_job)])  # the job ends; the rollout goes on
+    assert deployment(deployment_id).status == DeploymentStatus.RESTARTING
+    harness.cluster.faults.add({"resource": "deployments", "verb": "delete", "action": {"status": 403}})
+
+    delete_job, _ = submit(request_delete, tenant_id="acme", deployment_id=deployment_id, requested_by="test")
+    deployment_tasks.delete.apply(args=[str(delete_job)])
+
+    assert job(delete_job).state == JobState.FAILED
+    assert deployment(deployment_id).status == DeploymentStatus.RESTARTING  # so the restart still ends
+    harness.cluster.faults.clear()
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING, step=2.0)
+    assert reserved_gpus(deployment_id) == 1  # the surge replica was given back when the rollout ended
+
+
 def test_permanent_invalid_fails_with_the_cluster_message(harness):
     job_id, deployment_id = submit_create()
     with get_sessionmaker().begin() as session:

@@ -101,8 +101,9 @@ def return_deployment(step: DrainStep, item: dict[str, Any]) -> None:
         # moved replicas) and the reservations that pointed at the drained node are given back.
         admission.release_replicas(step.session, uuid.UUID(item["deployment_id"]), item["k"], node_name=step.node)
     # Without a surge (no room elsewhere, drained with allow_capacity_loss) the evicted replicas are still wanted
-    # and wait for GPUs: their reservations stay, so the GPUs they land on are not promised to anyone else (the
-    # resource tracker moves the rows to the node the pods start on).
+    # and wait for GPUs: their reservations stay (counted against the tenant's quota, on the cordoned node, which
+    # admission does not offer), and the resource tracker moves them to the node the pods start on. Until its next
+    # sweep that node's GPUs still look free to admission: the scheduler, not the ledger, keeps them apart.
     item["returned"] = True
 
 

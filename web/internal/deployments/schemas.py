@@ -86,8 +86,14 @@ class AutoscalingSchema(Schema):
         """An unknown name or a value out of its metric's range would be stored, then skipped by the autoscaler
         without a word: refused here instead, naming it."""
         problems = {}
+        named: dict[str, str] = {}
         for name, value in targets.items():
             metric = TARGET_ALIASES.get(name)
+            if metric is not None and metric in named:
+                problems[name] = f"Names the same metric as {named[metric]!r}: give one."
+                continue
+            if metric is not None:
+                named[metric] = name
             if metric is None:
                 problems[name] = f"Unknown target; use one of {', '.join(sorted(TARGET_ALIASES))}."
             elif not 0 < value <= _TARGET_MAXIMUM.get(metric, math.inf):
@@ -101,6 +107,12 @@ class AutoscalingSchema(Schema):
         low, high = data.get("min_replicas"), data.get("max_replicas")
         if low is not None and high is not None and low > high:
             raise ma.ValidationError("min_replicas must not exceed max_replicas.", "min_replicas")
+        gpu_targets = [name for name in data.get("targets") or {} if TARGET_ALIASES.get(name) == GPU_UTILIZATION]
+        if data.get("target_gpu_utilization") is not None and gpu_targets:
+            raise ma.ValidationError(
+                f"Give the GPU utilization target once: target_gpu_utilization or targets.{gpu_targets[0]}.",
+                "targets",
+            )
 
 
 class DeploymentCreateSchema(Schema):
