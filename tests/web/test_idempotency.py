@@ -23,6 +23,27 @@ def _job_count(engine) -> int:
         return session.scalar(select(func.count()).select_from(Job))
 
 
+def _all_at_once(app, count: int, send) -> list[tuple[int, str]]:
+    """``send(client)`` from ``count`` threads released together; (status, job_id) of every answer."""
+    barrier = threading.Barrier(count)
+    results: list[tuple[int, str]] = []
+    lock = threading.Lock()
+
+    def submit() -> None:
+        client = app.test_client()
+        barrier.wait()
+        response = send(client)
+        with lock:
+            results.append((response.status_code, response.get_json().get("job_id")))
+
+    threads = [threading.Thread(target=submit) for _ in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
+
+
 def test_same_key_same_body_replays_the_first_job(client, acme, seed_nodes, clean_tables):
     seed_nodes({"nvidia-l40s": [8]})
     headers = {**acme, "Idempotency-Key": "create-1"}
@@ -79,22 +100,8 @@ def test_restart_with_key_is_replayed(client, acme, seed_nodes, clean_tables):
 def test_concurrent_requests_with_one_key_create_one_job(app, acme, seed_nodes, clean_tables, enqueued_task_ids):
     seed_nodes({"nvidia-l40s": [8]})
     headers = {**acme, "Idempotency-Key": "racing"}
-    barrier = threading.Barrier(10)
-    results: list[tuple[int, str]] = []
-    lock = threading.Lock()
 
-    def submit() -> None:
-        client = app.test_client()
-        barrier.wait()
-        response = client.post(CREATE, json=create_body(name="raced"), headers=headers)
-        with lock:
-            results.append((response.status_code, response.get_json().get("job_id")))
-
-    threads = [threading.Thread(target=submit) for _ in range(10)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = _all_at_once(app, 10, lambda client: client.post(CREATE, json=create_body(name="raced"), headers=headers))
 
     assert {status for status, _ in results} == {202}
     assert len({job_id for _, job_id in results}) == 1
@@ -184,22 +191,9 @@ def test_concurrent_node_jobs_with_one_key_create_one_job(app, headers_for, seed
                                                            enqueued_task_ids):
     seed_nodes({"nvidia-l40s": [8]})
     headers = {**headers_for(None, scopes=("admin",)), "Idempotency-Key": "racing-cordon"}
-    barrier = threading.Barrier(8)
-    results: list[tuple[int, str]] = []
-    lock = threading.Lock()
 
-    def submit() -> None:
-        client = app.test_client()
-        barrier.wait()
-        response = client.post("/admin/v1/infrastructure/nodes/l40s-0/cordon", json={"reason": "x"}, headers=headers)
-        with lock:
-            results.append((response.status_code, response.get_json().get("job_id")))
-
-    threads = [threading.Thread(target=submit) for _ in range(8)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
+    results = _all_at_once(app, 8, lambda client: client.post(
+        "/admin/v1/infrastructure/nodes/l40s-0/cordon", json={"reason": "x"}, headers=headers))
 
     assert {status for status, _ in results} == {202}
     assert len({job_id for _, job_id in results}) == 1
