@@ -6,7 +6,7 @@ Importing this package registers every table on ``Base.metadata`` (Alembic and t
 from models.base import SCHEMA, Base
 from models.deployment import Deployment, DeploymentStatus
 from models.gpu_node import NODE_READY_STATUSES, GpuNode
-from models.job import ACTIVE_JOB_STATES, TERMINAL_JOB_STATES, Job, JobState, JobType, TargetKind
+from models.job import ACTIVE_JOB_STATES, DEFAULT_MAX_ATTEMPTS, TERMINAL_JOB_STATES, Job, JobState, JobType, TargetKind
 from models.pod_allocation import FINISHED_POD_PHASES, PodAllocation
 from models.reservation import GpuReservation
 from models.scaling_event import ScalingEvent, ScalingEventStatus, ScalingTrigger
@@ -15,6 +15,7 @@ from models.tenant import Tenant
 
 __all__ = [
     "ACTIVE_JOB_STATES",
+    "DEFAULT_MAX_ATTEMPTS",
     "FINISHED_POD_PHASES",
     "NODE_READY_STATUSES",
     "SCHEMA",

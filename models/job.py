@@ -52,6 +52,10 @@ def _new_celery_task_id() -> str:
     return str(uuid.uuid4())
 
 
+# Runs of a job's task before it fails for good: the first one and its retries (the tasks' max_retries is one less).
+DEFAULT_MAX_ATTEMPTS = 5
+
+
 class Job(TimestampMixin, Base):
     __tablename__ = "jobs"
     __table_args__ = (
@@ -100,7 +104,7 @@ class Job(TimestampMixin, Base):
     # {"code": ..., "message": ..., "retryable": bool}
     error: Mapped[dict[str, Any] | None] = mapped_column(MutableDict.as_mutable(JSONB(none_as_null=True)))
     attempts: Mapped[int] = mapped_column(default=0, server_default="0")
-    max_attempts: Mapped[int] = mapped_column(default=5, server_default="5")
+    max_attempts: Mapped[int] = mapped_column(default=DEFAULT_MAX_ATTEMPTS, server_default=str(DEFAULT_MAX_ATTEMPTS))
     cancel_requested: Mapped[bool] = mapped_column(default=False, server_default="false")
     started_at: Mapped[datetime | None]
     finished_at: Mapped[datetime | None]

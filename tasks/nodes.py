@@ -16,9 +16,10 @@ from models.db import get_sessionmaker
 from workers import drain, jobs, node_ops
 from workers.celery_app import app
 from workers.cluster_errors import TransientClusterError
+from workers.node_ops import NODE_JOB_MAX_ATTEMPTS
 from workers.queues import Queues, TaskNames
 
-NODE_JOB_MAX_RETRIES = 5
+NODE_JOB_MAX_RETRIES = NODE_JOB_MAX_ATTEMPTS - 1  # retries after the first attempt
 NODE_JOB_BACKOFF_CAP_SECONDS = 60
 # A single step is a few list/scale/evict calls; the limit stops a hung connection from pinning a slot.
 STEP_SOFT_TIME_LIMIT = 120

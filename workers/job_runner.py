@@ -22,6 +22,7 @@ from typing import Any
 from celery.exceptions import SoftTimeLimitExceeded
 from sqlalchemy.exc import OperationalError
 
+from models import DEFAULT_MAX_ATTEMPTS
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
 from workers.domain import DomainError
 from workers.job_lock import ClaimedJob, claimed_job
@@ -33,7 +34,7 @@ logger = logging.getLogger(__name__)
 
 # Failures worth another attempt: the cluster (classified), the database (restart, failover), a hung call.
 TRANSIENT_EXCEPTIONS: tuple[type[BaseException], ...] = (TransientClusterError, OperationalError, SoftTimeLimitExceeded)
-MAX_RETRIES = 5
+MAX_RETRIES = DEFAULT_MAX_ATTEMPTS - 1  # retries after the first attempt: a job shows attempts <= max_attempts
 RETRY_BACKOFF_SECONDS = 2
 RETRY_BACKOFF_MAX_SECONDS = 60
 SOFT_TIME_LIMIT_SECONDS = 120

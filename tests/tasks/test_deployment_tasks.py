@@ -270,8 +270,9 @@ def test_retries_exhausted_end_failed(harness):
     failed = job(job_id)
     assert failed.state == JobState.FAILED
     assert failed.attempts == deployment_tasks.create.max_retries + 1
+    assert failed.attempts == failed.max_attempts  # never more attempts than the job says it allows
     assert failed.error["code"] == "cluster_http_503"
-    assert failed.error["message"].startswith("gave up after")
+    assert failed.error["message"].startswith(f"gave up after {failed.max_attempts} attempts")
 
 
 def test_create_adopts_existing_objects(harness):
