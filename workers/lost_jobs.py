@@ -1,10 +1,17 @@
-"""Re-send jobs that were committed but never reached the broker.
+"""Re-send jobs that were committed but never reached the broker, and jobs whose worker died running them.
 
 A POST commits the job row and then enqueues its task. If Redis refused the message, or the API process
 died between the two, the job would stay PENDING forever and keep its deployment claimed ("one operation
 at a time"), so nothing else could touch it. This sweep finds PENDING jobs older than a grace period whose
 task id is neither waiting in a queue nor held unacknowledged by a worker, and sends them again with the
 same task id. Tasks are idempotent and skip terminal jobs, so a message that turns up late anyway is harmless.
+
+A worker process killed outright (its main process, not just a pool child) leaves its message unacknowledged
+until the broker's visibility timeout (15 minutes) gives it back, and its job RUNNING all that time, the
+deployment held. A deployment job's task holds the job's advisory lock on a connection of its own for as long
+as it runs (``workers.job_lock``), and Postgres drops the lock with a dead worker's connection: a RUNNING
+deployment job whose lock nobody holds has lost its worker, and is sent again at once (the copy the broker
+restores later finds the job finished and skips it).
 """
 
 from __future__ import annotations
@@ -16,17 +23,20 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import redis
-from sqlalchemy import select
+from sqlalchemy import select, text
 from sqlalchemy.orm import Session
 
-from models import Job, JobState
+from models import Job, JobState, TargetKind
 from workers import dispatch
+from workers.job_lock import job_lock_key
 from workers.queues import Queues
 from workers.sweep_lock import broker_key_prefix, default_redis
 from workers.sweep_metrics import SweepReport, observed_sweep, summary_in_new_session
 
 SWEEP_NAME = "lost_jobs"
 DEFAULT_GRACE_SECONDS = 120
+# A claim sets RUNNING and takes the lock in one statement: this only keeps the sweep off a job being claimed.
+ORPHAN_GRACE_SECONDS = 30
 UNACKED_KEY = "unacked"  # kombu's Redis transport keeps delivered-but-unacknowledged messages in this hash
 
 log = logging.getLogger(__name__)
@@ -37,6 +47,31 @@ def stale_pending_jobs(session: Session, now: datetime, grace_seconds: float) ->
     cutoff = now - timedelta(seconds=grace_seconds)
     query = select(Job).where(Job.state == JobState.PENDING, Job.created_at < cutoff).order_by(Job.created_at)
     return list(session.execute(query).scalars())
+
+
+def orphaned_running_jobs(session: Session, now: datetime, grace_seconds: float) -> list[Job]:
+    """RUNNING deployment jobs, unchanged for ``grace_seconds``, whose advisory lock no session holds.
+
+    Trying the lock is exact where a look at ``pg_locks`` would have to decode the key: taken, it was free (and is
+    given back at once); refused, a live copy runs the job. Node jobs take no such lock (a drain stays RUNNING
+    between its steps), so only deployment jobs are judged."""
+    cutoff = now - timedelta(seconds=grace_seconds)
+    candidates = session.execute(
+        select(Job)
+        .where(Job.state == JobState.RUNNING, Job.target_kind == TargetKind.DEPLOYMENT, Job.updated_at < cutoff)
+        .order_by(Job.updated_at)
+    ).scalars()
+    orphaned = []
+    for job in candidates:
+        key = job_lock_key(job.id)
+        if session.execute(_TRY_LOCK, {"key": key}).scalar():
+            session.execute(_UNLOCK, {"key": key})
+            orphaned.append(job)
+    return orphaned
+
+
+_TRY_LOCK = text("SELECT pg_try_advisory_lock(:key)")
+_UNLOCK = text("SELECT pg_advisory_unlock(:key)")
 
 
 def _task_id(raw_message: bytes | str) -> str | None:
@@ -87,9 +122,18 @@ def requeue_lost_jobs(
     grace_seconds: float = DEFAULT_GRACE_SECONDS,
     enqueue: Callable[[Job], None] = dispatch.enqueue,
 ) -> SweepReport:
-    """One sweep: re-send every stale PENDING job the broker no longer knows about."""
+    """One sweep: re-send every stale PENDING job the broker no longer knows about, and every RUNNING deployment
+    job whose worker died (see the module doc)."""
     now = now or datetime.now(UTC)
     with observed_sweep(session, SWEEP_NAME) as report:
+        orphaned = orphaned_running_jobs(session, now, ORPHAN_GRACE_SECONDS)
+        report.items["orphaned_running_jobs"] = len(orphaned)
+        for job in orphaned:
+            enqueue(job)
+            log.warning("re-sent a job whose worker died", extra={"job_id": str(job.id), "job_type": str(job.type)})
+        if orphaned:
+            report.actions["resent_orphaned"] = len(orphaned)
+            report.details["resent_orphaned_job_ids"] = [str(job.id) for job in orphaned]
         stale = stale_pending_jobs(session, now, grace_seconds)
         report.items["stale_pending_jobs"] = len(stale)
         if not stale:

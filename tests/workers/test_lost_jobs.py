@@ -8,8 +8,10 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import redis
+from sqlalchemy import text
 
 from models import Job, JobState, JobType, SweepRun, TargetKind
+from workers.job_lock import job_lock_key
 from workers.lost_jobs import broker_task_ids, requeue_lost_jobs
 
 REDIS_URL = "redis://127.0.0.1:6379/0"
@@ -25,13 +27,15 @@ def broker():
 
 
 def _job(session, age_seconds: float, state: JobState = JobState.PENDING) -> Job:
+    then = datetime.now(UTC) - timedelta(seconds=age_seconds)
     job = Job(
         type=JobType.DEPLOYMENT_CREATE,
         state=state,
         requested_by="test",
         target_kind=TargetKind.DEPLOYMENT,
         target_id=str(uuid.uuid4()),
-        created_at=datetime.now(UTC) - timedelta(seconds=age_seconds),
+        created_at=then,
+        updated_at=then,
     )
     session.add(job)
     session.flush()
@@ -80,3 +84,26 @@ def test_redis_down_skips_without_resending(db_session):
     assert sent == []
     assert report.status == "skipped"
     assert "redis_unavailable" in report.skip_reason
+
+
+def test_a_running_job_whose_worker_died_is_resent_and_a_live_one_is_not(db_session, broker, db_engine):
+    """A live copy holds the job's advisory lock on its own connection; a killed worker's connection, and with
+    it the lock, is gone. Only the job nobody holds is sent again (its unacked message would wait 15 minutes)."""
+    client, prefix = broker
+    orphaned = _job(db_session, age_seconds=300, state=JobState.RUNNING)
+    alive = _job(db_session, age_seconds=300, state=JobState.RUNNING)
+    just_claimed = _job(db_session, age_seconds=5, state=JobState.RUNNING)
+    db_session.commit()
+    with db_engine.connect() as worker_connection:  # the live worker's lock connection
+        assert worker_connection.execute(text("SELECT pg_try_advisory_lock(:key)"),
+                                         {"key": job_lock_key(alive.id)}).scalar()
+
+        sent: list[Job] = []
+        report = requeue_lost_jobs(db_session, redis_client=client, key_prefix=prefix, enqueue=sent.append)
+
+        assert [job.id for job in sent] == [orphaned.id]
+        assert report.actions["resent_orphaned"] == 1
+        assert just_claimed.id not in {job.id for job in sent}
+        # The sweep gave back the lock it tried: the redelivered copy can take it.
+        assert db_session.execute(text("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+                                       " AND pid = pg_backend_pid()")).scalar() == 0
