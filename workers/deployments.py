@@ -15,11 +15,13 @@ import logging
 import uuid
 from typing import Any
 
-from sqlalchemy import case, func, update
+from sqlalchemy import case, func, select, update
 
 from models import (
+    FINISHED_POD_PHASES,
     Deployment,
     DeploymentStatus,
+    GpuReservation,
     Job,
     PodAllocation,
     ScalingEvent,
@@ -29,6 +31,7 @@ from models.db import session_scope
 from settings import get_settings
 from workers import admission
 from workers.cluster_errors import PermanentClusterError, TransientClusterError
+from workers.domain import AdmissionError
 from workers.job_lock import ClaimedJob
 from workers.job_runner import Outcome
 from workers.jobs import DeploymentChange, DeploymentRow
@@ -350,6 +353,10 @@ def execute_scale(job: ClaimedJob) -> dict[str, Any]:
 
 
 def fail_scale(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
+    """The cluster never took the new replica count: the scaling event is FAILED, and the deployment goes back to
+    the count it had, with its GPUs. The request had already written the new count and admitted (scale-up) or
+    released (scale-down) reservations; left so, the service believed in replicas that never ran, or counted the
+    GPUs of replicas still running as free, for good."""
     with session_scope() as session:
         session.execute(
             update(ScalingEvent)
@@ -359,6 +366,54 @@ def fail_scale(job_id: uuid.UUID | str, error: dict[str, Any]) -> None:
                 inputs=ScalingEvent.inputs.op("||")(func.jsonb_build_object("error", error.get("message", ""))),
             )
         )
+        found = _failed_job_target(session, job_id)
+        if found is None:
+            return
+        job, deployment_id = found
+        before, after = job.params.get("replicas_before"), job.params.get("replicas_after")
+        deployment = session.get(Deployment, deployment_id, with_for_update=True)
+        if deployment is None or before is None or deployment.replicas_desired != after:
+            return  # gone, or a newer change has set another count since: that one stands
+        if after > before:
+            admission.release(session, deployment.id, job_id=job.id)
+        elif after < before:
+            _reserve_running_again(session, deployment, before)
+        deployment.replicas_desired = before
+        if deployment.status == DeploymentStatus.SCALING:
+            deployment.status = DeploymentStatus.RUNNING if before > 0 else DeploymentStatus.STOPPED
+        deployment.status_reason = "scale_failed"
+        deployment.status_message = error.get("message")
+
+
+def _reserve_running_again(session: Any, deployment: Deployment, replicas: int) -> None:
+    """After a scale-down the cluster refused: reserve the replicas it still runs where its pod rows say they run
+    (else wherever admission finds room, without the quota check: they are the tenant's replicas already)."""
+    running: dict[str, int] = {}
+    for node_name in session.scalars(
+        select(PodAllocation.node_name).where(
+            PodAllocation.deployment_id == deployment.id,
+            PodAllocation.terminated_at.is_(None),
+            PodAllocation.node_name.is_not(None),
+            PodAllocation.phase.not_in(FINISHED_POD_PHASES),
+        )
+    ):
+        running[node_name] = running.get(node_name, 0) + 1
+    if sum(running.values()) == replicas:
+        admission.reserve_where_running(session, deployment, running)
+        return
+    held = session.scalar(
+        select(func.coalesce(func.sum(GpuReservation.replicas), 0)).where(
+            GpuReservation.deployment_id == deployment.id, GpuReservation.released_at.is_(None)
+        )
+    )
+    missing = replicas - int(held or 0)
+    if missing > 0:
+        try:
+            admission.admit_replicas(session, deployment, replicas=missing, check_quota=False)
+        except AdmissionError:
+            # Their GPUs went to another admission meanwhile: the resource tracker flags the mismatch.
+            logger.warning("could not reserve the replicas of a failed scale-down again",
+                           extra={"deployment_id": str(deployment.id), "replicas": missing})
 
 
 # ----------------------------------------------------------------------------------------- helpers

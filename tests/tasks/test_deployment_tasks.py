@@ -356,6 +356,30 @@ def test_scale_up_then_down(harness):
     assert statuses == [(1, 3, ScalingEventStatus.SUCCEEDED), (3, 1, ScalingEventStatus.SUCCEEDED)]
 
 
+def test_a_scale_the_cluster_refuses_puts_the_count_and_the_gpus_back(harness):
+    from models import ScalingEvent, ScalingEventStatus
+    from workers.requests import request_scale
+
+    job_id, deployment_id = submit_create(replicas=2, gpus=2)
+    deployment_tasks.create.apply(args=[str(job_id)])
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+    run_inventory_sweep()  # pod rows, as the resource tracker keeps them
+    harness.cluster.faults.add({"method": "PATCH", "action": {"status": 403}})
+
+    for replicas in (1, 3):  # down (reservations released up front), then up (admitted up front)
+        scale_job, _ = submit(request_scale, tenant_id="acme", deployment_id=deployment_id, replicas=replicas,
+                              reason="test", requested_by="test")
+        deployment_tasks.scale.apply(args=[str(scale_job)])
+
+        assert job(scale_job).state == JobState.FAILED
+        row = deployment(deployment_id)
+        assert (row.replicas_desired, row.status, row.status_reason) == (2, DeploymentStatus.RUNNING, "scale_failed")
+        assert reserved_gpus(deployment_id) == 4  # the two replicas that still run
+    assert k8s_deployment().spec.replicas == 2
+    with get_sessionmaker()() as session:
+        assert set(session.scalars(select(ScalingEvent.status))) == {ScalingEventStatus.FAILED}
+
+
 def test_missing_image_ends_failed_with_the_pull_error(harness):
     job_id, deployment_id = submit_create()
     with get_sessionmaker().begin() as session:
