@@ -350,8 +350,8 @@ def _observe(deployment_uuid: uuid.UUID, observed: _Observed) -> bool:
         # A job is still changing the cluster (e.g. the restart patch may not be applied yet): what we see
         # may be the state from before it, so record pods and readiness but keep the status for now.
         verdict = Verdict(status_before, verdict.reason, verdict.message, verdict.ready, False, verdict.pods)
-    if verdict.rollout_complete and status_before == DeploymentStatus.RESTARTING:
-        outcome = _record_end_of_restart(deployment_uuid, status_before, desired, verdict)
+    if verdict.rollout_complete and status_before in _SETTLED_BY_COMPLETION:
+        outcome = _record_settled(deployment_uuid, status_before, desired, verdict)
     else:
         outcome = _record_guarded(deployment_uuid, observed, verdict)
     if outcome is not None:
@@ -478,11 +478,23 @@ def _guarded_observation_statement() -> Any:
 _GUARDED_OBSERVATION = DriverStatement(_guarded_observation_statement)
 
 
-def _record_end_of_restart(
+# A change that completes here (a create, a scale, a restart, or a recovery from DEGRADED) ends with the GPUs
+# booked where its replicas run: admission picked nodes, the scheduler placed the pods, and until they agree
+# admission offers the wrong nodes' GPUs.
+_SETTLED_BY_COMPLETION = (
+    DeploymentStatus.CREATING,
+    DeploymentStatus.SCALING,
+    DeploymentStatus.RESTARTING,
+    DeploymentStatus.DEGRADED,
+)
+
+
+def _record_settled(
     deployment_uuid: uuid.UUID, status_before: DeploymentStatus, desired: int, verdict: Verdict
 ) -> bool | None:
-    """The rare write that also ends a single-replica restart's surge (a cluster call and reservation
-    releases), in one transaction under the deployment's row lock. Returns like :func:`_record_guarded`."""
+    """The write that ends a change (once per change, not per poll): the verdict, plus a restart's surge ended
+    (:func:`_settle_restart`) or the reservations moved to where the replicas run, in one transaction under the
+    deployment's row lock. Returns like :func:`_record_guarded`."""
     with session_scope() as session:
         deployment = session.get(Deployment, deployment_uuid, with_for_update=True)
         if deployment is None or deployment.status in (DeploymentStatus.DELETED, DeploymentStatus.DELETING):
@@ -490,7 +502,10 @@ def _record_end_of_restart(
         if deployment.status != status_before or deployment.replicas_desired != desired:
             # A new request changed the target while we were reading: judge again on the next poll.
             return True
-        _settle_restart(session, deployment, verdict.pods)
+        if status_before == DeploymentStatus.RESTARTING:
+            _settle_restart(session, deployment, verdict.pods)
+        else:
+            _book_where_running(session, deployment, verdict.pods)
         deployment.status = verdict.status
         deployment.status_reason = verdict.reason
         deployment.status_message = verdict.message
@@ -611,15 +626,31 @@ def _settle_restart(session: Any, deployment: Deployment, pods: list[PodView]) -
         from workers.deployments import finish_restart_rollout
 
         finish_restart_rollout(get_clients(), deployment)
+    if _book_where_running(session, deployment, pods):
+        return
+    for job_id in set(surge_rows):
+        admission.release(session, deployment.id, job_id=job_id)
+
+
+def _book_where_running(session: Any, deployment: Deployment, pods: list[PodView]) -> bool:
+    """Move the deployment's reservations to the nodes its replicas run on, if they are all running (as many as
+    desired) and are not booked there already; False if they are not all running (nothing is changed)."""
     running: dict[str, int] = {}
     for pod in pods:
         if pod.node and not pod.terminating and pod.phase not in FINISHED_POD_PHASES:
             running[pod.node] = running.get(pod.node, 0) + 1
-    if sum(running.values()) == deployment.replicas_desired:
+    if sum(running.values()) != deployment.replicas_desired:
+        return False
+    booked: dict[str, int] = {}
+    for node_name, replicas in session.execute(
+        select(GpuReservation.node_name, GpuReservation.replicas).where(
+            GpuReservation.deployment_id == deployment.id, GpuReservation.released_at.is_(None)
+        )
+    ):
+        booked[node_name] = booked.get(node_name, 0) + replicas
+    if booked != running:
         admission.reserve_where_running(session, deployment, running)
-        return
-    for job_id in set(surge_rows):
-        admission.release(session, deployment.id, job_id=job_id)
+    return True
 
 
 def record_pods(session: Any, deployment_id: uuid.UUID, tenant_id: str, pods: list[PodView]) -> None:

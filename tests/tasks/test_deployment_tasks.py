@@ -171,6 +171,24 @@ def test_single_replica_restart_surges_and_restores(harness):
     assert reserved_on == running_on == {other}
 
 
+def test_a_create_that_settles_books_its_gpus_where_its_pods_run(harness):
+    job_id, deployment_id = submit_create(replicas=1, gpus=4)
+    deployment_tasks.create.apply(args=[str(job_id)])
+    harness.sim.advance(1)
+    actual = _node_of_only_pod("llama-acme")
+    wrong = next(name for name in ("l40s-0", "l40s-1") if name != actual)
+    with get_sessionmaker().begin() as session:  # admission's guess, which the scheduler did not follow
+        session.execute(update(GpuReservation).where(GpuReservation.deployment_id == deployment_id)
+                        .values(node_name=wrong))
+
+    observe_until(harness, deployment_id, DeploymentStatus.RUNNING)
+
+    with get_sessionmaker()() as session:
+        booked = session.execute(select(GpuReservation.node_name, GpuReservation.gpus).where(
+            GpuReservation.deployment_id == deployment_id, GpuReservation.released_at.is_(None))).all()
+    assert booked == [(actual, 4)]
+
+
 def test_transient_faults_are_retried_then_succeed(harness):
     faults = harness.cluster.faults
     faults.add({"resource": "deployments", "verb": "create", "count": 1, "action": {"status": 500}})
