@@ -139,6 +139,23 @@ def load_autoscaled(session: Session) -> list[AutoscaledDeployment]:
     ]
 
 
+def _held_by(limited_by: list[str], desired: int, deployment: AutoscaledDeployment) -> str:
+    """What held the result, for the event's reason: a bound only when the result sits on it (the window or the
+    step cap can move a result clamped to min_replicas off it again), and the windows and step cap as such."""
+    held = []
+    if "min_replicas" in limited_by and desired == deployment.min_replicas:
+        held.append("held to min_replicas")
+    if "max_replicas" in limited_by and desired == deployment.max_replicas:
+        held.append("held to max_replicas")
+    if "scale_down_stabilization" in limited_by:
+        held.append("held up by the scale-down window")
+    if "scale_up_stabilization" in limited_by:
+        held.append("held down by the scale-up window")
+    if "step_cap" in limited_by:
+        held.append("capped per step")
+    return f" ({'; '.join(held)})" if held else ""
+
+
 def metric_targets(deployment: AutoscaledDeployment) -> tuple[dict[str, float], list[str]]:
     """The deployment's targets by metric, and the target names that were not understood."""
     targets: dict[str, float] = {}
@@ -347,9 +364,8 @@ def _sweep(
         observed = ", ".join(
             f"{m.name} {m.average:.3g} vs target {m.target:g}" for m in recommendation.metrics if m.average is not None
         )
-        limits = [limit for limit in recommendation.limited_by if limit in ("min_replicas", "max_replicas")]
-        reason = f"autoscale {direction} {deployment.replicas_desired} -> {desired}: {observed}" + (
-            f" (held to {', '.join(limits)})" if limits else ""
+        reason = f"autoscale {direction} {deployment.replicas_desired} -> {desired}: {observed}" + _held_by(
+            recommendation.limited_by, desired, deployment
         )
         outcome = _scale(session, deployment, desired, reason, inputs)
         if isinstance(outcome, Job):

@@ -201,3 +201,16 @@ def test_a_new_deployment_is_not_scaled_down_within_the_window_after_its_creatio
     assert (event.replicas_before, event.replicas_after) == (3, 1)
     assert event.reason.endswith("(held to min_replicas)")  # idle: the metric alone asks for fewer than the min
     assert job.type == JobType.DEPLOYMENT_SCALE
+
+
+def test_an_event_names_what_held_the_result():
+    from types import SimpleNamespace
+
+    from workers.autoscaler import _held_by
+
+    bounds = SimpleNamespace(min_replicas=1, max_replicas=4)
+    # Clamped to min (1) first, then the window kept 2 of the 4 replicas: the window held it, not min_replicas.
+    assert _held_by(["min_replicas", "scale_down_stabilization"], 2, bounds) == " (held up by the scale-down window)"
+    assert _held_by(["min_replicas"], 1, bounds) == " (held to min_replicas)"
+    assert _held_by(["max_replicas", "step_cap"], 4, bounds) == " (held to max_replicas; capped per step)"
+    assert _held_by([], 3, bounds) == ""
