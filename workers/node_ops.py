@@ -70,7 +70,9 @@ def request_node_job(
     other: of two drains, the second sees the first and gets ``409 drain_in_progress``.
     """
     scope = idempotency_keys.scope_for(None, requested_by)  # admin jobs belong to no tenant
-    replay = idempotency_keys.earlier_job(session, scope, idempotency_key, fingerprint)
+    replay = idempotency_keys.earlier_job(
+        session, scope, idempotency_key, fingerprint, former_scope=f"admin:{requested_by}"
+    )
     if replay is not None:
         return NodeJobSubmitted(replay, replayed=True)
     lock_node_row(session, node_name)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import uuid
 
 import redis
 from sqlalchemy import func, select
@@ -197,4 +198,24 @@ def test_concurrent_node_jobs_with_one_key_create_one_job(app, headers_for, seed
 
     assert {status for status, _ in results} == {202}
     assert len({job_id for _, job_id in results}) == 1
+    assert _job_count(clean_tables) == 1
+
+
+def test_a_node_job_key_kept_under_the_former_admin_scope_is_still_replayed(
+    client, headers_for, seed_nodes, clean_tables, enqueued_task_ids
+):
+    """Node jobs' keys were scoped admin:<subject> before they shared the requester's scope: a retry sent across
+    the upgrade finds the job its first attempt made instead of making a second one."""
+    seed_nodes({"nvidia-l40s": [8]})
+    admin = {**headers_for(None, scopes=("admin",)), "Idempotency-Key": "before-upgrade"}
+    first = client.post("/admin/v1/infrastructure/nodes/l40s-0/cordon", json={"reason": "x"}, headers=admin)
+    with Session(clean_tables) as session:
+        job = session.get(Job, uuid.UUID(first.get_json()["job_id"]))
+        job.idempotency_scope = job.idempotency_scope.replace("requester:", "admin:", 1)
+        session.commit()
+
+    retried = client.post("/admin/v1/infrastructure/nodes/l40s-0/cordon", json={"reason": "x"}, headers=admin)
+
+    assert retried.status_code == 202
+    assert retried.get_json()["job_id"] == first.get_json()["job_id"]
     assert _job_count(clean_tables) == 1
