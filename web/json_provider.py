@@ -22,7 +22,7 @@ from flask.json.provider import DefaultJSONProvider
 
 
 class DuplicateKeyError(ValueError):
-    pass
+    """A JSON object gave one key twice (its message names the key)."""
 
 
 def _object_without_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:

@@ -128,6 +128,12 @@ class PodView:
         return self.phase not in FINISHED_POD_PHASES
 
 
+def is_pod_ready(pod: Mapping[str, Any] | None) -> bool:
+    """Whether the pod (None: gone) reports the Ready condition True."""
+    conditions = ((pod or {}).get("status") or {}).get("conditions") or ()
+    return any(condition.get("type") == "Ready" and condition.get("status") == "True" for condition in conditions)
+
+
 def pod_view(pod: Mapping[str, Any]) -> PodView:
     """Extract a :class:`PodView` from a raw pod object."""
     metadata = pod.get("metadata") or {}

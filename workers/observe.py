@@ -55,7 +55,7 @@ from models import (
 from models.db import autocommit_session, session_scope
 from models.driver_sql import DriverStatement
 from workers import admission, diagnosis
-from workers.diagnosis import pod_gpus
+from workers.diagnosis import is_pod_ready, pod_gpus
 from workers.k8s import get_clients
 from workers.kube_calls import get, list_objects, object_path
 from workers.manifests import label_selector
@@ -120,7 +120,7 @@ def pod_view(pod: dict[str, Any]) -> PodView:
     status = pod.get("status") or {}
     statuses = status.get("containerStatuses") or []
     restarts = sum(int(item.get("restartCount") or 0) for item in statuses)
-    ready = any(c.get("type") == "Ready" and c.get("status") == "True" for c in status.get("conditions") or [])
+    ready = is_pod_ready(pod)
     reason = status.get("reason")
     message = status.get("message")
     last_termination = None

@@ -52,12 +52,6 @@ def list_node_pods(node_name: str) -> list[dict[str, Any]]:
             return pods
 
 
-def is_ready(pod: dict[str, Any] | None) -> bool:
-    """Whether the pod (None: gone) reports the Ready condition True."""
-    conditions = ((pod or {}).get("status") or {}).get("conditions") or []
-    return any(condition.get("type") == "Ready" and condition.get("status") == "True" for condition in conditions)
-
-
 def _is_finished(pod: dict[str, Any]) -> bool:
     return (pod.get("status") or {}).get("phase") in FINISHED_POD_PHASES
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 from typing import Any
 
 from models import ScalingEventStatus
-from workers.drain.pods import is_ready, list_node_pods
+from workers.diagnosis import is_pod_ready
+from workers.drain.pods import list_node_pods
 from workers.drain.progress import DrainStep
 from workers.drain.replicas import current_replicas, scale
 
@@ -42,7 +43,7 @@ def replacements_ready(step: DrainStep) -> bool:
         if node_pods is None:
             node_pods = {(pod["metadata"]["namespace"], pod["metadata"]["name"]): pod
                          for pod in list_node_pods(step.node)}
-        ready_here = sum(1 for name in item["pods"] if is_ready(node_pods.get((item["namespace"], name))))
+        ready_here = sum(1 for name in item["pods"] if is_pod_ready(node_pods.get((item["namespace"], name))))
         needed = min(item["ready_before"], item["desired"]) + ready_here
         if ready < needed:
             waiting.append(f"{item['name']} Ready {ready}/{needed}")
